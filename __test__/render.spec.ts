@@ -1,0 +1,143 @@
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+import test from 'ava'
+
+import { Renderer, renderText, VtcError } from '../src/index.js'
+import { goldenLayouts, goldenTexts, pngHeader } from './helpers.js'
+
+const texts = goldenTexts()
+const layouts = new Map(goldenLayouts().map((l) => [l.id, l]))
+
+test('pages match the reference page count and cropped sizes within ±2 px', async (t) => {
+  const renderer = await Renderer.create()
+  const results = await renderer.renderBatch(texts)
+  for (const r of results) {
+    const ref = layouts.get(r.id)!
+    t.is(r.pageSizes.length, ref.sizes.length, `${r.id}: page count`)
+    r.pageSizes.forEach(([w, h], i) => {
+      const [rw, rh] = ref.sizes[i] ?? [NaN, NaN]
+      t.true(Math.abs(w - rw) <= 2 && Math.abs(h - rh) <= 2, `${r.id} page ${i + 1}: ${w}×${h} vs reference ${rw}×${rh}`)
+    })
+  }
+})
+
+test('layout() returns the reference lines for a real trace', async (t) => {
+  const text = texts.find((x) => x.id === 'openr1-0')!.text
+  const pages = await (await Renderer.create()).layout(text)
+  t.deepEqual(pages, layouts.get('openr1-0')!.pages)
+})
+
+test('a page is raw pixels without PNG, and encodes to a valid PNG on request', async (t) => {
+  const { pages } = await renderText('Hello, optical memory.', { channels: 1 })
+  t.is(pages.length, 1)
+  const [p] = pages
+  t.is(p.channels, 1)
+  t.is(p.data.length, p.width * p.height)
+  t.true(p.data.some((v) => v < 128), 'some ink')
+  const png = await p.png()
+  t.deepEqual(pngHeader(png), { width: p.width, height: p.height, colorType: 0 })
+  const rgb = (await renderText('Hello, optical memory.', { png: true })).pages[0]
+  t.is(rgb.data.length, rgb.width * rgb.height * 3)
+  t.is(pngHeader(await rgb.png()).colorType, 2)
+})
+
+test('empty text gives zero pages and no error', async (t) => {
+  const r = await renderText('')
+  t.is(r.pages.length, 0)
+})
+
+test('NUL and control characters do not crash the renderer', async (t) => {
+  const r = await renderText('a\u0000b\u0001c\u0007d\u001be\r\nf\u000bg\u000ch\u007f')
+  t.true(r.pages.length >= 1)
+})
+
+test('lone UTF-16 surrogates are rejected with the position', async (t) => {
+  const err = await t.throwsAsync(renderText('ok \ud800 bad'), { instanceOf: VtcError })
+  t.is(err!.code, 'ERR_VTC_INVALID_TEXT')
+  t.regex(err!.message, /U\+D800 at code point 3/)
+})
+
+test('an unknown config key is named with the allowed keys', async (t) => {
+  const err = await t.throwsAsync(Renderer.create({ config: { 'font-szie': 9 } as never }), { instanceOf: VtcError })
+  t.is(err!.code, 'ERR_VTC_CONFIG')
+  t.regex(err!.message, /`font-szie`.*allowed keys: page-size/)
+})
+
+test('a bad config value is named', async (t) => {
+  const err = await t.throwsAsync(Renderer.create({ config: { 'page-size': '595x842' } }), { instanceOf: VtcError })
+  t.regex(err!.message, /`page-size`/)
+})
+
+test('a corrupt or missing font file is named in the error', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vtc-font-'))
+  const bad = join(dir, 'broken.ttf')
+  writeFileSync(bad, Buffer.from('definitely not a font'))
+  const e1 = await t.throwsAsync(Renderer.create({ fontPath: bad }), { instanceOf: VtcError })
+  t.is(e1!.code, 'ERR_VTC_FONT')
+  t.true(e1!.message.includes(bad))
+  const missing = join(dir, 'missing.ttf')
+  const e2 = await t.throwsAsync(Renderer.create({ fallbackFonts: [missing] }), { instanceOf: VtcError })
+  t.true(e2!.message.includes(missing))
+})
+
+test('the glyph preset asks for Verdana instead of guessing a font', async (t) => {
+  const err = await t.throwsAsync(Renderer.create({ preset: 'glyph' }), { instanceOf: VtcError })
+  t.regex(err!.message, /Verdana/)
+})
+
+test('characters no font has are counted and drawn as boxes; a fallback font removes them', async (t) => {
+  const text = '设函数 f(x) 满足 f(x+1)=2f(x)'
+  const plain = await renderText(text)
+  t.is(plain.missingGlyphs, 5)
+  t.true(plain.pages[0].data.some((v) => v < 128))
+})
+
+test('renderBatch writes pages atomically, reports progress and per-text results', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vtc-batch-'))
+  const items = texts.slice(0, 6)
+  const seen: number[] = []
+  const results = await (await Renderer.create()).renderBatch(items, {
+    outDir: dir,
+    onProgress: (p) => seen.push(p.textsDone),
+  })
+  t.is(results.length, items.length)
+  t.is(Math.max(...seen), items.length)
+  const files = readdirSync(dir).sort()
+  t.is(files.length, results.reduce((n, r) => n + r.files.length, 0))
+  t.false(files.some((f) => f.includes('.tmp')))
+  const first = results[0]
+  t.is(first.files.length, first.pageSizes.length)
+  const h = pngHeader(readFileSync(first.files[0]))
+  t.deepEqual([h.width, h.height], first.pageSizes[0])
+})
+
+test('renderBatch reports a bad text in its result and renders the others', async (t) => {
+  const results = await (await Renderer.create()).renderBatch([
+    { id: 'good', text: 'fine' },
+    { id: 'bad', text: 'broken \udc00' },
+  ])
+  t.is(results[0].pageSizes.length, 1)
+  t.regex(results[1].error ?? '', /lone surrogate/)
+})
+
+test('renderBatch refuses ids that would overwrite each other', async (t) => {
+  const err = await t.throwsAsync((await Renderer.create()).renderBatch([
+    { id: 'a/b', text: 'x' },
+    { id: 'a_b', text: 'y' },
+  ]))
+  t.regex(err!.message, /same file name/)
+})
+
+test('an aborted batch stops with an abort error', async (t) => {
+  const controller = new AbortController()
+  const big = texts.map((x, i) => ({ id: `t${i}`, text: x.text.repeat(20) }))
+  const run = (await Renderer.create()).renderBatch(big, {
+    threads: 1,
+    signal: controller.signal,
+    onProgress: () => controller.abort(),
+  })
+  const err = await t.throwsAsync(run)
+  t.true(err instanceof VtcError && ['ERR_VTC_CANCELLED', 'ABORT_ERR'].includes(err.code), String(err))
+})

@@ -1,0 +1,55 @@
+#!/usr/bin/env node
+// Renderer throughput against the reference pipeline (reportlab + pdftoppm, ../shared/tools/ref_render.py),
+// both measured in this run on the same texts. Usage: node bench/render.js [N_TEXTS] [--no-ref]
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, rmSync, readFileSync, writeFileSync } from 'node:fs'
+import { availableParallelism, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import { Renderer } from '../dist/index.js'
+
+const shared = fileURLToPath(new URL('../../shared/', import.meta.url))
+const args = process.argv.slice(2)
+const n = Number(args.find((a) => /^\d+$/.test(a)) ?? Infinity)
+const all = readFileSync(join(shared, 'golden/render/texts.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))
+const texts = all.slice(0, n)
+
+const renderer = await Renderer.create()
+await renderer.renderBatch(texts.slice(0, 2)) // warm the glyph cache once, as a long-running service would be
+
+async function measure(label, opts, repeat) {
+  const t0 = performance.now()
+  let pages = 0
+  for (let i = 0; i < repeat; i++) {
+    const dir = opts.png ? mkdtempSync(join(tmpdir(), 'vtc-bench-')) : undefined
+    const res = await renderer.renderBatch(texts, { ...opts.batch, outDir: dir })
+    pages += res.reduce((s, r) => s + r.pageSizes.length, 0)
+    if (dir) rmSync(dir, { recursive: true, force: true })
+  }
+  const secs = (performance.now() - t0) / 1000
+  const rate = pages / secs
+  console.log(`${label.padEnd(44)} ${String(pages).padStart(6)} pages ${secs.toFixed(2).padStart(7)} s ${rate.toFixed(1).padStart(9)} pages/s`)
+  return rate
+}
+
+console.log(`${texts.length} texts from golden/render/texts.jsonl, ${availableParallelism()} cores`)
+const pngOne = await measure('vtc-r1, PNG files, 1 thread', { png: true, batch: { threads: 1, format: 'png' } }, 3)
+await measure(`vtc-r1, PNG files, ${availableParallelism()} threads`, { png: true, batch: { format: 'png' } }, 3)
+const rawAll = await measure(`vtc-r1, raw RGB in memory, ${availableParallelism()} threads`, { batch: { channels: 3 } }, 5)
+await measure(`vtc-r1, raw grey in memory, ${availableParallelism()} threads`, { batch: { channels: 1 } }, 5)
+
+if (!args.includes('--no-ref')) {
+  const file = join(mkdtempSync(join(tmpdir(), 'vtc-ref-')), 'texts.jsonl')
+  writeFileSync(file, texts.map((t) => JSON.stringify(t)).join('\n') + '\n')
+  let ref
+  try {
+    ref = JSON.parse(execFileSync('python3', [join(shared, 'tools/ref_render.py'), 'bench', file], { encoding: 'utf8' }))
+  } catch (err) {
+    console.log(`reference pipeline not runnable here (${err.message.split('\n')[0]}); install: pip install reportlab pillow numpy; apt-get install poppler-utils`)
+    process.exit(0)
+  }
+  console.log(`${'reference (reportlab + pdftoppm), PNG files'.padEnd(44)} ${String(ref.pages).padStart(6)} pages ${ref.seconds.toFixed(2).padStart(7)} s ${ref.pages_per_s.toFixed(1).padStart(9)} pages/s`)
+  console.log(`ratio PNG, 1 thread vs reference:   ${(pngOne / ref.pages_per_s).toFixed(1)}×`)
+  console.log(`ratio raw, all cores vs reference:  ${(rawAll / ref.pages_per_s).toFixed(1)}×`)
+}

@@ -1,0 +1,17 @@
+//! Native core of vtc-r1.
+//!
+//! `render` turns reasoning text into the page images VTC-R1 models were trained on (reportlab layout,
+//! poppler-like raster). The model side (weights, vision preprocessing, Qwen3-VL, generation, engine) lives
+//! in its own modules. `node` is the only place that knows about N-API; everything else is plain Rust
+//! tested with `cargo test`.
+
+pub mod error;
+pub mod render;
+pub mod weights;
+pub mod model;
+pub mod generate;
+
+#[cfg(feature = "node")]
+mod node;
+
+pub use error::{Error, Result};

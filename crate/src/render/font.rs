@@ -1,0 +1,179 @@
+//! Fonts: the main font plus fallbacks chosen per character, advance widths in reportlab's units, and a
+//! cache of rasterized glyph coverage masks keyed by glyph and quarter-pixel x offset (poppler positions
+//! glyphs at quarter-pixel precision, so we do too).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use ab_glyph::{Font as _, FontArc, GlyphId, PxScale};
+
+use crate::error::{Error, Result};
+
+/// The DejaVu Sans shipped inside the package, so the default preset works offline.
+pub const DEJAVU_SANS: &[u8] = include_bytes!("../../../fonts/DejaVuSans.ttf");
+
+/// Horizontal sub-pixel positions a glyph can be rasterized at (4 = quarter pixels, as poppler's Splash).
+pub const SUBPIXEL_STEPS: u32 = 4;
+
+/// One font file.
+pub struct Face {
+    /// Where it came from, for error messages (`None` for the bundled DejaVu Sans).
+    pub path: Option<PathBuf>,
+    font: FontArc,
+    units_per_em: f32,
+}
+
+impl Face {
+    pub fn from_bytes(bytes: Vec<u8>, path: Option<PathBuf>) -> Result<Face> {
+        let font = FontArc::try_from_vec(bytes).map_err(|e| Error::Font {
+            path: path.clone().unwrap_or_else(|| PathBuf::from("<bundled DejaVuSans.ttf>")),
+            message: format!("not a readable TrueType/OpenType font ({e})"),
+        })?;
+        let units_per_em = font.units_per_em().filter(|u| *u > 0.0).ok_or_else(|| Error::Font {
+            path: path.clone().unwrap_or_default(),
+            message: "font has no valid unitsPerEm".into(),
+        })?;
+        Ok(Face { path, font, units_per_em })
+    }
+
+    pub fn open(path: &Path) -> Result<Face> {
+        let bytes = std::fs::read(path).map_err(|e| Error::Font {
+            path: path.to_path_buf(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Face::from_bytes(bytes, Some(path.to_path_buf()))
+    }
+
+    pub fn bundled() -> Face {
+        Face::from_bytes(DEJAVU_SANS.to_vec(), None).expect("bundled DejaVu Sans is a valid font")
+    }
+
+    pub fn units_per_em(&self) -> f32 {
+        self.units_per_em
+    }
+
+    /// The glyph for `ch`, or `None` when the font has none (glyph 0, .notdef).
+    pub fn glyph(&self, ch: char) -> Option<GlyphId> {
+        let id = self.font.glyph_id(ch);
+        (id.0 != 0).then_some(id)
+    }
+
+    /// Advance width in font units (hmtx).
+    pub fn advance_units(&self, glyph: GlyphId) -> f32 {
+        self.font.h_advance_unscaled(glyph)
+    }
+
+    /// Ascender and descender in font units (hhea), descender negative.
+    pub fn ascent_descent_units(&self) -> (f32, f32) {
+        (self.font.ascent_unscaled(), self.font.descent_unscaled())
+    }
+
+    /// ab_glyph scales by line height (ascent − descent), not by em: the scale that makes one em `em_px`
+    /// pixels tall, stretched horizontally by `h_scale`.
+    pub fn px_scale(&self, em_px: f32, h_scale: f32) -> PxScale {
+        let y = em_px * self.font.height_unscaled() / self.units_per_em;
+        PxScale { x: y * h_scale, y }
+    }
+
+    pub fn font(&self) -> &FontArc {
+        &self.font
+    }
+}
+
+/// Which face draws a character, and with which glyph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ResolvedGlyph {
+    pub face: u16,
+    pub glyph: GlyphId,
+    /// No face has the character: drawn as face 0's .notdef box.
+    pub missing: bool,
+}
+
+/// The main face (index 0) and the fallbacks tried in order for characters it lacks.
+pub struct FontSet {
+    faces: Vec<Face>,
+    raster_cache: RwLock<HashMap<GlyphKey, Arc<Coverage>>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct GlyphKey {
+    face: u16,
+    glyph: u16,
+    size_x_milli: u32,
+    size_y_milli: u32,
+    subpixel: u32,
+}
+
+/// A rasterized glyph: coverage 0..=255 in a `width × height` box whose top-left corner sits at
+/// (`left`, `top`) pixels from the pen position (baseline origin rounded down to whole pixels).
+pub struct Coverage {
+    pub left: i32,
+    pub top: i32,
+    pub width: usize,
+    pub height: usize,
+    pub alpha: Vec<u8>,
+}
+
+impl FontSet {
+    pub fn new(main: Face, fallbacks: Vec<Face>) -> FontSet {
+        let mut faces = vec![main];
+        faces.extend(fallbacks);
+        FontSet { faces, raster_cache: RwLock::new(HashMap::new()) }
+    }
+
+    pub fn faces(&self) -> &[Face] {
+        &self.faces
+    }
+
+    pub fn main(&self) -> &Face {
+        &self.faces[0]
+    }
+
+    /// The first face that has `ch`; face 0's .notdef when none does.
+    pub fn resolve(&self, ch: char) -> ResolvedGlyph {
+        for (i, face) in self.faces.iter().enumerate() {
+            if let Some(glyph) = face.glyph(ch) {
+                return ResolvedGlyph { face: i as u16, glyph, missing: false };
+            }
+        }
+        ResolvedGlyph { face: 0, glyph: GlyphId(0), missing: true }
+    }
+
+    /// Coverage mask of `glyph` at `scale` px with its origin `subpixel` quarter pixels right of a whole
+    /// pixel. Cached: a page uses only a few hundred distinct glyphs.
+    pub fn coverage(&self, rg: ResolvedGlyph, scale: PxScale, subpixel: u32) -> Arc<Coverage> {
+        let subpixel = subpixel.min(SUBPIXEL_STEPS - 1);
+        let key = GlyphKey {
+            face: rg.face,
+            glyph: rg.glyph.0,
+            size_x_milli: (scale.x * 1000.0) as u32,
+            size_y_milli: (scale.y * 1000.0) as u32,
+            subpixel,
+        };
+        if let Some(c) = self.raster_cache.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return c.clone();
+        }
+        let cov = Arc::new(self.rasterize(rg, scale, subpixel as f32 / SUBPIXEL_STEPS as f32));
+        self.raster_cache.write().unwrap_or_else(|e| e.into_inner()).insert(key, cov.clone());
+        cov
+    }
+
+    fn rasterize(&self, rg: ResolvedGlyph, scale: PxScale, x_offset: f32) -> Coverage {
+        let font = self.faces[rg.face as usize].font();
+        let glyph = rg.glyph.with_scale_and_position(scale, ab_glyph::point(x_offset, 0.0));
+        let Some(outlined) = font.outline_glyph(glyph) else {
+            return Coverage { left: 0, top: 0, width: 0, height: 0, alpha: Vec::new() };
+        };
+        let b = outlined.px_bounds();
+        let (width, height) = (b.width() as usize, b.height() as usize);
+        let mut alpha = vec![0u8; width * height];
+        outlined.draw(|x, y, c| {
+            let i = y as usize * width + x as usize;
+            if i < alpha.len() {
+                alpha[i] = (c.clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
+            }
+        });
+        Coverage { left: b.min.x as i32, top: b.min.y as i32, width, height, alpha }
+    }
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env node
+/** The `vtc-r1` command line. */
+import { VtcError } from '../errors.js'
+import { demoCommand, DEMO_HELP } from './demo.js'
+import { renderCommand, RENDER_HELP } from './render.js'
+
+const HELP = `usage: vtc-r1 <command> [options]
+
+commands:
+  demo     render a bundled real reasoning trace and print the compression it achieves
+  render   render text into VTC-R1 page images (vtc-r1 render --help)
+
+${DEMO_HELP}
+
+${RENDER_HELP}`
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
+  demo: demoCommand,
+  render: renderCommand,
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    console.log(HELP)
+    return
+  }
+  const run = COMMANDS[cmd]
+  if (!run) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `unknown command "${cmd}"; commands: ${Object.keys(COMMANDS).join(', ')}`)
+  await run(rest)
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  const e = err as { code?: string; message?: string }
+  if (e && typeof e.code === 'string' && (e.code.startsWith('ERR_') || e.code === 'ABORT_ERR')) {
+    console.error(`vtc-r1: ${e.message}`)
+  } else {
+    console.error(err)
+  }
+  process.exit(1)
+})

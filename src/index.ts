@@ -1,0 +1,21 @@
+/** vtc-r1: VTC-R1 optical-memory reasoning for Node, with a Rust core. */
+export { VtcError } from './errors.js'
+export {
+  Page,
+  Renderer,
+  renderText,
+  renderBatch,
+  layoutText,
+  type BatchItem,
+  type BatchOptions,
+  type BatchProgress,
+  type BatchTextResult,
+  type PngCompression,
+  type Preset,
+  type RenderConfigJson,
+  type RendererOptions,
+  type RenderOptions,
+  type RenderResult,
+} from './render.js'
+export { smartResize, visionTokens, type PixelLimits, type VisionModel } from './tokens.js'
+export { countTextTokens } from './text-tokens.js'
