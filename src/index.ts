@@ -19,3 +19,5 @@ export {
 } from './render.js'
 export { smartResize, visionTokens, type PixelLimits, type VisionModel } from './tokens.js'
 export { countTextTokens } from './text-tokens.js'
+export * as evaluation from './eval/index.js'
+export { extractAnswer, gradeAnswer, gradeResponse, loadBenchmark } from './eval/index.js'

@@ -1,0 +1,43 @@
+/** Evaluation harness: benchmark loaders, answer extraction, grading, reports. */
+export {
+  BENCHMARKS,
+  SAMPLES_PER_QUESTION,
+  BenchmarkFormatError,
+  UnknownBenchmarkError,
+  benchmarkName,
+  loadBenchmark,
+  parseBenchmark,
+  parseChoices,
+  type BenchItem,
+  type Benchmark,
+  type BenchmarkName,
+  type LoadOptions,
+  type RowIssue,
+} from './bench.js'
+export { extractAnswer, lastNumber, type ExtractOptions, type Extraction, type ExtractionSource } from './extract.js'
+export {
+  choiceLetter,
+  gradeAnswer,
+  gradeResponse,
+  isEquivalent,
+  numericEqual,
+  parseNumber,
+  type AnswerKind,
+  type GradeMethod,
+  type GradeOptions,
+  type ResponseVerdict,
+  type Verdict,
+} from './grade.js'
+export { normalizeAnswer } from './normalize.js'
+export { casEqual, type CasMethod, type CasOutcome } from './cas.js'
+export {
+  reportHtml,
+  reportMarkdown,
+  summarize,
+  type BenchSummary,
+  type EvalReport,
+  type ModeRatios,
+  type ModeSummary,
+  type ResultRow,
+  type RunMode,
+} from './report.js'

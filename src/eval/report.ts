@@ -1,0 +1,264 @@
+/**
+ * Evaluation report: per-sample result rows → summary JSON (per benchmark × mode), a markdown table, and a
+ * self-contained HTML page with inline SVG bar charts (no external assets, no scripts).
+ */
+import { VtcError } from '../errors.js'
+
+export type RunMode = 'vtc' | 'baseline'
+
+/** One graded sample of one question in one mode. */
+export interface ResultRow {
+  bench: string
+  id: string
+  sample: number
+  mode: RunMode
+  prediction: string
+  gold: string
+  correct: boolean
+  outputTokens: number
+  latencyMs: number
+  rounds: number
+  visionTokens: number
+}
+
+export interface ModeSummary {
+  samples: number
+  questions: number
+  /** Mean over samples of each question, then over questions (the protocol's "mean over samples"). */
+  accuracy: number
+  meanOutputTokens: number
+  meanLatencyMs: number
+  meanRounds: number
+  meanVisionTokens: number
+}
+
+/** vtc ÷ baseline on the questions both modes ran (the efficiency claim compares the same questions). */
+export interface ModeRatios {
+  pairedQuestions: number
+  accuracy: number
+  outputTokens: number
+  latency: number
+}
+
+export interface BenchSummary {
+  bench: string
+  vtc?: ModeSummary
+  baseline?: ModeSummary
+  ratios?: ModeRatios
+}
+
+export interface EvalReport {
+  generatedAt: string
+  benches: BenchSummary[]
+  meta?: Record<string, unknown>
+}
+
+const MODES: RunMode[] = ['vtc', 'baseline']
+
+export function summarize(rows: ResultRow[], opts: { meta?: Record<string, unknown>; now?: Date } = {}): EvalReport {
+  rows.forEach(checkRow)
+  const benches = [...new Set(rows.map((r) => r.bench))].sort()
+  return {
+    generatedAt: (opts.now ?? new Date()).toISOString(),
+    benches: benches.map((bench) => summarizeBench(bench, rows.filter((r) => r.bench === bench))),
+    ...(opts.meta ? { meta: opts.meta } : {}),
+  }
+}
+
+function checkRow(r: ResultRow, i: number): void {
+  const bad = (what: string) => new VtcError('ERR_VTC_REPORT_ROW', `result row ${i} (${r?.bench}/${r?.id}): ${what}`)
+  if (!r || typeof r !== 'object') throw bad('not an object')
+  if (!r.bench || typeof r.bench !== 'string') throw bad('missing bench')
+  if (typeof r.id !== 'string') throw bad('missing id')
+  if (!MODES.includes(r.mode)) throw bad(`mode must be 'vtc' or 'baseline', got ${JSON.stringify(r.mode)}`)
+  if (typeof r.correct !== 'boolean') throw bad('correct must be a boolean')
+  for (const k of ['outputTokens', 'latencyMs', 'rounds', 'visionTokens'] as const) {
+    if (!Number.isFinite(r[k]) || r[k] < 0) throw bad(`${k} must be a finite number ≥ 0, got ${r[k]}`)
+  }
+}
+
+function summarizeBench(bench: string, rows: ResultRow[]): BenchSummary {
+  const out: BenchSummary = { bench }
+  for (const mode of MODES) {
+    const m = rows.filter((r) => r.mode === mode)
+    if (m.length) out[mode] = summarizeMode(m)
+  }
+  const vtcIds = new Set(rows.filter((r) => r.mode === 'vtc').map((r) => r.id))
+  const paired = new Set(rows.filter((r) => r.mode === 'baseline' && vtcIds.has(r.id)).map((r) => r.id))
+  if (paired.size) {
+    const v = summarizeMode(rows.filter((r) => r.mode === 'vtc' && paired.has(r.id)))
+    const b = summarizeMode(rows.filter((r) => r.mode === 'baseline' && paired.has(r.id)))
+    out.ratios = {
+      pairedQuestions: paired.size,
+      accuracy: ratio(v.accuracy, b.accuracy),
+      outputTokens: ratio(v.meanOutputTokens, b.meanOutputTokens),
+      latency: ratio(v.meanLatencyMs, b.meanLatencyMs),
+    }
+  }
+  return out
+}
+
+function summarizeMode(rows: ResultRow[]): ModeSummary {
+  const byQuestion = new Map<string, ResultRow[]>()
+  for (const r of rows) byQuestion.set(r.id, [...(byQuestion.get(r.id) ?? []), r])
+  const perQuestion = [...byQuestion.values()].map((rs) => mean(rs.map((r) => (r.correct ? 1 : 0))))
+  return {
+    samples: rows.length,
+    questions: byQuestion.size,
+    accuracy: mean(perQuestion),
+    meanOutputTokens: mean(rows.map((r) => r.outputTokens)),
+    meanLatencyMs: mean(rows.map((r) => r.latencyMs)),
+    meanRounds: mean(rows.map((r) => r.rounds)),
+    meanVisionTokens: mean(rows.map((r) => r.visionTokens)),
+  }
+}
+
+const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN)
+/** NaN (rendered "–") when the baseline is 0: a ratio to nothing is not a number. */
+const ratio = (a: number, b: number) => (b === 0 ? NaN : a / b)
+
+const pct = (x: number | undefined) => (x === undefined || Number.isNaN(x) ? '–' : `${(100 * x).toFixed(1)}%`)
+const num = (x: number | undefined, digits = 0) =>
+  x === undefined || Number.isNaN(x) ? '–' : x.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
+const times = (x: number | undefined) => (x === undefined || Number.isNaN(x) ? '–' : `${x.toFixed(2)}×`)
+const secs = (ms: number | undefined) => (ms === undefined || Number.isNaN(ms) ? '–' : `${(ms / 1000).toFixed(1)} s`)
+
+/** One markdown table: a row per benchmark, both modes side by side, then the vtc/baseline ratios. */
+export function reportMarkdown(report: EvalReport): string {
+  const head =
+    '| benchmark | acc vtc | acc baseline | tokens vtc | tokens baseline | latency vtc | latency baseline | rounds vtc | acc ratio | token ratio | latency ratio |'
+  const sep = `|${' --- |'.repeat(11)}`
+  const lines = report.benches.map((b) =>
+    [
+      b.bench,
+      pct(b.vtc?.accuracy),
+      pct(b.baseline?.accuracy),
+      num(b.vtc?.meanOutputTokens),
+      num(b.baseline?.meanOutputTokens),
+      secs(b.vtc?.meanLatencyMs),
+      secs(b.baseline?.meanLatencyMs),
+      num(b.vtc?.meanRounds, 2),
+      times(b.ratios?.accuracy),
+      times(b.ratios?.outputTokens),
+      times(b.ratios?.latency),
+    ].join(' | '),
+  )
+  return [head, sep, ...lines.map((l) => `| ${l} |`)].join('\n') + '\n'
+}
+
+const esc = (s: string) =>
+  s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;')
+
+const COLORS: Record<RunMode, string> = { vtc: '#2b6cb0', baseline: '#a0aec0' }
+
+interface ChartSpec {
+  title: string
+  value: (m: ModeSummary) => number
+  label: (x: number) => string
+  /** Fixed maximum (accuracy: 1), otherwise the largest value. */
+  max?: number
+}
+
+/** A grouped bar chart: one group per benchmark, one bar per mode. */
+function barChart(report: EvalReport, spec: ChartSpec): string {
+  const W = 640
+  const H = 260
+  const top = 44 // room for the legend above the value labels of full-height bars
+  const bottom = 40
+  const left = 20
+  const plotH = H - top - bottom
+  const groups = report.benches
+  const values = groups.flatMap((b) => MODES.map((m) => (b[m] ? spec.value(b[m]!) : NaN))).filter(Number.isFinite)
+  const max = spec.max ?? Math.max(...values, 0)
+  const groupW = (W - 2 * left) / Math.max(groups.length, 1)
+  const barW = Math.min(48, (groupW - 16) / MODES.length)
+  const bars: string[] = []
+  groups.forEach((b, gi) => {
+    const gx = left + gi * groupW + (groupW - barW * MODES.length) / 2
+    MODES.forEach((mode, mi) => {
+      const s = b[mode]
+      if (!s) return
+      const v = spec.value(s)
+      const h = max > 0 && Number.isFinite(v) ? (v / max) * plotH : 0
+      const x = gx + mi * barW
+      const y = top + plotH - h
+      bars.push(
+        `<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${(barW - 4).toFixed(1)}" height="${h.toFixed(1)}" fill="${COLORS[mode]}"><title>${esc(`${b.bench} ${mode}: ${spec.label(v)}`)}</title></rect>`,
+        `<text x="${(x + (barW - 4) / 2).toFixed(1)}" y="${(y - 4).toFixed(1)}" text-anchor="middle" font-size="11">${esc(spec.label(v))}</text>`,
+      )
+    })
+    bars.push(
+      `<text x="${(left + gi * groupW + groupW / 2).toFixed(1)}" y="${H - bottom + 18}" text-anchor="middle" font-size="12">${esc(b.bench)}</text>`,
+    )
+  })
+  const axis = `<line x1="${left}" y1="${top + plotH}" x2="${W - left}" y2="${top + plotH}" stroke="#4a5568"/>`
+  const legend = MODES.map(
+    (m, i) =>
+      `<rect x="${W - 170 + i * 85}" y="8" width="12" height="12" fill="${COLORS[m]}"/><text x="${W - 153 + i * 85}" y="18" font-size="12">${m}</text>`,
+  ).join('')
+  return (
+    `<figure><figcaption>${esc(spec.title)}</figcaption>` +
+    `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${esc(spec.title)}">` +
+    `${axis}${bars.join('')}${legend}</svg></figure>`
+  )
+}
+
+/** A self-contained HTML page: summary table and accuracy / output tokens / latency charts. */
+export function reportHtml(report: EvalReport, opts: { title?: string } = {}): string {
+  const title = opts.title ?? 'vtc-r1 evaluation'
+  const rows = report.benches
+    .map((b) => {
+      const cells = [
+        b.bench,
+        pct(b.vtc?.accuracy),
+        pct(b.baseline?.accuracy),
+        num(b.vtc?.meanOutputTokens),
+        num(b.baseline?.meanOutputTokens),
+        secs(b.vtc?.meanLatencyMs),
+        secs(b.baseline?.meanLatencyMs),
+        num(b.vtc?.meanRounds, 2),
+        num(b.vtc?.meanVisionTokens),
+        times(b.ratios?.outputTokens),
+        times(b.ratios?.latency),
+      ]
+      return `<tr>${cells.map((c, i) => (i ? `<td>${esc(c)}</td>` : `<th>${esc(c)}</th>`)).join('')}</tr>`
+    })
+    .join('\n')
+  const charts = [
+    barChart(report, { title: 'Accuracy', value: (m) => m.accuracy, label: (x) => pct(x), max: 1 }),
+    barChart(report, { title: 'Mean output tokens', value: (m) => m.meanOutputTokens, label: (x) => num(x) }),
+    barChart(report, { title: 'Mean latency', value: (m) => m.meanLatencyMs, label: (x) => secs(x) }),
+  ].join('\n')
+  const meta = report.meta
+    ? `<pre>${esc(JSON.stringify(report.meta, null, 2))}</pre>`
+    : ''
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>${esc(title)}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2rem; color: #1a202c; }
+table { border-collapse: collapse; margin: 1rem 0; }
+th, td { border: 1px solid #cbd5e0; padding: 4px 10px; text-align: right; }
+th:first-child, thead th { text-align: left; }
+figure { margin: 1.5rem 0; }
+figcaption { font-weight: 600; margin-bottom: 4px; }
+pre { background: #f7fafc; padding: 8px; }
+</style>
+</head>
+<body>
+<h1>${esc(title)}</h1>
+<p>Generated ${esc(report.generatedAt)}. Ratios are vtc ÷ baseline on the questions both modes ran.</p>
+<table>
+<thead><tr><th>benchmark</th><th>acc vtc</th><th>acc baseline</th><th>tokens vtc</th><th>tokens baseline</th><th>latency vtc</th><th>latency baseline</th><th>rounds vtc</th><th>vision tokens vtc</th><th>token ratio</th><th>latency ratio</th></tr></thead>
+<tbody>
+${rows}
+</tbody>
+</table>
+${charts}
+${meta}
+</body>
+</html>
+`
+}
