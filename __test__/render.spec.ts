@@ -1,6 +1,7 @@
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
@@ -94,6 +95,19 @@ test('characters no font has are counted and drawn as boxes; a fallback font rem
   t.true(plain.pages[0].data.some((v) => v < 128))
 })
 
+const MONO = '/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf'
+const BUNDLED = fileURLToPath(new URL('../fonts/DejaVuSans.ttf', import.meta.url))
+
+test('fallback fonts are chosen per character', async (t) => {
+  // DejaVu Sans Mono lacks these Cyrillic letters; the bundled DejaVu Sans has them.
+  const text = 'Ѡѡ Ѥ and ascii'
+  const alone = await renderText(text, { fontPath: MONO })
+  t.is(alone.missingGlyphs, 3)
+  const withFallback = await renderText(text, { fontPath: MONO, fallbackFonts: [BUNDLED] })
+  t.is(withFallback.missingGlyphs, 0)
+  t.notDeepEqual(withFallback.pages[0].data, alone.pages[0].data)
+})
+
 test('renderBatch writes pages atomically, reports progress and per-text results', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vtc-batch-'))
   const items = texts.slice(0, 6)
@@ -140,4 +154,31 @@ test('an aborted batch stops with an abort error', async (t) => {
   })
   const err = await t.throwsAsync(run)
   t.true(err instanceof VtcError && ['ERR_VTC_CANCELLED', 'ABORT_ERR'].includes(err.code), String(err))
+})
+
+test('a very long text streams page by page in bounded memory', async (t) => {
+  // ~30 MB of real reasoning text: thousands of pages, never all in memory at once.
+  const base = texts.map((x) => x.text).join('\n')
+  const text = base.repeat(Math.ceil(30e6 / base.length))
+  const renderer = await Renderer.create()
+  const before = process.memoryUsage().rss
+  let pages = 0
+  let peak = before
+  for await (const page of renderer.pages(text, { channels: 1 })) {
+    pages++
+    t.true(page.width > 0 && page.height > 0)
+    if (pages % 200 === 0) peak = Math.max(peak, process.memoryUsage().rss)
+  }
+  t.true(pages > 3000, `${pages} pages`)
+  const growthMb = (peak - before) / 2 ** 20
+  t.true(growthMb < 400, `RSS grew by ${growthMb.toFixed(0)} MB while streaming ${pages} pages`)
+})
+
+test('breaking out of a page stream stops it', async (t) => {
+  const renderer = await Renderer.create()
+  let n = 0
+  for await (const _ of renderer.pages(texts[2].text.repeat(50))) {
+    if (++n === 3) break
+  }
+  t.is(n, 3)
 })

@@ -143,6 +143,27 @@ export class Renderer {
     return { pages: r.pages.map(toPage), chars: r.chars, missingGlyphs: r.missingGlyphs }
   }
 
+  /**
+   * The pages of `text` one at a time, for texts of any length: rendering runs at most two pages ahead
+   * of the reader, so memory stays bounded. Breaking out of the loop stops the rendering.
+   */
+  async *pages(text: string, options: Omit<RenderOptions, keyof RendererOptions> = {}): AsyncGenerator<Page> {
+    checkText(text)
+    const stream = nativeSync(() =>
+      this.inner.stream(text, { channels: options.channels ?? 3, png: options.png, pngCompression: options.pngCompression }),
+    )
+    try {
+      for (;;) {
+        options.signal?.throwIfAborted()
+        const p = await native(() => stream.next())
+        if (!p) return
+        yield toPage(p)
+      }
+    } finally {
+      stream.close()
+    }
+  }
+
   /** Lines per page, in the schema of the reference `layout.jsonl` (no raster). */
   async layout(text: string, options: { signal?: AbortSignal } = {}): Promise<string[][]> {
     checkText(text)

@@ -129,6 +129,39 @@ impl NativeRenderer {
         Ok(AsyncTask::with_optional_signal(task, signal))
     }
 
+    /// Pages of one text, one at a time: a background thread renders at most two pages ahead of the
+    /// reader, so memory stays bounded for any text length.
+    #[napi]
+    pub fn stream(&self, text: String, options: Option<RenderOptions>) -> napi::Result<PageStream> {
+        let o = options.unwrap_or(RenderOptions { channels: None, png: None, png_compression: None });
+        let png = match o.png.unwrap_or(false) {
+            true => Some(guarded(|| PngCompression::parse(o.png_compression.as_deref().unwrap_or("fast")))?),
+            false => None,
+        };
+        let channels = channels(o.channels)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<crate::Result<(Page, Option<Vec<u8>>)>>(2);
+        let renderer = self.inner.clone();
+        std::thread::Builder::new()
+            .name("vtc-r1-page-stream".into())
+            .spawn(move || {
+                let result = crate::error::catch_panic(|| {
+                    for page in renderer.pages(&text, channels) {
+                        let png = png.map(|level| encode_png(&page, level)).transpose()?;
+                        // The reader went away: stop rendering.
+                        if tx.send(Ok((page, png))).is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(())
+                });
+                if let Err(e) = result {
+                    let _ = tx.send(Err(e));
+                }
+            })
+            .map_err(|e| napi::Error::from_reason(format!("cannot start the page thread: {e}")))?;
+        Ok(PageStream { rx: Arc::new(std::sync::Mutex::new(Some(rx))) })
+    }
+
     /// The lines of each page, as the reference `layout.jsonl` lists them (off the JS thread).
     #[napi(ts_return_type = "Promise<string[][]>")]
     pub fn layout(&self, text: String, signal: Option<AbortSignal>) -> AsyncTask<LayoutTask> {
@@ -319,5 +352,51 @@ impl Task for PngTask {
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
         Ok(Buffer::from(output))
+    }
+}
+
+type PageReceiver = std::sync::mpsc::Receiver<crate::Result<(Page, Option<Vec<u8>>)>>;
+
+/// The reading end of `NativeRenderer.stream`.
+#[napi]
+pub struct PageStream {
+    rx: Arc<std::sync::Mutex<Option<PageReceiver>>>,
+}
+
+#[napi]
+impl PageStream {
+    /// The next page, or `null` after the last one.
+    #[napi(ts_return_type = "Promise<NativePage | null>")]
+    pub fn next(&self) -> AsyncTask<NextPageTask> {
+        AsyncTask::new(NextPageTask { rx: self.rx.clone() })
+    }
+
+    /// Stops rendering; later `next()` calls return `null`.
+    #[napi]
+    pub fn close(&self) {
+        if let Ok(mut rx) = self.rx.lock() {
+            *rx = None;
+        }
+    }
+}
+
+pub struct NextPageTask {
+    rx: Arc<std::sync::Mutex<Option<PageReceiver>>>,
+}
+
+impl Task for NextPageTask {
+    type Output = Option<(Page, Option<Vec<u8>>)>;
+    type JsValue = Option<NativePage>;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        let guard = self.rx.lock().map_err(|_| napi::Error::from_reason("page stream poisoned"))?;
+        match guard.as_ref().map(|rx| rx.recv()) {
+            None | Some(Err(_)) => Ok(None),
+            Some(Ok(item)) => item.map(Some).map_err(super::to_napi),
+        }
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
+        Ok(output.map(|(p, png)| js_page(p, png)))
     }
 }

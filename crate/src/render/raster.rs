@@ -64,12 +64,12 @@ pub fn rasterize(layout: &PageLayout, cfg: &RenderConfig, fonts: &FontSet, chann
     let mut ink = Ink::new(pw, ph);
     let em_px = cfg.font_size * px_per_pt;
     for line in &layout.lines {
-        // Splash keeps baselines on whole pixels and x at quarter-pixel precision.
+        // Splash keeps baselines on whole pixels and truncates x to quarter pixels (SplashFont::getGlyph).
         let baseline = (line.baseline * px_per_pt).round() as i32;
         for g in &line.glyphs {
             let face = &fonts.faces()[g.glyph.face as usize];
             let x = g.x * px_per_pt;
-            let quarter = (x * SUBPIXEL_STEPS as f32).round() as i64;
+            let quarter = (x * SUBPIXEL_STEPS as f32).floor() as i64;
             let whole = quarter.div_euclid(SUBPIXEL_STEPS as i64) as i32;
             let sub = quarter.rem_euclid(SUBPIXEL_STEPS as i64) as u32;
             let cov = fonts.coverage(g.glyph, face.px_scale(em_px, cfg.horizontal_scale), sub);
