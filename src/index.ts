@@ -21,3 +21,6 @@ export { smartResize, visionTokens, type PixelLimits, type VisionModel } from '.
 export { countTextTokens } from './text-tokens.js'
 export * as evaluation from './eval/index.js'
 export { extractAnswer, gradeAnswer, gradeResponse, loadBenchmark } from './eval/index.js'
+export * from './backends/index.js'
+export { OpticalMemory, MemoryError, SYSTEM_PROMPT, isComplete } from './memory.js'
+export { createServer, VtcServer, type ServerOptions } from './server/index.js'

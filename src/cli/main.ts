@@ -1,22 +1,35 @@
 #!/usr/bin/env node
 /** The `vtc-r1` command line. */
 import { VtcError } from '../errors.js'
+import { datasetCommand } from './dataset.js'
 import { demoCommand, DEMO_HELP } from './demo.js'
+import { reasonCommand, REASON_HELP } from './reason.js'
 import { renderCommand, RENDER_HELP } from './render.js'
+import { serveCommand, SERVE_HELP } from './serve.js'
 
 const HELP = `usage: vtc-r1 <command> [options]
 
 commands:
   demo     render a bundled real reasoning trace and print the compression it achieves
   render   render text into VTC-R1 page images (vtc-r1 render --help)
+  dataset  build the VTC-R1 training set from OpenR1-Math-220K (vtc-r1 dataset build --help)
+  reason   solve a question with the optical-memory loop, streaming each round (vtc-r1 reason --help)
+  serve    serve a model over an OpenAI-compatible HTTP API (vtc-r1 serve --help)
 
 ${DEMO_HELP}
 
-${RENDER_HELP}`
+${RENDER_HELP}
+
+${REASON_HELP}
+
+${SERVE_HELP}`
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   demo: demoCommand,
   render: renderCommand,
+  dataset: datasetCommand,
+  reason: reasonCommand,
+  serve: serveCommand,
 }
 
 async function main(argv: string[]): Promise<void> {

@@ -66,6 +66,7 @@ pub struct NativeBatchOptions {
     /// `png` (default) or `raw`.
     pub format: Option<String>,
     pub png_compression: Option<String>,
+    /// 1 or 3; default grey when the config's colours are grey (same pixels, a third of the bytes).
     pub channels: Option<u32>,
     /// Worker threads (default: all cores).
     pub threads: Option<u32>,
@@ -196,7 +197,7 @@ impl NativeRenderer {
             out_dir: o.out_dir.map(PathBuf::from),
             format,
             png_compression: guarded(|| PngCompression::parse(o.png_compression.as_deref().unwrap_or("fast")))?,
-            channels: channels(o.channels)?,
+            channels: o.channels.map(|c| channels(Some(c))).transpose()?,
             threads: o.threads.map(|t| t as usize),
             keep_pages: o.keep_pages.unwrap_or(false),
         };

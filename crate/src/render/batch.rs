@@ -23,7 +23,8 @@ pub struct BatchOptions {
     pub out_dir: Option<PathBuf>,
     pub format: PageFormat,
     pub png_compression: PngCompression,
-    pub channels: Channels,
+    /// `None`: the renderer's natural channels (grey for grey-on-white configs).
+    pub channels: Option<Channels>,
     /// Worker threads; `None` = all cores.
     pub threads: Option<usize>,
     /// Return the pages (pixels) in the result, not just their sizes.
@@ -102,7 +103,7 @@ fn render_one(
     pages_done: &AtomicUsize,
 ) -> Result<TextResult> {
     let mut result = TextResult { id: id.to_string(), ..Default::default() };
-    let mut pages = renderer.pages(text, opts.channels);
+    let mut pages = renderer.pages(text, opts.channels.unwrap_or_else(|| renderer.natural_channels()));
     for page in pages.by_ref() {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Cancelled);

@@ -3,6 +3,7 @@
 //! glyphs at quarter-pixel precision, so we do too).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -93,16 +94,36 @@ pub struct ResolvedGlyph {
 /// The main face (index 0) and the fallbacks tried in order for characters it lacks.
 pub struct FontSet {
     faces: Vec<Face>,
-    raster_cache: RwLock<HashMap<GlyphKey, Arc<Coverage>>>,
+    raster_cache: RwLock<HashMap<u64, Arc<Coverage>, BuildHasherDefault<GlyphKeyHasher>>>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct GlyphKey {
-    face: u16,
-    glyph: u16,
-    size_x_milli: u32,
-    size_y_milli: u32,
-    subpixel: u32,
+/// Glyph cache key: face, glyph id, sub-pixel step and scale packed into one u64.
+fn glyph_key(rg: ResolvedGlyph, scale: PxScale, subpixel: u32) -> u64 {
+    let milli = |v: f32| ((v * 1000.0) as u64) & 0x7_FFFF;
+    (rg.face as u64 & 0x7F) << 57
+        | (rg.glyph.0 as u64) << 41
+        | (subpixel as u64 & 0x3) << 39
+        | milli(scale.x) << 19
+        | milli(scale.y)
+}
+
+/// A multiplicative hash for the packed keys: the cache is hit for every glyph drawn, and SipHash
+/// showed up in profiles.
+#[derive(Default)]
+struct GlyphKeyHasher(u64);
+
+impl Hasher for GlyphKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
 }
 
 /// A rasterized glyph: coverage 0..=255 in a `width × height` box whose top-left corner sits at
@@ -119,7 +140,7 @@ impl FontSet {
     pub fn new(main: Face, fallbacks: Vec<Face>) -> FontSet {
         let mut faces = vec![main];
         faces.extend(fallbacks);
-        FontSet { faces, raster_cache: RwLock::new(HashMap::new()) }
+        FontSet { faces, raster_cache: RwLock::new(HashMap::default()) }
     }
 
     pub fn faces(&self) -> &[Face] {
@@ -144,13 +165,7 @@ impl FontSet {
     /// pixel. Cached: a page uses only a few hundred distinct glyphs.
     pub fn coverage(&self, rg: ResolvedGlyph, scale: PxScale, subpixel: u32) -> Arc<Coverage> {
         let subpixel = subpixel.min(SUBPIXEL_STEPS - 1);
-        let key = GlyphKey {
-            face: rg.face,
-            glyph: rg.glyph.0,
-            size_x_milli: (scale.x * 1000.0) as u32,
-            size_y_milli: (scale.y * 1000.0) as u32,
-            subpixel,
-        };
+        let key = glyph_key(rg, scale, subpixel);
         if let Some(c) = self.raster_cache.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return c.clone();
         }

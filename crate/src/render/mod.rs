@@ -46,6 +46,18 @@ impl Renderer {
         Ok(Renderer { config, fonts: FontSet::new(main, fallbacks) })
     }
 
+    /// Grey when the font and backgrounds are grey (the pixels are then the same in grey and RGB, at a
+    /// third of the bytes), RGB otherwise.
+    pub fn natural_channels(&self) -> Channels {
+        let grey = |c: config::Rgb| c[0] == c[1] && c[1] == c[2];
+        let c = &self.config;
+        if grey(c.font_color) && grey(c.page_bg_color) && grey(c.para_bg_color) && c.border_color.map_or(true, grey) {
+            Channels::Grey
+        } else {
+            Channels::Rgb
+        }
+    }
+
     /// The pages of `text`, produced one at a time so memory stays bounded for any text length.
     pub fn pages<'a>(&'a self, text: &'a str, channels: Channels) -> PageIter<'a> {
         let mut layouter = layout::Layouter::new(text, &self.config, &self.fonts);

@@ -7,7 +7,8 @@ use crate::error::{Error, Result};
 pub enum PngCompression {
     /// Stored blocks: largest files, least CPU.
     None,
-    /// fdeflate, tuned for PNG: about as small as zlib's default at a fraction of the time.
+    /// fdeflate's fastest mode with the Up filter: on text pages (long white runs) nearly as small as
+    /// zlib's default at a small fraction of the time.
     #[default]
     Fast,
     Balanced,
@@ -34,7 +35,7 @@ pub fn encode_png(page: &Page, level: PngCompression) -> Result<Vec<u8>> {
         enc.set_depth(png::BitDepth::Eight);
         enc.set_compression(match level {
             PngCompression::None => png::Compression::NoCompression,
-            PngCompression::Fast => png::Compression::Fast,
+            PngCompression::Fast => png::Compression::Fastest,
             PngCompression::Balanced => png::Compression::Balanced,
             PngCompression::Best => png::Compression::High,
         });

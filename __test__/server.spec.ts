@@ -1,0 +1,371 @@
+/**
+ * The OpenAI-compatible server, over HTTP on loopback. The model behind it is a scripted ChatModel (a test
+ * peer that replays a fixed token schedule, like a recorded model); the server code is the real one.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { request as httpRequest } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+
+import test from 'ava'
+
+import { abortError, GenerationError, type ChatModel, type GenerateRequest, type GenerationEvent } from '../src/backends/types.js'
+import { renderText } from '../src/render.js'
+import { createServer, type ServerOptions, type VtcServer } from '../src/server/index.js'
+import { pngHeader } from './helpers.js'
+
+interface Turn {
+  pieces: string[]
+  finish?: string
+  /** Delay before each piece. */
+  delayMs?: number
+  /** Throw after this many pieces. */
+  failAfter?: number
+}
+
+/** A test peer: replays one scripted turn per call, records what it was asked and whether it was aborted. */
+class ScriptedModel implements ChatModel {
+  readonly name = 'scripted'
+  readonly requests: GenerateRequest[] = []
+  readonly aborted: boolean[] = []
+  finished = 0
+  constructor(
+    private readonly script: Turn[],
+    readonly contextLength?: number,
+  ) {}
+
+  async *generate(req: GenerateRequest): AsyncGenerator<GenerationEvent> {
+    const call = this.requests.push(req) - 1
+    this.aborted[call] = false
+    req.signal?.addEventListener('abort', () => (this.aborted[call] = true))
+    const turn = this.script[Math.min(call, this.script.length - 1)]
+    let text = ''
+    for (const [i, piece] of turn.pieces.entries()) {
+      if (turn.failAfter === i) throw new GenerationError('ERR_TEST_MODEL', 'scripted model failure', { partialText: text })
+      if (turn.delayMs) await sleep(turn.delayMs)
+      if (req.signal?.aborted) throw abortError(text)
+      text += piece
+      yield { type: 'text', text: piece, tokens: 1, ...(req.logprobs ? { logprobs: [{ token: piece, logprob: -0.5 }] } : {}) }
+    }
+    this.finished++
+    yield {
+      type: 'done',
+      finishReason: turn.finish ?? 'stop',
+      usage: { promptTokens: 10, completionTokens: turn.pieces.length },
+      timings: { prefillMs: 1, decodeMs: 2 },
+    }
+  }
+}
+
+async function serve(model: ChatModel, options: ServerOptions = {}): Promise<{ server: VtcServer; url: string }> {
+  const server = createServer(model, options)
+  const { url } = await server.listen(0, '127.0.0.1')
+  return { server, url }
+}
+
+const post = (url: string, body: unknown, init: RequestInit = {}) =>
+  fetch(`${url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+    ...init,
+  })
+
+const hello = { messages: [{ role: 'user', content: 'Say hello.' }] }
+
+/** The `data:` payloads of an SSE body. */
+function sseEvents(body: string): string[] {
+  return body
+    .split('\n\n')
+    .map((e) => e.trim())
+    .filter(Boolean)
+    .map((e) => {
+      if (!e.startsWith('data: ')) throw new Error(`not an SSE data event: ${e}`)
+      return e.slice(6)
+    })
+}
+
+test('GET /health and /v1/models', async (t) => {
+  const { server, url } = await serve(new ScriptedModel([{ pieces: ['x'] }], 32768))
+  t.teardown(() => server.close())
+  const health = await fetch(`${url}/health`)
+  t.is(health.status, 200)
+  t.like(await health.json(), { status: 'ok', model: 'scripted', inflight: 0 })
+  const models = (await (await fetch(`${url}/v1/models`)).json()) as { object: string; data: { id: string; max_model_len: number }[] }
+  t.is(models.object, 'list')
+  t.deepEqual(
+    models.data.map((m) => m.id),
+    ['scripted', 'scripted:vtc'],
+  )
+  t.is(models.data[0].max_model_len, 32768)
+  t.is((await fetch(`${url}/nope`)).status, 404)
+  const wrong = await fetch(`${url}/v1/chat/completions`)
+  t.is(wrong.status, 405)
+  t.is(wrong.headers.get('allow'), 'POST')
+})
+
+test('non-streaming completion: OpenAI response shape, sampling parameters passed to the model', async (t) => {
+  const model = new ScriptedModel([{ pieces: ['Hel', 'lo', '!'], finish: 'stop' }])
+  const { server, url } = await serve(model)
+  t.teardown(() => server.close())
+  const res = await post(url, { ...hello, model: 'scripted', max_tokens: 50, temperature: 0.6, top_p: 0.95, top_k: 20, seed: 7, stop: 'END' })
+  t.is(res.status, 200)
+  const body = (await res.json()) as any
+  t.is(body.object, 'chat.completion')
+  t.regex(body.id, /^chatcmpl-/)
+  t.is(body.model, 'scripted')
+  t.deepEqual(body.choices[0].message, { role: 'assistant', content: 'Hello!' })
+  t.is(body.choices[0].finish_reason, 'stop')
+  t.deepEqual(body.usage, { prompt_tokens: 10, completion_tokens: 3, total_tokens: 13 })
+  const req = model.requests[0]
+  t.like(req, { maxTokens: 50, temperature: 0.6, topP: 0.95, topK: 20, seed: 7, stop: ['END'] })
+  t.deepEqual(req.messages, [{ role: 'user', content: 'Say hello.' }])
+})
+
+test('streaming: role chunk, content chunks, finish chunk, usage chunk, [DONE]', async (t) => {
+  const { server, url } = await serve(new ScriptedModel([{ pieces: ['a', 'β', 'c'], finish: 'length' }]))
+  t.teardown(() => server.close())
+  const res = await post(url, { ...hello, stream: true, stream_options: { include_usage: true } })
+  t.is(res.status, 200)
+  t.regex(res.headers.get('content-type') ?? '', /^text\/event-stream/)
+  const events = sseEvents(await res.text())
+  t.is(events.at(-1), '[DONE]')
+  const chunks = events.slice(0, -1).map((e) => JSON.parse(e))
+  for (const c of chunks) t.is(c.object, 'chat.completion.chunk')
+  t.is(new Set(chunks.map((c) => c.id)).size, 1)
+  t.deepEqual(chunks[0].choices[0].delta, { role: 'assistant', content: '' })
+  t.deepEqual(
+    chunks.slice(1, 4).map((c) => c.choices[0].delta.content),
+    ['a', 'β', 'c'],
+  )
+  t.is(chunks[4].choices[0].finish_reason, 'length')
+  t.deepEqual(chunks[5].choices, [])
+  t.deepEqual(chunks[5].usage, { prompt_tokens: 10, completion_tokens: 3, total_tokens: 13 })
+  t.is(chunks.length, 6)
+})
+
+test('streaming without include_usage sends no usage chunk; logprobs are passed through', async (t) => {
+  const { server, url } = await serve(new ScriptedModel([{ pieces: ['x', 'y'] }]))
+  t.teardown(() => server.close())
+  const events = sseEvents(await (await post(url, { ...hello, stream: true, logprobs: true })).text())
+  const chunks = events.slice(0, -1).map((e) => JSON.parse(e))
+  t.false(chunks.some((c) => c.usage))
+  t.deepEqual(chunks[1].choices[0].logprobs.content[0], { token: 'x', logprob: -0.5, bytes: null, top_logprobs: [] })
+})
+
+test('image parts: data URLs decoded for the model; local paths only when enabled; remote URLs refused', async (t) => {
+  const png = await (await renderText('A page of optical memory.')).pages[0].png()
+  const dataUrl = `data:image/png;base64,${png.toString('base64')}`
+  const dir = mkdtempSync(join(tmpdir(), 'vtc-server-'))
+  const file = join(dir, 'page.png')
+  writeFileSync(file, png)
+  const image = (url: string) => ({
+    messages: [{ role: 'user', content: [{ type: 'text', text: 'Read this.' }, { type: 'image_url', image_url: { url } }] }],
+  })
+
+  const model = new ScriptedModel([{ pieces: ['ok'] }])
+  const open = await serve(model, { localImages: dir })
+  t.teardown(() => open.server.close())
+  t.is((await post(open.url, image(dataUrl))).status, 200)
+  t.is((await post(open.url, image(file))).status, 200)
+  t.is((await post(open.url, image(`file://${file}`))).status, 200)
+  t.is(model.requests.length, 3)
+  for (const req of model.requests) {
+    const parts = req.messages[0].content as any[]
+    t.deepEqual(parts[0], { type: 'text', text: 'Read this.' })
+    t.true(Buffer.isBuffer(parts[1].image))
+    t.true((parts[1].image as Buffer).equals(png))
+  }
+  // outside the image directory
+  const outside = await post(open.url, image(join(tmpdir(), 'elsewhere.png')))
+  t.is(outside.status, 400)
+  t.regex(((await outside.json()) as any).error.message, /messages\[0\]\.content\[1\]\.image_url\.url: local image paths must lie inside/)
+
+  const closed = await serve(new ScriptedModel([{ pieces: ['ok'] }]))
+  t.teardown(() => closed.server.close())
+  const local = await post(closed.url, image(file))
+  t.is(local.status, 400)
+  const lb = (await local.json()) as any
+  t.is(lb.error.param, 'messages[0].content[1].image_url.url')
+  t.regex(lb.error.message, /local image paths are disabled/)
+  const remote = await post(closed.url, image('https://example.com/cat.png'))
+  t.is(remote.status, 400)
+  t.regex(((await remote.json()) as any).error.message, /^messages\[0\]\.content\[1\]\.image_url\.url: remote image URLs are not fetched/)
+  const notImage = await post(closed.url, image(`data:image/png;base64,${Buffer.from('hello world').toString('base64')}`))
+  t.is(notImage.status, 400)
+  t.regex(((await notImage.json()) as any).error.message, /not a PNG, JPEG, WebP or GIF/)
+})
+
+test('bad requests: 400 naming the field, 404 for an unknown model', async (t) => {
+  const model = new ScriptedModel([{ pieces: ['x'] }])
+  const { server, url } = await serve(model)
+  t.teardown(() => server.close())
+  const cases: [unknown, number, RegExp][] = [
+    ['{not json', 400, /not valid JSON/],
+    [[1, 2], 400, /must be a JSON object/],
+    [{}, 400, /^messages: must be a non-empty array/],
+    [{ messages: [] }, 400, /^messages: must be a non-empty array/],
+    [{ messages: [{ role: 'tool', content: 'x' }] }, 400, /^messages\[0\]\.role: unsupported role "tool"/],
+    [{ messages: [{ role: 'user', content: 5 }] }, 400, /^messages\[0\]\.content: must be a string or an array/],
+    [{ messages: [{ role: 'user', content: [{ type: 'audio' }] }] }, 400, /^messages\[0\]\.content\[0\]\.type: unsupported content part type "audio"/],
+    [{ messages: [{ role: 'user', content: [{ type: 'text' }] }] }, 400, /^messages\[0\]\.content\[0\]\.text: must be a string/],
+    [{ ...hello, temperature: 5 }, 400, /^temperature: must be a number in \[0, 2\]/],
+    [{ ...hello, max_tokens: 0 }, 400, /^max_tokens: must be an integer ≥ 1/],
+    [{ ...hello, n: 2 }, 400, /^n: only n = 1/],
+    [{ ...hello, stream: 'yes' }, 400, /^stream: must be a boolean/],
+    [{ ...hello, model: 'gpt-4' }, 404, /model "gpt-4" does not exist; this server serves scripted, scripted:vtc/],
+  ]
+  for (const [body, status, message] of cases) {
+    const res = await post(url, body)
+    t.is(res.status, status, JSON.stringify(body))
+    const err = ((await res.json()) as any).error
+    t.regex(err.message, message)
+    t.is(typeof err.type, 'string')
+  }
+  t.is(model.requests.length, 0)
+})
+
+test('413 for a body over the limit, with or without a content-length', async (t) => {
+  const { server, url } = await serve(new ScriptedModel([{ pieces: ['x'] }]), { maxBodyBytes: 1024 })
+  t.teardown(() => server.close())
+  const big = { messages: [{ role: 'user', content: 'x'.repeat(4096) }] }
+  const res = await post(url, big)
+  t.is(res.status, 413)
+  t.regex(((await res.json()) as any).error.message, /exceeds the server's limit of 1024 bytes/)
+  // chunked, no content-length
+  const chunked = await new Promise<number>((resolve, reject) => {
+    const req = httpRequest(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+      res.resume()
+      resolve(res.statusCode ?? 0)
+    })
+    req.on('error', reject)
+    for (let i = 0; i < 8; i++) req.write('x'.repeat(512))
+    req.end()
+  })
+  t.is(chunked, 413)
+  t.is((await post(url, hello)).status, 200)
+})
+
+test('a client that disconnects mid-stream aborts the generation', async (t) => {
+  const model = new ScriptedModel([{ pieces: Array.from({ length: 200 }, (_, i) => `t${i} `), delayMs: 10 }])
+  const { server, url } = await serve(model)
+  t.teardown(() => server.close())
+  const client = new AbortController()
+  const res = await post(url, { ...hello, stream: true }, { signal: client.signal })
+  const reader = res.body!.getReader()
+  await reader.read()
+  await reader.read()
+  client.abort()
+  for (let i = 0; i < 100 && server.inflight > 0; i++) await sleep(10)
+  t.is(server.inflight, 0)
+  t.true(model.aborted[0], 'the model saw its signal abort')
+  t.is(model.finished, 0)
+})
+
+test('a non-streaming client that disconnects also aborts the generation', async (t) => {
+  const model = new ScriptedModel([{ pieces: Array.from({ length: 200 }, (_, i) => `t${i} `), delayMs: 10 }])
+  const { server, url } = await serve(model)
+  t.teardown(() => server.close())
+  const client = new AbortController()
+  const pending = post(url, hello, { signal: client.signal }).catch((e: unknown) => e)
+  for (let i = 0; i < 100 && server.inflight === 0; i++) await sleep(5)
+  client.abort()
+  await pending
+  for (let i = 0; i < 100 && server.inflight > 0; i++) await sleep(10)
+  t.is(server.inflight, 0)
+  t.true(model.aborted[0])
+})
+
+test('a model error before any output is a 500 with the message; after output, an SSE error event', async (t) => {
+  const model = new ScriptedModel([
+    { pieces: ['a', 'b'], failAfter: 0 },
+    { pieces: ['a', 'b', 'c'], failAfter: 2 },
+  ])
+  const { server, url } = await serve(model)
+  t.teardown(() => server.close())
+  const res = await post(url, hello)
+  t.is(res.status, 500)
+  t.like(((await res.json()) as any).error, { message: 'scripted model failure', code: 'ERR_TEST_MODEL', type: 'server_error' })
+  const events = sseEvents(await (await post(url, { ...hello, stream: true })).text())
+  t.is(events.at(-1), '[DONE]')
+  const err = JSON.parse(events.at(-2)!)
+  t.like(err.error, { message: 'scripted model failure', code: 500 })
+  t.deepEqual(
+    events
+      .slice(1, -2)
+      .map((e) => JSON.parse(e).choices[0].delta.content)
+      .join(''),
+    'ab',
+  )
+})
+
+test('graceful shutdown: running requests finish, new ones are refused; after the grace period they are aborted', async (t) => {
+  const model = new ScriptedModel([{ pieces: Array.from({ length: 10 }, (_, i) => `${i}`), delayMs: 20 }])
+  const { server, url } = await serve(model)
+  const running = post(url, hello)
+  for (let i = 0; i < 100 && server.inflight === 0; i++) await sleep(5)
+  const closing = server.close({ graceMs: 5000 })
+  const refused = await post(url, hello).then(
+    (r) => r.status,
+    () => 'refused',
+  )
+  t.true(refused === 503 || refused === 'refused', `new request: ${refused}`)
+  const res = await running
+  t.is(res.status, 200)
+  t.is(((await res.json()) as any).choices[0].message.content, '0123456789')
+  await closing
+
+  const slow = new ScriptedModel([{ pieces: Array.from({ length: 1000 }, () => 'x'), delayMs: 10 }])
+  const s2 = await serve(slow)
+  const pending = post(s2.url, hello).then(
+    (r) => r.status,
+    () => 'reset',
+  )
+  for (let i = 0; i < 100 && s2.server.inflight === 0; i++) await sleep(5)
+  const t0 = performance.now()
+  await s2.server.close({ graceMs: 50 })
+  t.true(performance.now() - t0 < 3000)
+  t.true(slow.aborted[0])
+  const status = await pending
+  t.true(status === 503 || status === 'reset', `aborted request: ${status}`)
+})
+
+test('vtc mode (model "<name>:vtc"): the server runs the optical-memory loop and reports the rounds', async (t) => {
+  const round1 = '<think>\n' + 'We expand the product term by term and collect the powers of x. '.repeat(30)
+  const model = new ScriptedModel([
+    { pieces: [round1], finish: 'length' },
+    { pieces: ['So the coefficient is 42.\n</think>\n\n', '<answer>42</answer>'] },
+  ])
+  const { server, url } = await serve(model)
+  t.teardown(() => server.close())
+  const res = await post(url, { model: 'scripted:vtc', messages: [{ role: 'user', content: 'What is the coefficient?' }], max_tokens: 100 })
+  t.is(res.status, 200)
+  const body = (await res.json()) as any
+  t.is(body.model, 'scripted:vtc')
+  t.is(body.choices[0].finish_reason, 'stop')
+  t.is(body.choices[0].message.content, `${round1}\n\nSo the coefficient is 42.\n</think>\n\n<answer>42</answer>`)
+  t.is(body.vtc.answer, '42')
+  t.is(body.vtc.finish_reason, 'complete')
+  t.is(body.vtc.rounds.length, 2)
+  const pages = body.vtc.rounds[0].pages
+  t.true(pages >= 1)
+  t.is(body.vtc.rounds[1].images, pages)
+  t.deepEqual(model.requests.map((r) => r.maxTokens), [100, 100])
+  const parts = model.requests[1].messages[1].content as any[]
+  t.is(parts.length, 1 + pages)
+  t.deepEqual(parts[0], { type: 'text', text: 'What is the coefficient?' })
+  for (const p of parts.slice(1)) t.is(typeof pngHeader(Buffer.isBuffer(p.image) ? p.image : await p.image.png()).width, 'number')
+
+  // streamed: the rounds' text as it is generated, the summary on the finish chunk
+  model.requests.length = 0 // replay round 1 (incomplete) once more
+  const events = sseEvents(await (await post(url, { model: 'scripted', vtc: { max_rounds: 1 }, messages: [{ role: 'user', content: 'Q?' }], stream: true })).text())
+  const chunks = events.slice(0, -1).map((e) => JSON.parse(e))
+  const finish = chunks.find((c) => c.choices[0]?.finish_reason)
+  t.is(finish.choices[0].finish_reason, 'length')
+  t.is(finish.vtc.finish_reason, 'rounds-exhausted')
+
+  const conv = await post(url, { model: 'scripted:vtc', messages: [{ role: 'user', content: 'a' }, { role: 'assistant', content: 'b' }, { role: 'user', content: 'c' }] })
+  t.is(conv.status, 400)
+  t.regex(((await conv.json()) as any).error.message, /no assistant turns/)
+})

@@ -1,0 +1,248 @@
+/**
+ * The embedded backend: Qwen3-VL running in-process in the native engine (crate/src/engine.rs, bound in
+ * crate/src/node/). This file only adapts the binding to the `Backend` interface; the binding it expects is
+ * `NativeEngineBinding` below. Until the native module exports it, `loadModel` fails with
+ * `ERR_VTC_ENGINE_UNAVAILABLE`.
+ */
+import { fromNative, VtcError } from '../errors.js'
+import * as core from '../native.js'
+import { imageBytes } from './images.js'
+import {
+  abortError,
+  GenerationError,
+  type ChatMessage,
+  type ChatModel,
+  type GenerateRequest,
+  type GenerationEvent,
+  type ImageInput,
+} from './types.js'
+
+// ---- the contract with the native module -------------------------------------------------------------------
+
+/** `NativeEngine` as the native module must export it (a napi class with a static async factory). */
+export interface NativeEngineBinding {
+  /** Loads a Hugging Face model directory (config.json, safetensors, tokenizer.json, chat template, preprocessor config). */
+  load(dir: string, options: NativeLoadOptions, signal?: AbortSignal | null): Promise<NativeEngine>
+}
+
+export interface NativeLoadOptions {
+  device?: 'cpu' | 'cuda'
+  dtype?: 'f32' | 'bf16' | 'f16'
+}
+
+/** One loaded model on its own worker thread, with a request queue. */
+export interface NativeEngine {
+  /** The model's name (directory name or `_name_or_path`). */
+  readonly name: string
+  /** `max_position_embeddings` of the text model. */
+  readonly contextLength: number
+  /**
+   * Queues one generation. `onEvent` is called on the JS thread for every decoded piece of text (a
+   * threadsafe function, in order); the promise resolves after the last piece. Aborting `signal` stops decoding
+   * and rejects with an AbortError.
+   */
+  generate(request: NativeGenerateRequest, onEvent: (event: NativeGenerationEvent) => void, signal?: AbortSignal | null): Promise<NativeGenerationResult>
+  /** Frees the weights; later calls fail. */
+  dispose(): void
+}
+
+export interface NativeGenerateRequest {
+  /** Rendered with the model's chat template (`add_generation_prompt`). */
+  messages: NativeMessage[]
+  maxTokens: number
+  temperature?: number
+  topP?: number
+  topK?: number
+  seed?: number
+  stop?: string[]
+  logprobs?: boolean
+}
+
+export interface NativeMessage {
+  role: string
+  content: NativePart[]
+}
+
+export interface NativePart {
+  type: 'text' | 'image'
+  text?: string
+  image?: NativeImage
+}
+
+/** Raw pixels (rendered pages go straight in, no PNG round trip) or encoded bytes (PNG/JPEG/WebP/GIF). */
+export interface NativeImage {
+  pixels?: Buffer
+  width?: number
+  height?: number
+  /** 1 (grey) or 3 (RGB). */
+  channels?: number
+  encoded?: Buffer
+}
+
+export interface NativeGenerationEvent {
+  /** Newly decoded text (may be empty while a multi-byte character is incomplete). */
+  text: string
+  /** Tokens this piece spans. */
+  tokens: number
+  /** Log-probabilities of those tokens, when requested. */
+  logprobs?: number[]
+  /** Their text, when logprobs were requested. */
+  tokenTexts?: string[]
+}
+
+export interface NativeGenerationResult {
+  /** `stop` (EOS / end of turn / a stop string) or `length`. */
+  finishReason: string
+  promptTokens: number
+  visionTokens: number
+  completionTokens: number
+  visionMs: number
+  prefillMs: number
+  decodeMs: number
+}
+
+/** The binding, if this build of the native module has it. */
+export function engineBinding(): NativeEngineBinding | undefined {
+  const b = (core as Record<string, unknown>).NativeEngine as NativeEngineBinding | undefined
+  return b && typeof b.load === 'function' ? b : undefined
+}
+
+// ---- the adapter -----------------------------------------------------------------------------------------------
+
+export interface LoadModelOptions extends NativeLoadOptions {
+  signal?: AbortSignal
+}
+
+/** Loads a model directory into the embedded engine. */
+export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<EmbeddedBackend> {
+  const binding = engineBinding()
+  if (!binding) {
+    throw new VtcError(
+      'ERR_VTC_ENGINE_UNAVAILABLE',
+      'embedded engine not built yet: this build of the native module has no NativeEngine; ' +
+        'use an OpenAI-compatible server instead (--base-url URL, or OpenAIBackend)',
+    )
+  }
+  if (typeof dir !== 'string' || !dir) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', 'loadModel: give the model directory')
+  const { signal, ...load } = options
+  try {
+    return new EmbeddedBackend(await binding.load(dir, load, signal))
+  } catch (err) {
+    throw fromNative(err)
+  }
+}
+
+/** A `Backend` over the in-process engine. */
+export class EmbeddedBackend implements ChatModel {
+  constructor(readonly engine: NativeEngine) {}
+
+  get name(): string {
+    return this.engine.name
+  }
+
+  get contextLength(): number {
+    return this.engine.contextLength
+  }
+
+  /** `generate` with the messages first: `for await (const ev of model.chat(messages, { maxTokens }))`. */
+  chat(messages: ChatMessage[], options: Omit<GenerateRequest, 'messages'>): AsyncGenerator<GenerationEvent> {
+    return this.generate({ ...options, messages })
+  }
+
+  async *generate(req: GenerateRequest): AsyncGenerator<GenerationEvent> {
+    const signal = req.signal
+    if (signal?.aborted) throw abortError('', signal.reason)
+    const request: NativeGenerateRequest = {
+      messages: await Promise.all(req.messages.map((m, i) => toNativeMessage(m, i))),
+      maxTokens: req.maxTokens,
+      ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
+      ...(req.topP !== undefined ? { topP: req.topP } : {}),
+      ...(req.topK !== undefined ? { topK: req.topK } : {}),
+      ...(req.seed !== undefined ? { seed: req.seed } : {}),
+      ...(req.stop?.length ? { stop: req.stop } : {}),
+      ...(req.logprobs ? { logprobs: true } : {}),
+    }
+    // the engine pushes events; this generator pulls them
+    const queue: NativeGenerationEvent[] = []
+    let wake: (() => void) | undefined
+    let settled: { ok: true; value: NativeGenerationResult } | { ok: false; error: unknown } | undefined
+    // stops the engine when the consumer leaves early
+    const stop = new AbortController()
+    const onAbort = () => stop.abort(signal?.reason)
+    signal?.addEventListener('abort', onAbort, { once: true })
+    let text = ''
+    try {
+      this.engine
+        .generate(
+          request,
+          (ev) => {
+            queue.push(ev)
+            wake?.()
+          },
+          stop.signal,
+        )
+        .then(
+          (value) => (settled = { ok: true, value }),
+          (error: unknown) => (settled = { ok: false, error }),
+        )
+        .finally(() => wake?.())
+      for (;;) {
+        while (queue.length) {
+          const ev = queue.shift()!
+          if (!ev.text) continue
+          text += ev.text
+          const logprobs = ev.logprobs?.map((logprob, i) => ({ token: ev.tokenTexts?.[i] ?? '', logprob }))
+          yield { type: 'text', text: ev.text, tokens: ev.tokens, ...(logprobs ? { logprobs } : {}) }
+        }
+        if (settled) break
+        await new Promise<void>((resolve) => (wake = resolve))
+        wake = undefined
+      }
+      // events queued before the promise settled were drained above; settle now
+      const s = settled as NonNullable<typeof settled>
+      if (!s.ok) {
+        if (signal?.aborted) throw abortError(text, s.error)
+        const e = fromNative(s.error) as { code?: string; message?: string }
+        throw new GenerationError(typeof e?.code === 'string' ? e.code : 'ERR_VTC_ENGINE', e?.message ?? String(e), { partialText: text, cause: s.error })
+      }
+      const r = s.value
+      yield {
+        type: 'done',
+        finishReason: r.finishReason,
+        usage: { promptTokens: r.promptTokens, visionTokens: r.visionTokens, completionTokens: r.completionTokens },
+        timings: { visionMs: r.visionMs, prefillMs: r.prefillMs, decodeMs: r.decodeMs },
+      }
+    } finally {
+      signal?.removeEventListener('abort', onAbort)
+      if (!settled) stop.abort(new VtcError('ABORT_ERR', 'the consumer stopped reading'))
+    }
+  }
+
+  dispose(): void {
+    this.engine.dispose()
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.dispose()
+  }
+}
+
+async function toNativeMessage(m: ChatMessage, i: number): Promise<NativeMessage> {
+  if (typeof m.content === 'string') return { role: m.role, content: [{ type: 'text', text: m.content }] }
+  return {
+    role: m.role,
+    content: await Promise.all(
+      m.content.map(async (p, j): Promise<NativePart> => {
+        if (p.type === 'text') return { type: 'text', text: p.text }
+        return { type: 'image', image: await toNativeImage(p.image, `messages[${i}].content[${j}].image`) }
+      }),
+    ),
+  }
+}
+
+async function toNativeImage(image: ImageInput, what: string): Promise<NativeImage> {
+  if (typeof image === 'object' && image !== null && !(image instanceof Uint8Array)) {
+    return { pixels: image.data, width: image.width, height: image.height, channels: image.channels }
+  }
+  return { encoded: (await imageBytes(image, what)).bytes }
+}

@@ -1,0 +1,144 @@
+/**
+ * The interface the optical-memory loop (and the HTTP server) talks to: one chat model that streams a
+ * completion for a list of messages. Implementations: `OpenAIBackend` (any OpenAI-compatible server) and
+ * `EmbeddedBackend` (the in-process native engine).
+ *
+ * Messages use the Hugging Face / OpenAI content-part style: a message's content is a string or a list of
+ * `{type: 'text', text}` and `{type: 'image', image}` parts, in order.
+ */
+import { VtcError } from '../errors.js'
+import type { Page } from '../render.js'
+
+/**
+ * An image: a rendered `Page` (raw pixels; encoded to PNG only if the backend needs bytes), an encoded image
+ * (PNG/JPEG/WebP/GIF bytes), or a string: a local file path, a `file://` URL or a `data:image/…;base64,` URL.
+ */
+export type ImageInput = Page | Uint8Array | string
+
+export interface TextPart {
+  type: 'text'
+  text: string
+}
+
+export interface ImagePart {
+  type: 'image'
+  image: ImageInput
+}
+
+export type ContentPart = TextPart | ImagePart
+
+export type Role = 'system' | 'user' | 'assistant'
+
+export interface ChatMessage {
+  role: Role
+  content: string | ContentPart[]
+}
+
+export interface GenerateRequest {
+  messages: ChatMessage[]
+  /** Most tokens to generate. */
+  maxTokens: number
+  /** Sampling temperature; 0 = greedy. Backend default if absent. */
+  temperature?: number
+  topP?: number
+  topK?: number
+  seed?: number
+  /** Stop strings (not included in the output). */
+  stop?: string[]
+  /** Ask for the log-probability of each generated token (`text` events then carry `logprobs`). */
+  logprobs?: boolean
+  /** Aborting ends the generation; the iterator then throws a VtcError with code `ABORT_ERR`. */
+  signal?: AbortSignal
+}
+
+/** Why a generation ended: `stop` (end of turn or a stop string), `length` (maxTokens), or what the backend said. */
+export type FinishReason = 'stop' | 'length' | (string & {})
+
+export interface Usage {
+  /** Prompt tokens including image tokens, when the backend reports them. */
+  promptTokens?: number
+  /** Image tokens of the prompt, when the backend reports them. */
+  visionTokens?: number
+  /** Generated tokens. */
+  completionTokens: number
+  /** True when `completionTokens` was counted client-side (the server reported no usage). */
+  estimated?: boolean
+}
+
+/** Milliseconds spent in each phase, as far as the backend can tell (remote backends measure client-side). */
+export interface Timings {
+  /** Image preprocessing and vision encoder. */
+  visionMs?: number
+  /** Prompt processing up to the first generated token (remote: includes network and queueing). */
+  prefillMs?: number
+  /** First generated token to the last. */
+  decodeMs?: number
+}
+
+export interface TokenLogprob {
+  token: string
+  logprob: number
+}
+
+/** A piece of generated text, in order; concatenating every `text` gives the completion. */
+export interface TextEvent {
+  type: 'text'
+  text: string
+  /** Tokens this piece spans, when known. */
+  tokens?: number
+  logprobs?: TokenLogprob[]
+}
+
+/** The last event of every successful generation. */
+export interface DoneEvent {
+  type: 'done'
+  finishReason: FinishReason
+  usage: Usage
+  timings: Timings
+}
+
+export type GenerationEvent = TextEvent | DoneEvent
+
+/**
+ * A chat model. `generate()` streams `text` events and ends with exactly one `done` event; failures are thrown
+ * from the iterator as a `GenerationError` carrying the text generated so far. Breaking out of the loop (or
+ * aborting `signal`) cancels the generation.
+ */
+export interface ChatModel {
+  /** The model's name (served as the OpenAI `model` id). */
+  readonly name: string
+  /** Context window in tokens (prompt + completion), when known. */
+  readonly contextLength?: number
+  generate(request: GenerateRequest): AsyncIterable<GenerationEvent>
+}
+
+/** What the optical-memory loop drives; the same shape as the server's `ChatModel`. */
+export type Backend = ChatModel
+
+/** A generation that failed part-way: `partialText` is everything generated before the failure. */
+export class GenerationError extends VtcError {
+  readonly partialText: string
+  /** HTTP status, for remote backends. */
+  readonly status?: number
+  constructor(code: string, message: string, options: { partialText?: string; status?: number; cause?: unknown } = {}) {
+    super(code, message, { cause: options.cause })
+    this.name = 'GenerationError'
+    this.partialText = options.partialText ?? ''
+    if (options.status !== undefined) this.status = options.status
+  }
+}
+
+/** The error every backend throws when its `signal` aborts. */
+export function abortError(partialText = '', cause?: unknown): GenerationError {
+  return new GenerationError('ABORT_ERR', 'the generation was aborted', { partialText, cause })
+}
+
+/** Collects a generation into its text and final event (convenience for non-streaming callers). */
+export async function collect(events: AsyncIterable<GenerationEvent>): Promise<{ text: string } & Omit<DoneEvent, 'type'>> {
+  let text = ''
+  for await (const ev of events) {
+    if (ev.type === 'text') text += ev.text
+    else return { text, finishReason: ev.finishReason, usage: ev.usage, timings: ev.timings }
+  }
+  throw new GenerationError('ERR_VTC_BACKEND_PROTOCOL', 'the generation ended without a done event', { partialText: text })
+}
