@@ -24,3 +24,5 @@ export { extractAnswer, gradeAnswer, gradeResponse, loadBenchmark } from './eval
 export * from './backends/index.js'
 export { OpticalMemory, MemoryError, SYSTEM_PROMPT, isComplete } from './memory.js'
 export { createServer, VtcServer, type ServerOptions } from './server/index.js'
+export { segmentText, DEFAULT_SEGMENT_TOKENS, type Segment } from './segment.js'
+export { buildDataset, type BuildOptions, type BuildResult } from './dataset/index.js'
