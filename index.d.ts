@@ -14,10 +14,34 @@ export declare class NativeRenderer {
   constructor(options?: RendererOptions | undefined | null)
   /** Renders one text into pages (off the JS thread). */
   render(text: string, options?: RenderOptions | undefined | null, signal?: AbortSignal | undefined | null): Promise<NativeRenderResult>
+  /**
+   * Pages of one text, one at a time: a background thread renders at most two pages ahead of the
+   * reader, so memory stays bounded for any text length.
+   */
+  stream(text: string, options?: RenderOptions | undefined | null): PageStream
   /** The lines of each page, as the reference `layout.jsonl` lists them (off the JS thread). */
   layout(text: string, signal?: AbortSignal | undefined | null): Promise<string[][]>
   /** Renders many texts in parallel on all cores; `onProgress` is called after each text. */
   renderBatch(items: Array<BatchItem>, options?: NativeBatchOptions | undefined | null, onProgress?: ((progress: NativeBatchProgress) => void) | undefined | null, signal?: AbortSignal | undefined | null): Promise<NativeTextResult[]>
+}
+
+export declare class NativeTokenizer {
+  /** Loads a Hugging Face `tokenizer.json`. */
+  static fromFile(path: string): NativeTokenizer
+  /** Tokens in `text`, no special tokens added. */
+  count(text: string): number
+  /** Token ids of `text`, no special tokens added. */
+  encode(text: string): Uint32Array
+  /** UTF-16 offsets where each token of `text` ends. */
+  tokenEnds(text: string): Uint32Array
+}
+
+/** The reading end of `NativeRenderer.stream`. */
+export declare class PageStream {
+  /** The next page, or `null` after the last one. */
+  next(): Promise<NativePage | null>
+  /** Stops rendering; later `next()` calls return `null`. */
+  close(): void
 }
 
 export interface BatchItem {
@@ -34,6 +58,7 @@ export interface NativeBatchOptions {
   /** `png` (default) or `raw`. */
   format?: string
   pngCompression?: string
+  /** 1 or 3; default grey when the config's colours are grey (same pixels, a third of the bytes). */
   channels?: number
   /** Worker threads (default: all cores). */
   threads?: number

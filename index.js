@@ -773,7 +773,9 @@ if (
   }
 }
 
-const { NativeRenderer, encodePngAsync } = nativeBinding
+const { NativeRenderer, NativeTokenizer, PageStream, encodePngAsync } = nativeBinding
 export { NativeRenderer }
+export { NativeTokenizer }
+export { PageStream }
 export { encodePngAsync }
 export const __napiBindingTarget = __napiLoadedBindingTarget

@@ -290,68 +290,9 @@ function isEnumerator(text: string, dot: number): boolean {
 // ---------------------------------------------------------------------------------------------------------
 // Qwen3 token offsets
 
-/**
- * Token end offsets with the real Qwen3 tokenizer. Byte-level BPE tokens are sequences of UTF-8 bytes, one
- * vocabulary character per byte, so summing their lengths walks the UTF-8 form of the text; a token ending
- * inside a multi-byte character is moved to that character's end.
- */
+/** Token end offsets with the real Qwen3 tokenizer (the Rust `tokenizers` crate, through the native module). */
 export const qwen3Segmenter: SegmentTokenizer = {
   tokenEnds(text: string): Uint32Array {
-    const ids = qwen3Tokenizer().encode(text, { add_special_tokens: false }) as number[]
-    const lengths = byteLengths()
-    const byteEnds = new Float64Array(ids.length)
-    let bytes = 0
-    for (let i = 0; i < ids.length; i++) {
-      bytes += lengths[ids[i]]
-      byteEnds[i] = bytes
-    }
-    return byteToCharEnds(text, byteEnds, bytes)
+    return qwen3Tokenizer().tokenEnds(text)
   },
-}
-
-let lengthCache: Uint16Array | undefined
-
-/**
- * UTF-8 length of every token id: a vocabulary entry has one character per byte; added tokens
- * (`<think>`, `<|im_end|>` …) are stored as their text.
- */
-function byteLengths(): Uint16Array {
-  if (!lengthCache) {
-    const tok = qwen3Tokenizer()
-    const vocab = tok.model.vocab
-    const added = tok.added_tokens
-    const size = Math.max(vocab.length, ...added.map((t) => t.id + 1))
-    lengthCache = new Uint16Array(size)
-    vocab.forEach((v, id) => (lengthCache![id] = v?.length ?? 0))
-    for (const t of added) lengthCache[t.id] = Buffer.byteLength(t.content, 'utf8')
-  }
-  return lengthCache
-}
-
-export function byteToCharEnds(text: string, byteEnds: Float64Array, totalBytes: number): Uint32Array {
-  const out = new Uint32Array(byteEnds.length)
-  const textBytes = Buffer.byteLength(text, 'utf8')
-  if (textBytes !== totalBytes) {
-    // should not happen for NFC text; keep going with proportional offsets rather than fail a whole dataset
-    for (let i = 0; i < byteEnds.length; i++) out[i] = Math.min(text.length, Math.round((byteEnds[i] / totalBytes) * text.length))
-    if (out.length) out[out.length - 1] = text.length
-    return out
-  }
-  if (textBytes === text.length) {
-    // ASCII: bytes and UTF-16 units coincide
-    for (let i = 0; i < byteEnds.length; i++) out[i] = byteEnds[i]
-    return out
-  }
-  let ci = 0
-  let bi = 0
-  for (let t = 0; t < byteEnds.length; t++) {
-    const target = byteEnds[t]
-    while (bi < target && ci < text.length) {
-      const cp = text.codePointAt(ci)!
-      bi += cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4
-      ci += cp > 0xffff ? 2 : 1
-    }
-    out[t] = ci
-  }
-  return out
 }

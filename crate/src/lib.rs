@@ -10,6 +10,9 @@ pub mod render;
 pub mod weights;
 pub mod model;
 pub mod generate;
+pub mod vision;
+pub mod tokenizer;
+pub mod engine;
 
 #[cfg(feature = "node")]
 mod node;

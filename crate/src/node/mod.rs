@@ -2,6 +2,7 @@
 //! errors; the work happens in the plain-Rust modules, always off the JS thread, never panicking into Node.
 
 mod render;
+mod tokenizer;
 
 use crate::error::Error;
 

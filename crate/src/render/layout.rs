@@ -1444,3 +1444,22 @@ mod tests {
         assert!(t0.elapsed().as_secs_f64() < 20.0);
     }
 }
+#[cfg(test)]
+mod perf_probe {
+    use super::*;
+    use crate::render::font::Face;
+    #[test]
+    #[ignore]
+    fn probe() {
+        let f = FontSet::new(Face::bundled(), Vec::new());
+        let cfg = RenderConfig::default();
+        for (name, text) in [
+            ("single 20MB", "word ".repeat(4_000_000)),
+            ("cjk line 300KB", "设函数满足求的一是不了人我在有 ab ".repeat(10_000)),
+        ] {
+            let t0 = std::time::Instant::now();
+            let n = layout_pages(&text, &cfg, &f).count();
+            eprintln!("{name}: {n} pages {:?}", t0.elapsed());
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Per-layer key/value cache that grows on demand (capacity doubles), so a 262K-context model does not
+//! preallocate gigabytes for a short chat. Entries are `[kv_heads, capacity, head_dim]` buffers written
+//! in place; readers get a view of the filled part.
+
+use candle_core::Tensor;
+
+use crate::error::{Error, Result};
+
+/// Smallest allocation, in tokens; growth then doubles.
+const MIN_CAPACITY: usize = 256;
+
+#[derive(Default)]
+struct LayerKv {
+    k: Option<Tensor>,
+    v: Option<Tensor>,
+}
+
+pub struct KvCache {
+    layers: Vec<LayerKv>,
+    len: usize,
+    max_len: usize,
+}
+
+impl KvCache {
+    /// An empty cache for `num_layers` layers that refuses to grow beyond `max_len` tokens.
+    pub fn new(num_layers: usize, max_len: usize) -> Self {
+        Self { layers: (0..num_layers).map(|_| LayerKv::default()).collect(), len: 0, max_len }
+    }
+
+    /// Tokens stored (committed) so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Tokens the buffers can hold before the next reallocation.
+    pub fn capacity(&self) -> usize {
+        self.layers.first().and_then(|l| l.k.as_ref()).map(|k| k.dim(1).unwrap_or(0)).unwrap_or(0)
+    }
+
+    /// Forgets everything after the first `len` tokens (keeps the buffers), e.g. to reuse a shared
+    /// prompt prefix.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Frees the buffers.
+    pub fn clear(&mut self) {
+        self.len = 0;
+        for l in &mut self.layers {
+            *l = LayerKv::default();
+        }
+    }
+
+    /// Writes `k`, `v` (`[kv_heads, n, head_dim]`) for `layer` after the committed tokens and returns
+    /// views of everything up to and including them. Call [`commit`](Self::commit) once all layers
+    /// have appended the same tokens.
+    pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let n = k.dim(1)?;
+        let end = self.len + n;
+        if end > self.max_len {
+            return Err(Error::ContextLength { tokens: end, max: self.max_len });
+        }
+        let (len, max_len) = (self.len, self.max_len);
+        let slot = self.layers.get_mut(layer).ok_or_else(|| Error::Internal(format!("no cache for layer {layer}")))?;
+        let k_buf = grow(slot.k.take(), k, len, end, max_len)?;
+        let v_buf = grow(slot.v.take(), v, len, end, max_len)?;
+        k_buf.slice_set(&k.contiguous()?, 1, len)?;
+        v_buf.slice_set(&v.contiguous()?, 1, len)?;
+        let out = (k_buf.narrow(1, 0, end)?, v_buf.narrow(1, 0, end)?);
+        slot.k = Some(k_buf);
+        slot.v = Some(v_buf);
+        Ok(out)
+    }
+
+    /// Marks `n` appended tokens as stored in every layer.
+    pub fn commit(&mut self, n: usize) {
+        self.len += n;
+    }
+}
+
+/// Returns a buffer that can hold `end` tokens, keeping the first `len` of `old`.
+fn grow(old: Option<Tensor>, like: &Tensor, len: usize, end: usize, limit: usize) -> Result<Tensor> {
+    if let Some(buf) = &old {
+        if buf.dim(1)? >= end {
+            return Ok(old.unwrap());
+        }
+    }
+    let cap_old = old.as_ref().map(|b| b.dim(1).unwrap_or(0)).unwrap_or(0);
+    let cap = end.max(cap_old * 2).max(MIN_CAPACITY).min(limit);
+    let (heads, _, hd) = like.dims3()?;
+    let buf = Tensor::zeros((heads, cap, hd), like.dtype(), like.device())?;
+    if let (Some(old), true) = (old, len > 0) {
+        buf.slice_set(&old.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
+    }
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, IndexOp};
+
+    #[test]
+    fn grows_and_keeps_contents() {
+        let dev = Device::Cpu;
+        let mut c = KvCache::new(1, 10_000);
+        let mut all = Vec::new();
+        for step in 0..5usize {
+            let n = if step == 0 { 300 } else { 1 + step * 100 };
+            let k = Tensor::arange(0f32, (2 * n * 4) as f32, &dev).unwrap().reshape((2, n, 4)).unwrap();
+            let k = (k + (step * 1000) as f64).unwrap();
+            let (kk, vv) = c.append(0, &k, &k).unwrap();
+            c.commit(n);
+            all.push(k);
+            let want = Tensor::cat(&all, 1).unwrap();
+            assert_eq!(kk.dims(), want.dims());
+            assert_eq!(crate::model::max_abs_diff(&kk, &want).unwrap(), 0.0);
+            assert_eq!(crate::model::max_abs_diff(&vv, &want).unwrap(), 0.0);
+        }
+        assert!(c.capacity() >= c.len() && c.capacity() <= 2 * c.len());
+        c.truncate(10);
+        let k = Tensor::ones((2, 1, 4), candle_core::DType::F32, &dev).unwrap();
+        let (kk, _) = c.append(0, &k, &k).unwrap();
+        assert_eq!(kk.dim(1).unwrap(), 11);
+        assert_eq!(kk.i((.., 10, ..)).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 8.0);
+    }
+
+    #[test]
+    fn refuses_to_exceed_the_context() {
+        let dev = Device::Cpu;
+        let mut c = KvCache::new(1, 8);
+        let k = Tensor::zeros((1, 9, 2), candle_core::DType::F32, &dev).unwrap();
+        assert!(matches!(c.append(0, &k, &k), Err(Error::ContextLength { tokens: 9, max: 8 })));
+    }
+}

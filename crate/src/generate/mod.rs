@@ -1,0 +1,263 @@
+//! Text generation: KV cache, sampling, stop rules, `generation_config.json` defaults, and the
+//! prefill + decode loop that streams text deltas.
+
+pub mod kv_cache;
+pub mod sampler;
+pub mod stop;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde_json::Value;
+
+pub use kv_cache::KvCache;
+pub use sampler::{logprobs, SamplingParams, TokenLogprob};
+pub use stop::StopRules;
+
+use crate::error::{Error, Result};
+use crate::model::{Prompt, VisionLanguageModel};
+use crate::tokenizer::{StreamDecoder, Tokenizer};
+
+/// Defaults a checkpoint ships in `generation_config.json`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GenerationDefaults {
+    pub eos_token_ids: Vec<u32>,
+    pub sampling: SamplingParams,
+    pub max_new_tokens: Option<usize>,
+}
+
+impl GenerationDefaults {
+    /// Reads `generation_config.json` from a model directory; a missing file gives greedy defaults.
+    /// Follows transformers: without `do_sample: true` decoding is greedy whatever the temperature;
+    /// with it, unset values fall back to temperature 1, top_p 1, top_k 50.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("generation_config.json");
+        if !path.is_file() {
+            return Ok(Self::default());
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let json: Value = serde_json::from_str(&text).map_err(|e| Error::ModelConfig {
+            path: path.clone(),
+            key: "(file)".into(),
+            message: format!("invalid JSON: {e}"),
+        })?;
+        let err = |key: &str, v: &Value| Error::ModelConfig { path: path.clone(), key: key.into(), message: format!("unexpected value {v}") };
+        let num = |key: &str, default: f64| -> Result<f64> {
+            match json.get(key) {
+                None | Some(Value::Null) => Ok(default),
+                Some(v) => v.as_f64().ok_or_else(|| err(key, v)),
+            }
+        };
+        let eos_token_ids = match json.get("eos_token_id") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a.iter().map(|x| x.as_u64().map(|x| x as u32).ok_or_else(|| err("eos_token_id", x))).collect::<Result<_>>()?,
+            Some(v) => vec![v.as_u64().ok_or_else(|| err("eos_token_id", v))? as u32],
+        };
+        let do_sample = json.get("do_sample").and_then(|v| v.as_bool()).unwrap_or(false);
+        let sampling = SamplingParams {
+            temperature: if do_sample { num("temperature", 1.0)? as f32 } else { 0.0 },
+            top_p: num("top_p", 1.0)? as f32,
+            top_k: if do_sample { num("top_k", 50.0)? as usize } else { 0 },
+            repetition_penalty: num("repetition_penalty", 1.0)? as f32,
+            presence_penalty: num("presence_penalty", 0.0)? as f32,
+            frequency_penalty: num("frequency_penalty", 0.0)? as f32,
+            seed: 0,
+        };
+        sampling.validate().map_err(|e| Error::ModelConfig { path: path.clone(), key: "(sampling)".into(), message: e.to_string() })?;
+        let max_new_tokens = json.get("max_new_tokens").and_then(|v| v.as_u64()).map(|x| x as usize);
+        Ok(Self { eos_token_ids, sampling, max_new_tokens })
+    }
+}
+
+impl GenerationDefaults {
+    /// Request parameters starting from these defaults.
+    pub fn params(&self) -> GenerationParams {
+        GenerationParams {
+            sampling: self.sampling.clone(),
+            max_tokens: self.max_new_tokens.unwrap_or(GenerationParams::default().max_tokens),
+            ..Default::default()
+        }
+    }
+}
+
+/// Per-request generation settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationParams {
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Stop when the text contains one of these (the stop string is not returned).
+    pub stop: Vec<String>,
+    /// Extra token ids that end generation, besides the model's EOS ids.
+    pub stop_token_ids: Vec<u32>,
+    /// Keep going past EOS ids (benchmarks).
+    pub ignore_eos: bool,
+    /// Return log-probabilities with this many alternatives per token.
+    pub logprobs: Option<usize>,
+    pub skip_special_tokens: bool,
+}
+
+impl Default for GenerationParams {
+    fn default() -> Self {
+        Self {
+            max_tokens: 512,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+            stop_token_ids: Vec::new(),
+            ignore_eos: false,
+            logprobs: None,
+            skip_special_tokens: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An EOS id or a stop string.
+    Stop,
+    /// `max_tokens` or the context length reached.
+    Length,
+    Cancelled,
+}
+
+impl FinishReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One generated token as streamed: `text` is the newly releasable text (may be empty while a
+/// multi-byte character or a possible stop string is incomplete, or hold several tokens' text).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenEvent {
+    pub token: u32,
+    pub text: String,
+    pub logprob: Option<TokenLogprob>,
+}
+
+/// The result of one generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    pub text: String,
+    /// Every sampled token, including a final EOS.
+    pub tokens: Vec<u32>,
+    pub finish_reason: FinishReason,
+    pub logprobs: Vec<TokenLogprob>,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+    /// From the start of prefill to the first sampled token.
+    pub first_token_ms: f64,
+}
+
+/// Everything the loop needs besides the model.
+pub struct Generator<'a> {
+    pub model: &'a dyn VisionLanguageModel,
+    pub tokenizer: &'a Tokenizer,
+    pub eos_ids: &'a [u32],
+    /// Prompt tokens per prefill step (cancellation is checked between steps).
+    pub prefill_chunk: usize,
+}
+
+impl Generator<'_> {
+    /// Prefills `prompt` from `cache.len()` (tokens before it are reused) and decodes until a stop
+    /// rule fires. `on_token` sees every sampled token. On return the cache holds the prompt and
+    /// every generated token except the last.
+    pub fn run(
+        &self,
+        cache: &mut KvCache,
+        prompt: &Prompt,
+        params: &GenerationParams,
+        cancel: &AtomicBool,
+        on_token: &mut dyn FnMut(&TokenEvent),
+    ) -> Result<Generation> {
+        let max_ctx = self.model.max_context().min(cache.max_len());
+        if prompt.len() >= max_ctx {
+            return Err(Error::ContextLength { tokens: prompt.len(), max: max_ctx });
+        }
+        if cache.len() >= prompt.len() {
+            return Err(Error::Internal("the cache already covers the whole prompt".into()));
+        }
+        let mut sampler = sampler::Sampler::new(params.sampling.clone(), &prompt.ids)?;
+        let eos = if params.ignore_eos { Vec::new() } else { self.eos_ids.to_vec() };
+        let rules = StopRules::new(eos.into_iter().chain(params.stop_token_ids.iter().copied()), params.stop.clone());
+
+        let start = Instant::now();
+        let mut out = Generation {
+            text: String::new(),
+            tokens: Vec::new(),
+            finish_reason: FinishReason::Length,
+            logprobs: Vec::new(),
+            prefill_ms: 0.0,
+            decode_ms: 0.0,
+            first_token_ms: 0.0,
+        };
+        let mut logits = None;
+        while cache.len() < prompt.len() {
+            if cancel.load(Ordering::Relaxed) {
+                out.finish_reason = FinishReason::Cancelled;
+                out.prefill_ms = ms(start);
+                return Ok(out);
+            }
+            let end = (cache.len() + self.prefill_chunk.max(1)).min(prompt.len());
+            logits = self.model.prefill(cache, prompt, end)?;
+        }
+        out.prefill_ms = ms(start);
+        let decode_start = Instant::now();
+
+        let mut decoder = StreamDecoder::new(params.skip_special_tokens);
+        let mut emitted = 0;
+        let mut logits = logits.ok_or_else(|| Error::Internal("no prefill logits".into()))?;
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                out.finish_reason = FinishReason::Cancelled;
+                break;
+            }
+            let row: Vec<f32> = logits.to_vec1()?;
+            let token = sampler.sample(&row)?;
+            sampler.accept(token);
+            if out.tokens.is_empty() {
+                out.first_token_ms = ms(start);
+            }
+            out.tokens.push(token);
+            let logprob = params.logprobs.map(|n| logprobs(&row, token, n));
+            if let Some(lp) = &logprob {
+                out.logprobs.push(lp.clone());
+            }
+
+            let mut finish = None;
+            if rules.is_eos(token) {
+                finish = Some(FinishReason::Stop);
+            } else {
+                let before = out.text.len();
+                out.text.push_str(&decoder.push(self.tokenizer, token)?);
+                if let Some(at) = rules.find_stop(&out.text, before) {
+                    out.text.truncate(at);
+                    finish = Some(FinishReason::Stop);
+                }
+            }
+            if finish.is_none() && (out.tokens.len() >= params.max_tokens || cache.len() + 1 >= max_ctx) {
+                finish = Some(FinishReason::Length);
+            }
+            // Release text that can no longer turn out to be part of a stop string.
+            let safe = if finish.is_some() { out.text.len() } else { rules.safe_len(&out.text) };
+            let text = if safe > emitted { out.text[emitted..safe].to_string() } else { String::new() };
+            emitted = emitted.max(safe);
+            on_token(&TokenEvent { token, text, logprob });
+            if let Some(f) = finish {
+                out.finish_reason = f;
+                break;
+            }
+            logits = self.model.decode(cache, prompt, token)?;
+        }
+        out.decode_ms = ms(decode_start);
+        Ok(out)
+    }
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}

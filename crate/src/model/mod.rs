@@ -1,0 +1,118 @@
+//! Models the engine can run. Today only Qwen3-VL; the engine drives it through [`VisionLanguageModel`]
+//! so later families (e.g. GLM-4V) plug in beside it. No I/O here beyond reading the model directory.
+
+pub mod qwen3_vl;
+
+use candle_core::{DType, Tensor, D};
+
+use crate::error::{Error, Result};
+use crate::generate::KvCache;
+
+pub use qwen3_vl::{Prompt, Qwen3VL, VisionFeatures};
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Model(e.to_string())
+    }
+}
+
+/// What a model must offer the engine: encode images, lay out a prompt, run chunks of it through the
+/// decoder filling a KV cache, then single decode steps.
+pub trait VisionLanguageModel: Send {
+    /// Longest sequence (prompt + generated) the model accepts.
+    fn max_context(&self) -> usize;
+    fn num_layers(&self) -> usize;
+    fn image_token_id(&self) -> u32;
+    /// Runs the vision encoder on preprocessed pixels of one or more images.
+    fn encode_images(&self, pixel_values: &Tensor, grids: &[[usize; 3]]) -> Result<VisionFeatures>;
+    /// Positions and image-row mapping of a token sequence (image tokens already expanded).
+    fn prepare_prompt(&self, ids: &[u32], vision: Option<VisionFeatures>) -> Result<Prompt>;
+    /// Runs prompt tokens `[cache.len(), end)` through the decoder. When `end` is the prompt's end,
+    /// returns the f32 logits `[vocab]` of its last token (the output head is skipped otherwise).
+    fn prefill(&self, cache: &mut KvCache, prompt: &Prompt, end: usize) -> Result<Option<Tensor>>;
+    /// One generated token at the end of the cache; returns its f32 logits `[vocab]`.
+    fn decode(&self, cache: &mut KvCache, prompt: &Prompt, token: u32) -> Result<Tensor>;
+}
+
+/// Records named intermediate tensors when enabled (fidelity tests); free otherwise.
+#[derive(Default)]
+pub struct Trace {
+    enabled: bool,
+    pub tensors: Vec<(String, Tensor)>,
+}
+
+impl Trace {
+    pub fn off() -> Self {
+        Self::default()
+    }
+    pub fn on() -> Self {
+        Self { enabled: true, tensors: Vec::new() }
+    }
+    pub fn record(&mut self, name: impl FnOnce() -> String, t: &Tensor) {
+        if self.enabled {
+            self.tensors.push((name(), t.clone()));
+        }
+    }
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+}
+
+/// Upper bound on attention-score elements materialised at once; longer queries are processed in
+/// row chunks so a 64K-patch image or a long context never needs a quadratic buffer.
+const SCORE_BUDGET: usize = 1 << 24;
+
+/// Scaled dot-product attention with grouped heads.
+/// `q`: `[kv_heads, rep, lq, hd]`; `k`, `v`: `[kv_heads, lk, hd]`. With `causal_offset = Some(o)`,
+/// query `i` sits at key index `o + i` and sees keys `0..=o+i`; `None` means full (non-causal).
+/// Softmax runs in f32 as in transformers. Returns `[kv_heads, rep, lq, hd]`.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal_offset: Option<usize>) -> Result<Tensor> {
+    let (g, rep, lq, hd) = q.dims4()?;
+    let lk = k.dim(1)?;
+    let chunk = (SCORE_BUDGET / (g * rep * lk).max(1)).clamp(1, lq.max(1));
+    let kt = k.t()?;
+    let mut outs = Vec::with_capacity(lq.div_ceil(chunk));
+    for start in (0..lq).step_by(chunk) {
+        let c = chunk.min(lq - start);
+        let qc = q.narrow(2, start, c)?.contiguous()?.reshape((g, rep * c, hd))?;
+        let mut scores = (qc.matmul(&kt)?.to_dtype(DType::F32)? * scale)?.reshape((g, rep, c, lk))?;
+        if let Some(offset) = causal_offset {
+            if c > 1 || offset + start + 1 < lk {
+                scores = scores.broadcast_add(&causal_mask(offset + start, c, lk, q.device())?)?;
+            }
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+        let out = probs.reshape((g, rep * c, lk))?.matmul(v)?;
+        outs.push(out.reshape((g, rep, c, hd))?);
+    }
+    Ok(if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(&outs, 2)? })
+}
+
+/// `[c, lk]` additive mask: 0 where key `j <= first + i`, -inf after.
+fn causal_mask(first: usize, c: usize, lk: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let mut m = vec![0f32; c * lk];
+    for i in 0..c {
+        for j in (first + i + 1).min(lk)..lk {
+            m[i * lk + j] = f32::NEG_INFINITY;
+        }
+    }
+    Ok(Tensor::from_vec(m, (c, lk), device)?)
+}
+
+/// RMSNorm with transformers' arithmetic: normalise in f32, cast back, then scale by the weight.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let xf = x.to_dtype(DType::F32)?;
+    let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = xf.broadcast_mul(&(var + eps)?.sqrt()?.recip()?)?;
+    Ok(normed.to_dtype(dtype)?.broadcast_mul(weight)?)
+}
+
+/// Maximum |a - b| over all elements (both converted to f32); for tests and diagnostics.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    if a.dims() != b.dims() {
+        return Err(Error::Internal(format!("shape mismatch {:?} vs {:?}", a.dims(), b.dims())));
+    }
+    let d = (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?.abs()?.flatten_all()?.max(0)?;
+    Ok(d.to_scalar::<f32>()?)
+}

@@ -1,0 +1,177 @@
+//! Qwen3-VL text decoder: Qwen3 layers (q/k RMSNorm before RoPE, GQA, SwiGLU) driven by interleaved
+//! M-RoPE, with DeepStack features added to image-token rows after the first layers.
+
+use candle_core::{DType, Module, Tensor};
+use candle_nn::Linear;
+
+use super::config::TextConfig;
+use super::rope::{inv_freq, mrope_cos_sin};
+use crate::error::Result;
+use crate::generate::KvCache;
+use crate::model::{attention, rms_norm, Trace};
+use crate::weights::Weights;
+
+struct Layer {
+    input_norm: Tensor,
+    post_attn_norm: Tensor,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: Tensor,
+    k_norm: Tensor,
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+/// DeepStack rows for one chunk: `mask [len, 1]` (1 at image tokens) and, per tap, the rows to add
+/// (`[len, hidden]`, arbitrary where mask is 0).
+pub struct DeepstackChunk {
+    pub mask: Tensor,
+    pub rows: Vec<Tensor>,
+}
+
+pub struct TextModel {
+    cfg: TextConfig,
+    embed_tokens: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    /// `[vocab, hidden]`; the same storage as `embed_tokens` when tied.
+    lm_head: Tensor,
+    inv_freq: Vec<f32>,
+    dtype: DType,
+}
+
+fn linear(w: &Weights, name: &str, out_dim: usize, in_dim: usize, bias: bool) -> Result<Linear> {
+    let weight = w.get(&format!("{name}.weight"), &[out_dim, in_dim])?;
+    let bias = if bias { Some(w.get(&format!("{name}.bias"), &[out_dim])?) } else { None };
+    Ok(Linear::new(weight, bias))
+}
+
+impl TextModel {
+    pub fn load(w: &Weights, cfg: &TextConfig, prefix: &str, tie_word_embeddings: bool) -> Result<Self> {
+        let (h, hd, i) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
+        let (nq, nkv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
+        let embed_tokens = w.get(&format!("{prefix}.embed_tokens.weight"), &[cfg.vocab_size, h])?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("{prefix}.layers.{l}");
+            let bias = cfg.attention_bias;
+            layers.push(Layer {
+                input_norm: w.get(&format!("{p}.input_layernorm.weight"), &[h])?,
+                post_attn_norm: w.get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                q_proj: linear(w, &format!("{p}.self_attn.q_proj"), nq, h, bias)?,
+                k_proj: linear(w, &format!("{p}.self_attn.k_proj"), nkv, h, bias)?,
+                v_proj: linear(w, &format!("{p}.self_attn.v_proj"), nkv, h, bias)?,
+                o_proj: linear(w, &format!("{p}.self_attn.o_proj"), h, nq, bias)?,
+                q_norm: w.get(&format!("{p}.self_attn.q_norm.weight"), &[hd])?,
+                k_norm: w.get(&format!("{p}.self_attn.k_norm.weight"), &[hd])?,
+                gate_proj: linear(w, &format!("{p}.mlp.gate_proj"), i, h, false)?,
+                up_proj: linear(w, &format!("{p}.mlp.up_proj"), i, h, false)?,
+                down_proj: linear(w, &format!("{p}.mlp.down_proj"), h, i, false)?,
+            });
+        }
+        let norm = w.get(&format!("{prefix}.norm.weight"), &[h])?;
+        // Tied checkpoints omit lm_head.weight (transformers 5 `save_pretrained`); when tied it is
+        // ignored even if present, as transformers does.
+        let lm_head = if tie_word_embeddings { embed_tokens.clone() } else { w.get("lm_head.weight", &[cfg.vocab_size, h])? };
+        Ok(Self {
+            inv_freq: inv_freq(cfg.rope_theta, hd),
+            cfg: cfg.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            dtype: w.dtype(),
+        })
+    }
+
+    pub fn config(&self) -> &TextConfig {
+        &self.cfg
+    }
+
+    /// Token embeddings `[len, hidden]`.
+    pub fn embed(&self, ids: &[u32]) -> Result<Tensor> {
+        let ids = Tensor::from_slice(ids, ids.len(), self.embed_tokens.device())?;
+        Ok(self.embed_tokens.index_select(&ids, 0)?)
+    }
+
+    /// Runs `x [len, hidden]` (tokens at KV indices `cache.len()..`) through all layers, appending to
+    /// the cache. `pos` are the chunk's (t, h, w) rotary positions. Returns the final-normed hidden
+    /// states `[len, hidden]`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        pos: [&[i64]; 3],
+        cache: &mut KvCache,
+        deepstack: Option<&DeepstackChunk>,
+        trace: &mut Trace,
+    ) -> Result<Tensor> {
+        let (cos, sin) = mrope_cos_sin(pos, &self.inv_freq, self.cfg.mrope_section, self.dtype, x.device())?;
+        let offset = cache.len();
+        let mut x = x.clone();
+        trace.record(|| "decoder.hidden0".into(), &x);
+        let n = self.layers.len();
+        for (l, layer) in self.layers.iter().enumerate() {
+            x = self.layer_forward(layer, l, &x, &cos, &sin, offset, cache)?;
+            if l + 1 < n {
+                trace.record(|| format!("decoder.hidden{}", l + 1), &x);
+            }
+            if let Some(ds) = deepstack {
+                if let Some(rows) = ds.rows.get(l) {
+                    // Rows outside image tokens get + 0, which leaves them bit-identical.
+                    let add = ds.mask.broadcast_as(rows.shape())?.where_cond(rows, &rows.zeros_like()?)?;
+                    x = (x + add)?;
+                }
+            }
+        }
+        cache.commit(x.dim(0)?);
+        let x = rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)?;
+        trace.record(|| format!("decoder.hidden{n}"), &x);
+        Ok(x)
+    }
+
+    /// f32 logits `[len, vocab]` of final hidden states `[len, hidden]`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(hidden.matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn layer_forward(
+        &self,
+        layer: &Layer,
+        index: usize,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        offset: usize,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (len, _) = x.dims2()?;
+        let (hd, nh, nkv) = (cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads);
+        let eps = cfg.rms_norm_eps;
+
+        let h = rms_norm(x, &layer.input_norm, eps)?;
+        // [len, heads·hd] -> per-head RMSNorm -> [heads, len, hd] -> RoPE.
+        let heads = |t: Tensor, n: usize, norm: &Tensor| -> Result<Tensor> {
+            let t = rms_norm(&t.reshape((len, n, hd))?, norm, eps)?.transpose(0, 1)?.contiguous()?;
+            Ok(candle_nn::rotary_emb::rope(&t.unsqueeze(0)?, cos, sin)?.squeeze(0)?)
+        };
+        let q = heads(layer.q_proj.forward(&h)?, nh, &layer.q_norm)?;
+        let k = heads(layer.k_proj.forward(&h)?, nkv, &layer.k_norm)?;
+        let v = layer.v_proj.forward(&h)?.reshape((len, nkv, hd))?.transpose(0, 1)?.contiguous()?;
+        let (k, v) = cache.append(index, &k, &v)?;
+
+        // Query heads sharing a KV head are adjacent: view q as [kv_heads, rep, len, hd].
+        let q = q.reshape((nkv, nh / nkv, len, hd))?;
+        let attn = attention(&q, &k, &v, 1.0 / (hd as f64).sqrt(), Some(offset))?;
+        let attn = attn.reshape((nh, len, hd))?.transpose(0, 1)?.reshape((len, nh * hd))?;
+        let x = (x + layer.o_proj.forward(&attn)?)?;
+
+        let h = rms_norm(&x, &layer.post_attn_norm, eps)?;
+        let mlp = layer.down_proj.forward(&(candle_nn::ops::silu(&layer.gate_proj.forward(&h)?)? * layer.up_proj.forward(&h)?)?)?;
+        Ok((x + mlp)?)
+    }
+}

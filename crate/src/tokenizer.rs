@@ -1,0 +1,447 @@
+//! Tokenizer (`tokenizer.json` via the `tokenizers` crate) and chat template (Jinja via `minijinja`,
+//! configured like transformers' `apply_chat_template`: trim_blocks, lstrip_blocks, loop controls,
+//! `raise_exception`, Python-style `tojson`, Python string methods). The template comes from the
+//! model directory; no model's format is hard-coded.
+
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, ErrorKind, Value as JValue};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// One chat message. `content` is either plain text or a list of parts (text and image placeholders),
+/// the shape transformers' processors accept.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Message {
+    pub role: String,
+    pub content: Content,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Part {
+    Text { text: String },
+    Image,
+}
+
+impl Message {
+    pub fn text(role: &str, text: &str) -> Self {
+        Self { role: role.into(), content: Content::Text(text.into()) }
+    }
+    /// Number of image parts.
+    pub fn image_count(&self) -> usize {
+        match &self.content {
+            Content::Text(_) => 0,
+            Content::Parts(p) => p.iter().filter(|p| matches!(p, Part::Image)).count(),
+        }
+    }
+}
+
+/// A chat template and where it came from (for error messages).
+#[derive(Debug, Clone)]
+pub struct ChatTemplate {
+    pub source: String,
+    pub template: String,
+}
+
+impl ChatTemplate {
+    /// Finds the template in a model directory: `chat_template.jinja`, then `chat_template.json`,
+    /// then `tokenizer_config.json` (a string, or a list of named templates: "default" or the first).
+    pub fn from_dir(dir: &Path) -> Result<Option<Self>> {
+        let jinja = dir.join("chat_template.jinja");
+        if jinja.is_file() {
+            let template = std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?;
+            return Ok(Some(Self { source: jinja.display().to_string(), template }));
+        }
+        for file in ["chat_template.json", "tokenizer_config.json"] {
+            let path = dir.join(file);
+            if !path.is_file() {
+                continue;
+            }
+            let json = read_json(&path)?;
+            match json.get("chat_template") {
+                None | Some(Value::Null) => continue,
+                Some(Value::String(s)) => return Ok(Some(Self { source: path.display().to_string(), template: s.clone() })),
+                Some(Value::Array(list)) => {
+                    let named = |n: &str| list.iter().find(|t| t.get("name").and_then(|x| x.as_str()) == Some(n));
+                    let pick = named("default").or_else(|| list.first());
+                    if let Some(t) = pick.and_then(|t| t.get("template")).and_then(|t| t.as_str()) {
+                        return Ok(Some(Self { source: path.display().to_string(), template: t.to_string() }));
+                    }
+                }
+                Some(_) => {}
+            }
+            return Err(Error::ModelConfig { path, key: "chat_template".into(), message: "expected a string or a list of {name, template}".into() });
+        }
+        Ok(None)
+    }
+
+    /// Renders the template like `apply_chat_template(messages, add_generation_prompt=...)`.
+    /// `extra` adds variables (e.g. `{"enable_thinking": false}`, `{"bos_token": "..."}`).
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool, extra: &serde_json::Map<String, Value>) -> Result<String> {
+        let err = |e: minijinja::Error| Error::ChatTemplate { source_name: self.source.clone(), message: describe(&e) };
+        let mut env = Environment::new();
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .trim_blocks(true)
+                .lstrip_blocks(true)
+                .build()
+                .map_err(err)?,
+        );
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> std::result::Result<JValue, minijinja::Error> {
+            Err(minijinja::Error::new(ErrorKind::InvalidOperation, format!("raise_exception: {msg}")))
+        });
+        env.add_function("strftime_now", strftime_now);
+        env.add_filter("tojson", tojson);
+        let tmpl = env.template_from_str(&self.template).map_err(err)?;
+        let mut ctx = serde_json::Map::new();
+        ctx.insert("messages".into(), serde_json::to_value(messages).map_err(|e| Error::Internal(e.to_string()))?);
+        ctx.insert("add_generation_prompt".into(), Value::Bool(add_generation_prompt));
+        for (k, v) in extra {
+            ctx.insert(k.clone(), v.clone());
+        }
+        tmpl.render(JValue::from(minijinja::value::Serde(&ctx))).map_err(err)
+    }
+}
+
+/// The error and its causes on one line.
+fn describe(e: &minijinja::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(&format!(": {inner}"));
+        src = inner.source();
+    }
+    s
+}
+
+/// transformers' `tojson`: `json.dumps(x, ensure_ascii=False, indent=indent)`, i.e. Python's
+/// separators (", " and ": "), no HTML escaping.
+fn tojson(value: JValue, kwargs: minijinja::value::Kwargs) -> std::result::Result<JValue, minijinja::Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    let _: Option<bool> = kwargs.get("sort_keys")?;
+    kwargs.assert_all_used()?;
+    let json = serde_json::to_value(&value)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    let mut out = String::new();
+    python_json(&json, indent, 0, &mut out);
+    Ok(JValue::from_safe_string(out))
+}
+
+fn python_json(v: &Value, indent: Option<usize>, level: usize, out: &mut String) {
+    let newline = |out: &mut String, level: usize| {
+        if let Some(n) = indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(n * level));
+        }
+    };
+    let item_sep = if indent.is_some() { "," } else { ", " };
+    match v {
+        Value::Array(a) if !a.is_empty() => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(item_sep);
+                }
+                newline(out, level + 1);
+                python_json(x, indent, level + 1, out);
+            }
+            newline(out, level);
+            out.push(']');
+        }
+        Value::Object(m) if !m.is_empty() => {
+            out.push('{');
+            for (i, (k, x)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(item_sep);
+                }
+                newline(out, level + 1);
+                out.push_str(&serde_json::to_string(k).unwrap_or_default());
+                out.push_str(": ");
+                python_json(x, indent, level + 1, out);
+            }
+            newline(out, level);
+            out.push('}');
+        }
+        other => out.push_str(&serde_json::to_string(other).unwrap_or_default()),
+    }
+}
+
+/// `strftime_now(fmt)` for templates that print today's date (UTC; %Y %m %d %B %b %H %M %S %%).
+fn strftime_now(fmt: String) -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + (month <= 2) as i64;
+    const MONTHS: [&str; 12] =
+        ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+    let name = MONTHS[(month - 1) as usize];
+    let tod = secs % 86_400;
+    let mut out = String::new();
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('Y') => out.push_str(&year.to_string()),
+            Some('m') => out.push_str(&format!("{month:02}")),
+            Some('d') => out.push_str(&format!("{day:02}")),
+            Some('B') => out.push_str(name),
+            Some('b') => out.push_str(&name[..3]),
+            Some('H') => out.push_str(&format!("{:02}", tod / 3600)),
+            Some('M') => out.push_str(&format!("{:02}", tod / 60 % 60)),
+            Some('S') => out.push_str(&format!("{:02}", tod % 60)),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::ModelConfig { path: path.to_path_buf(), key: "(file)".into(), message: format!("invalid JSON: {e}") })
+}
+
+/// `tokenizer.json` plus the chat template and the special-token strings templates expect.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    path: PathBuf,
+    template: Option<ChatTemplate>,
+    /// Variables from `tokenizer_config.json` passed to the template (bos_token, eos_token, ...).
+    template_vars: serde_json::Map<String, Value>,
+}
+
+impl Tokenizer {
+    /// Loads `tokenizer.json` and the chat template of a model directory.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        let mut tok = Self::from_file(&path)?;
+        tok.template = ChatTemplate::from_dir(dir)?;
+        let cfg_path = dir.join("tokenizer_config.json");
+        if cfg_path.is_file() {
+            let cfg = read_json(&cfg_path)?;
+            for key in ["bos_token", "eos_token", "unk_token", "pad_token"] {
+                // Either a string or an AddedToken dict with "content".
+                let s = match cfg.get(key) {
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(Value::Object(o)) => o.get("content").and_then(|c| c.as_str()).map(String::from),
+                    _ => None,
+                };
+                if let Some(s) = s {
+                    tok.template_vars.insert(key.into(), Value::String(s));
+                }
+            }
+        }
+        Ok(tok)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "tokenizer.json not found")));
+        }
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| Error::Tokenizer { path: path.to_path_buf(), message: e.to_string() })?;
+        Ok(Self { inner, path: path.to_path_buf(), template: None, template_vars: Default::default() })
+    }
+
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.template.as_ref()
+    }
+
+    pub fn set_chat_template(&mut self, template: ChatTemplate) {
+        self.template = Some(template);
+    }
+
+    fn err(&self, message: String) -> Error {
+        Error::Tokenizer { path: self.path.clone(), message }
+    }
+
+    /// Token ids of `text`; special tokens written in the text (e.g. `<|im_start|>`) map to their ids.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, true).map_err(|e| self.err(format!("encode: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner.decode(ids, skip_special_tokens).map_err(|e| self.err(format!("decode: {e}")))
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The prompt text for `messages` from the model's chat template.
+    pub fn apply_chat_template(&self, messages: &[Message], add_generation_prompt: bool, extra: &serde_json::Map<String, Value>) -> Result<String> {
+        let t = self.template.as_ref().ok_or_else(|| Error::ChatTemplate {
+            source_name: self.path.parent().map(|p| p.display().to_string()).unwrap_or_default(),
+            message: "the model directory has no chat template (chat_template.jinja, chat_template.json or tokenizer_config.json)".into(),
+        })?;
+        let mut vars = self.template_vars.clone();
+        for (k, v) in extra {
+            vars.insert(k.clone(), v.clone());
+        }
+        t.render(messages, add_generation_prompt, &vars)
+    }
+}
+
+/// Replaces the i-th `image_token` in `ids` by `counts[i]` copies (the processor's expansion of each
+/// `<|image_pad|>` to one token per merged patch).
+pub fn expand_image_tokens(ids: &[u32], image_token: u32, counts: &[usize]) -> Result<Vec<u32>> {
+    let found = ids.iter().filter(|&&t| t == image_token).count();
+    if found != counts.len() {
+        return Err(Error::invalid("images", format!("the prompt has {found} image placeholders but {} images were given", counts.len())));
+    }
+    let mut out = Vec::with_capacity(ids.len() + counts.iter().sum::<usize>());
+    let mut next = counts.iter();
+    for &t in ids {
+        if t == image_token {
+            out.extend(std::iter::repeat_n(image_token, *next.next().unwrap_or(&1)));
+        } else {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+/// Turns generated ids into text deltas, holding back bytes of an unfinished UTF-8 character.
+pub struct StreamDecoder {
+    ids: Vec<u32>,
+    /// Start of the window that is re-decoded each step (a few tokens of left context keep
+    /// byte-level merges and spaces right).
+    prefix: usize,
+    /// Text of `ids[prefix..read]` already emitted.
+    read: usize,
+    skip_special_tokens: bool,
+}
+
+impl StreamDecoder {
+    pub fn new(skip_special_tokens: bool) -> Self {
+        Self { ids: Vec::new(), prefix: 0, read: 0, skip_special_tokens }
+    }
+
+    /// Adds a token; returns the new text it completes (possibly empty).
+    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let before = tok.decode(&self.ids[self.prefix..self.read], self.skip_special_tokens)?;
+        let now = tok.decode(&self.ids[self.prefix..], self.skip_special_tokens)?;
+        if now.len() > before.len() && !now.ends_with('\u{FFFD}') && now.is_char_boundary(before.len()) {
+            let delta = now[before.len()..].to_string();
+            self.prefix = self.read;
+            self.read = self.ids.len();
+            Ok(delta)
+        } else {
+            Ok(String::new())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_style_json() {
+        let v: Value = serde_json::from_str(r#"{"a": [1, 2.5, "x<y"], "b": {}, "c": null}"#).unwrap();
+        let mut s = String::new();
+        python_json(&v, None, 0, &mut s);
+        assert_eq!(s, r#"{"a": [1, 2.5, "x<y"], "b": {}, "c": null}"#);
+        let mut s = String::new();
+        python_json(&v, Some(2), 0, &mut s);
+        assert_eq!(s, "{\n  \"a\": [\n    1,\n    2.5,\n    \"x<y\"\n  ],\n  \"b\": {},\n  \"c\": null\n}");
+    }
+
+    #[test]
+    fn template_semantics_follow_transformers() {
+        let t = ChatTemplate {
+            source: "test".into(),
+            template: "{% for m in messages %}\n  {% if m.role == 'system' %}{{ raise_exception('no system') }}{% endif %}\n{{ m.content | trim }}|{{ m.content.startswith('hi') }}|{{ {'k': 1} | tojson }}\n{% if loop.index > 1 %}{% break %}{% endif %}\n{% endfor %}".into(),
+        };
+        let msgs = vec![Message::text("user", "hi there "), Message::text("assistant", "ok"), Message::text("user", "x")];
+        let out = t.render(&msgs, false, &Default::default()).unwrap();
+        assert_eq!(out, "hi there|True|{\"k\": 1}\nok|False|{\"k\": 1}\n");
+        let err = t.render(&[Message::text("system", "s")], false, &Default::default()).unwrap_err();
+        assert!(err.to_string().contains("no system"), "{err}");
+    }
+
+    #[test]
+    fn image_tokens_expand_in_order() {
+        assert_eq!(expand_image_tokens(&[1, 9, 2, 9], 9, &[2, 3]).unwrap(), vec![1, 9, 9, 2, 9, 9, 9]);
+        assert!(expand_image_tokens(&[1, 9], 9, &[]).is_err());
+    }
+}
+
+impl Tokenizer {
+    /// Where each token of `text` ends, as UTF-16 offsets (what JavaScript strings index), ascending,
+    /// the last one `text` 's UTF-16 length. A byte-level token that ends inside a multi-byte character is
+    /// moved to that character's end. Special tokens written in the text count as themselves.
+    pub fn token_ends_utf16(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, false).map_err(|e| self.err(format!("encode: {e}")))?;
+        // UTF-16 offset of every byte position that starts a character (and of the end).
+        let mut utf16_at = vec![0u32; text.len() + 1];
+        let mut u = 0u32;
+        for (b, ch) in text.char_indices() {
+            utf16_at[b] = u;
+            u += ch.len_utf16() as u32;
+        }
+        utf16_at[text.len()] = u;
+        let mut ends = Vec::with_capacity(enc.get_offsets().len());
+        let mut last = 0u32;
+        for &(_, end) in enc.get_offsets() {
+            let mut b = end.min(text.len());
+            while !text.is_char_boundary(b) {
+                b += 1;
+            }
+            last = last.max(utf16_at[b]);
+            ends.push(last);
+        }
+        // Offsets of trailing whitespace tokens may be trimmed; the last token ends at the text's end.
+        if let Some(e) = ends.last_mut() {
+            *e = u;
+        }
+        Ok(ends)
+    }
+
+    /// Token ids of `text` with no special tokens added (text-token counts, segmentation).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode_fast(text, false).map_err(|e| self.err(format!("encode: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Number of tokens of `text` (no special tokens added).
+    pub fn count(&self, text: &str) -> Result<usize> {
+        let enc = self.inner.encode_fast(text, false).map_err(|e| self.err(format!("encode: {e}")))?;
+        Ok(enc.len())
+    }
+}

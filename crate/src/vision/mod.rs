@@ -1,0 +1,394 @@
+//! Image preprocessing for Qwen-VL style encoders, matching `Qwen2VLImageProcessor`: decode or take raw
+//! pixels, convert to RGB, `smart_resize` to multiples of patch·merge, bicubic resample, rescale and
+//! normalize, then cut into `[n_patches, C·T·P·P]` rows in 2×2 merge-block order with `grid_thw`.
+
+pub mod resize;
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Largest decoded image accepted, in pixels (a 16K × 16K page); larger inputs are refused before
+/// anything big is allocated.
+pub const MAX_INPUT_PIXELS: u64 = 1 << 28;
+/// Largest accepted side, in pixels.
+pub const MAX_INPUT_SIDE: u32 = 1 << 16;
+
+/// `preprocessor_config.json` values that shape the pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreprocessorConfig {
+    pub min_pixels: usize,
+    pub max_pixels: usize,
+    pub patch_size: usize,
+    pub temporal_patch_size: usize,
+    pub merge_size: usize,
+    pub image_mean: [f32; 3],
+    pub image_std: [f32; 3],
+    pub rescale_factor: f32,
+    pub do_resize: bool,
+    pub do_rescale: bool,
+    pub do_normalize: bool,
+}
+
+impl Default for PreprocessorConfig {
+    /// The values Qwen3-VL checkpoints ship (not the class defaults of transformers, which are
+    /// Qwen2-VL's).
+    fn default() -> Self {
+        Self {
+            min_pixels: 65536,
+            max_pixels: 16_777_216,
+            patch_size: 16,
+            temporal_patch_size: 2,
+            merge_size: 2,
+            image_mean: [0.5; 3],
+            image_std: [0.5; 3],
+            rescale_factor: 1.0 / 255.0,
+            do_resize: true,
+            do_rescale: true,
+            do_normalize: true,
+        }
+    }
+}
+
+impl PreprocessorConfig {
+    /// Reads `preprocessor_config.json`; keys it lacks keep the Qwen3-VL values.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let json: Value = serde_json::from_str(&text).map_err(|e| Error::ModelConfig {
+            path: path.to_path_buf(),
+            key: "(file)".into(),
+            message: format!("invalid JSON: {e}"),
+        })?;
+        Self::from_json(&json, path)
+    }
+
+    pub fn from_json(json: &Value, path: &Path) -> Result<Self> {
+        let err = |key: &str, message: String| Error::ModelConfig { path: path.to_path_buf(), key: key.into(), message };
+        let get = |key: &str| -> Option<&Value> {
+            let mut v = json;
+            for part in key.split('.') {
+                v = v.get(part)?;
+            }
+            (!v.is_null()).then_some(v)
+        };
+        let uint = |keys: &[&str], default: usize, max: usize| -> Result<usize> {
+            for &k in keys {
+                if let Some(v) = get(k) {
+                    let x = v.as_u64().ok_or_else(|| err(k, format!("expected a non-negative integer, got {v}")))? as usize;
+                    if x == 0 || x > max {
+                        return Err(err(k, format!("{x} is out of range 1..={max}")));
+                    }
+                    return Ok(x);
+                }
+            }
+            Ok(default)
+        };
+        let boolean = |k: &str, default: bool| -> Result<bool> {
+            get(k).map(|v| v.as_bool().ok_or_else(|| err(k, format!("expected true or false, got {v}")))).unwrap_or(Ok(default))
+        };
+        let triple = |k: &str, default: [f32; 3]| -> Result<[f32; 3]> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => {
+                    let a = v.as_array().filter(|a| a.len() == 3).ok_or_else(|| err(k, format!("expected 3 numbers, got {v}")))?;
+                    let mut out = [0f32; 3];
+                    for (i, x) in a.iter().enumerate() {
+                        out[i] = x.as_f64().ok_or_else(|| err(k, format!("expected numbers, got {x}")))? as f32;
+                    }
+                    Ok(out)
+                }
+            }
+        };
+        let d = Self::default();
+        let cfg = Self {
+            min_pixels: uint(&["size.shortest_edge", "min_pixels"], d.min_pixels, 1 << 30)?,
+            max_pixels: uint(&["size.longest_edge", "max_pixels"], d.max_pixels, 1 << 30)?,
+            patch_size: uint(&["patch_size"], d.patch_size, 256)?,
+            temporal_patch_size: uint(&["temporal_patch_size"], d.temporal_patch_size, 16)?,
+            merge_size: uint(&["merge_size"], d.merge_size, 16)?,
+            image_mean: triple("image_mean", d.image_mean)?,
+            image_std: triple("image_std", d.image_std)?,
+            rescale_factor: match get("rescale_factor") {
+                Some(v) => v.as_f64().ok_or_else(|| err("rescale_factor", format!("expected a number, got {v}")))? as f32,
+                None => d.rescale_factor,
+            },
+            do_resize: boolean("do_resize", true)?,
+            do_rescale: boolean("do_rescale", true)?,
+            do_normalize: boolean("do_normalize", true)?,
+        };
+        if cfg.min_pixels > cfg.max_pixels {
+            return Err(err("size.shortest_edge", format!("min pixels {} exceed max pixels {}", cfg.min_pixels, cfg.max_pixels)));
+        }
+        if cfg.image_std.iter().any(|&s| s == 0.0 || !s.is_finite()) {
+            return Err(err("image_std", "must be finite and non-zero".into()));
+        }
+        Ok(cfg)
+    }
+
+    /// Resize granularity: one merged token covers `factor × factor` pixels.
+    pub fn factor(&self) -> usize {
+        self.patch_size * self.merge_size
+    }
+
+    /// Values per patch row: 3 · T · P · P.
+    pub fn patch_dim(&self) -> usize {
+        3 * self.temporal_patch_size * self.patch_size * self.patch_size
+    }
+}
+
+/// An image to preprocess.
+pub enum ImageInput<'a> {
+    /// Interleaved 8-bit pixels, row-major, `channels` 1 (gray) or 3 (RGB).
+    Raw { width: u32, height: u32, channels: u8, data: &'a [u8] },
+    /// An encoded PNG or JPEG.
+    Encoded(&'a [u8]),
+    /// A PNG or JPEG file.
+    File(&'a Path),
+}
+
+/// An 8-bit RGB image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RgbImage {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+}
+
+impl RgbImage {
+    /// Loads any [`ImageInput`]; `name` labels errors (e.g. a file name or "image 2").
+    pub fn load(input: &ImageInput, name: &str) -> Result<Self> {
+        match *input {
+            ImageInput::Raw { width, height, channels, data } => Self::from_raw(width, height, channels, data, name),
+            ImageInput::Encoded(bytes) => Self::decode(bytes, name),
+            ImageInput::File(path) => {
+                let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+                Self::decode(&bytes, &path.display().to_string())
+            }
+        }
+    }
+
+    pub fn from_raw(width: u32, height: u32, channels: u8, data: &[u8], name: &str) -> Result<Self> {
+        let bad = |message: String| Error::Image { name: name.to_string(), message };
+        check_dims(width, height, name)?;
+        if channels != 1 && channels != 3 {
+            return Err(bad(format!("{channels} channels; expected 1 (gray) or 3 (RGB)")));
+        }
+        let (w, h) = (width as usize, height as usize);
+        let expected = w * h * channels as usize;
+        if data.len() != expected {
+            return Err(bad(format!("{} bytes of pixels; {width}×{height}×{channels} needs {expected}", data.len())));
+        }
+        let data = if channels == 3 { data.to_vec() } else { data.iter().flat_map(|&g| [g, g, g]).collect() };
+        Ok(Self { width: w, height: h, data })
+    }
+
+    /// Decodes PNG or JPEG bytes. Transparency is composited onto white, like transformers'
+    /// `convert_to_rgb`.
+    pub fn decode(bytes: &[u8], name: &str) -> Result<Self> {
+        let bad = |message: String| Error::Image { name: name.to_string(), message };
+        let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| bad(format!("cannot read: {e}")))?;
+        if reader.format().is_none() {
+            return Err(bad("not a PNG or JPEG image".into()));
+        }
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(MAX_INPUT_SIDE);
+        limits.max_image_height = Some(MAX_INPUT_SIDE);
+        limits.max_alloc = Some(MAX_INPUT_PIXELS * 4);
+        reader.limits(limits);
+        let (w, h) = reader.into_dimensions().map_err(|e| bad(format!("cannot decode: {e}")))?;
+        check_dims(w, h, name)?;
+        let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| bad(format!("cannot read: {e}")))?;
+        let mut limits = image::Limits::default();
+        limits.max_alloc = Some(MAX_INPUT_PIXELS * 8);
+        reader.limits(limits);
+        let img = reader.decode().map_err(|e| bad(format!("cannot decode: {e}")))?;
+        let data = if img.color().has_alpha() {
+            img.to_rgba8()
+                .pixels()
+                .flat_map(|p| {
+                    let a = p[3] as u32;
+                    // src·a + white·(255 − a), rounded
+                    let mix = |c: u8| ((c as u32 * a + 255 * (255 - a) + 127) / 255) as u8;
+                    [mix(p[0]), mix(p[1]), mix(p[2])]
+                })
+                .collect()
+        } else {
+            img.to_rgb8().into_raw()
+        };
+        Ok(Self { width: w as usize, height: h as usize, data })
+    }
+}
+
+fn check_dims(width: u32, height: u32, name: &str) -> Result<()> {
+    let bad = |message: String| Error::Image { name: name.to_string(), message };
+    if width == 0 || height == 0 {
+        return Err(bad(format!("empty image ({width}×{height})")));
+    }
+    if width > MAX_INPUT_SIDE || height > MAX_INPUT_SIDE || width as u64 * height as u64 > MAX_INPUT_PIXELS {
+        return Err(bad(format!("{width}×{height} is too large (limit {MAX_INPUT_SIDE} per side, {MAX_INPUT_PIXELS} pixels)")));
+    }
+    Ok(())
+}
+
+/// Target `(height, width)`: multiples of `factor` with the area inside `[min_pixels, max_pixels]` and
+/// the aspect ratio kept. Python's `round` (ties to even) is reproduced.
+pub fn smart_resize(height: usize, width: usize, factor: usize, min_pixels: usize, max_pixels: usize) -> Result<(usize, usize)> {
+    let (h, w, f) = (height as f64, width as f64, factor as f64);
+    if height == 0 || width == 0 {
+        return Err(Error::invalid("image", format!("empty image ({width}×{height})")));
+    }
+    if h.max(w) / h.min(w) > 200.0 {
+        return Err(Error::invalid("image", format!("aspect ratio of {width}×{height} exceeds 200")));
+    }
+    let mut hb = (h / f).round_ties_even() * f;
+    let mut wb = (w / f).round_ties_even() * f;
+    if hb * wb > max_pixels as f64 {
+        let beta = (h * w / max_pixels as f64).sqrt();
+        hb = f.max((h / beta / f).floor() * f);
+        wb = f.max((w / beta / f).floor() * f);
+    } else if hb * wb < min_pixels as f64 {
+        let beta = (min_pixels as f64 / (h * w)).sqrt();
+        hb = (h * beta / f).ceil() * f;
+        wb = (w * beta / f).ceil() * f;
+    }
+    Ok((hb as usize, wb as usize))
+}
+
+/// One preprocessed image: rows of `pixel_values` and its patch grid.
+#[derive(Debug, Clone)]
+pub struct ProcessedImage {
+    /// `[grid_t·grid_h·grid_w, 3·T·P·P]`, row-major.
+    pub pixel_values: Vec<f32>,
+    /// `(t, h, w)` in patches.
+    pub grid_thw: [usize; 3],
+    pub patch_dim: usize,
+}
+
+impl ProcessedImage {
+    pub fn num_patches(&self) -> usize {
+        self.grid_thw.iter().product()
+    }
+    /// Placeholder tokens this image takes in the prompt.
+    pub fn num_tokens(&self, merge: usize) -> usize {
+        self.num_patches() / (merge * merge)
+    }
+}
+
+/// Resizes, normalizes and patchifies one image.
+pub fn preprocess(img: &RgbImage, cfg: &PreprocessorConfig) -> Result<ProcessedImage> {
+    let factor = cfg.factor();
+    let (h, w) = if cfg.do_resize {
+        smart_resize(img.height, img.width, factor, cfg.min_pixels, cfg.max_pixels)?
+    } else {
+        (img.height, img.width)
+    };
+    if h % factor != 0 || w % factor != 0 || h == 0 || w == 0 {
+        return Err(Error::invalid("image", format!("{}×{} is not a multiple of {factor} (enable do_resize)", img.width, img.height)));
+    }
+    let pixels = if (h, w) == (img.height, img.width) {
+        img.data.clone()
+    } else {
+        resize::resize_bicubic(&img.data, img.width, img.height, 3, w, h)
+    };
+
+    // Per-channel affine map u8 -> normalized value.
+    let mut lut = [[0f32; 256]; 3];
+    for (c, table) in lut.iter_mut().enumerate() {
+        for (v, out) in table.iter_mut().enumerate() {
+            let mut x = v as f32;
+            if cfg.do_rescale {
+                x *= cfg.rescale_factor;
+            }
+            if cfg.do_normalize {
+                x = (x - cfg.image_mean[c]) / cfg.image_std[c];
+            }
+            *out = x;
+        }
+    }
+
+    let (p, t, m) = (cfg.patch_size, cfg.temporal_patch_size, cfg.merge_size);
+    let (gh, gw) = (h / p, w / p);
+    let patch_dim = cfg.patch_dim();
+    let mut out = Vec::with_capacity(gh * gw * patch_dim);
+    // Rows in block-major order; inside a row (channel, frame, y, x). A still image is repeated over
+    // the temporal patch.
+    for br in 0..gh / m {
+        for bc in 0..gw / m {
+            for ir in 0..m {
+                for ic in 0..m {
+                    let (y0, x0) = ((br * m + ir) * p, (bc * m + ic) * p);
+                    for (c, table) in lut.iter().enumerate() {
+                        for _frame in 0..t {
+                            for y in y0..y0 + p {
+                                let row = &pixels[(y * w + x0) * 3..(y * w + x0 + p) * 3];
+                                out.extend(row.chunks_exact(3).map(|px| table[px[c] as usize]));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(ProcessedImage { pixel_values: out, grid_thw: [1, gh, gw], patch_dim })
+}
+
+/// Stacks preprocessed images into one `pixel_values` tensor and their grids.
+pub fn to_tensor(images: &[ProcessedImage], device: &Device) -> Result<(Tensor, Vec<[usize; 3]>)> {
+    let patch_dim = images.first().map(|i| i.patch_dim).unwrap_or(0);
+    let rows: usize = images.iter().map(|i| i.num_patches()).sum();
+    let mut data = Vec::with_capacity(rows * patch_dim);
+    for img in images {
+        if img.patch_dim != patch_dim {
+            return Err(Error::invalid("images", "images preprocessed with different patch sizes"));
+        }
+        data.extend_from_slice(&img.pixel_values);
+    }
+    let t = Tensor::from_vec(data, (rows, patch_dim), device)?;
+    Ok((t, images.iter().map(|i| i.grid_thw).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smart_resize_matches_the_reference_examples() {
+        let f = 32;
+        let (min, max) = (256 * 256, 4096 * 4096);
+        assert_eq!(smart_resize(480, 640, f, min, max).unwrap(), (480, 640));
+        assert_eq!(smart_resize(100, 100, f, min, max).unwrap(), (256, 256));
+        assert_eq!(smart_resize(1080, 1920, f, min, max).unwrap(), (1088, 1920));
+        // ties go to even: 48/32 = 1.5 -> 2, 80/32 = 2.5 -> 2
+        assert_eq!(smart_resize(48, 80, f, 1, max).unwrap(), (64, 64));
+        assert!(smart_resize(10, 2100, f, min, max).is_err());
+    }
+
+    #[test]
+    fn patch_rows_are_block_major() {
+        // 64×32 image (h×w), patch 16, merge 2: grid 4×2, rows ordered by 2×2 blocks.
+        let (w, h) = (32usize, 64usize);
+        let data: Vec<u8> = (0..h).flat_map(|y| (0..w).flat_map(move |x| [(y / 16 * 10 + x / 16) as u8, 0, 0])).collect();
+        let img = RgbImage { width: w, height: h, data };
+        let cfg = PreprocessorConfig { min_pixels: 1, do_normalize: false, do_rescale: false, ..Default::default() };
+        let out = preprocess(&img, &cfg).unwrap();
+        assert_eq!(out.grid_thw, [1, 4, 2]);
+        let firsts: Vec<f32> = out.pixel_values.chunks(out.patch_dim).map(|r| r[0]).collect();
+        assert_eq!(firsts, vec![0., 1., 10., 11., 20., 21., 30., 31.]);
+    }
+
+    #[test]
+    fn raw_input_is_validated() {
+        assert!(RgbImage::from_raw(2, 2, 3, &[0; 11], "x").is_err());
+        assert!(RgbImage::from_raw(2, 2, 2, &[0; 8], "x").is_err());
+        assert!(RgbImage::from_raw(0, 2, 3, &[], "x").is_err());
+        assert_eq!(RgbImage::from_raw(1, 1, 1, &[7], "x").unwrap().data, vec![7, 7, 7]);
+        assert!(RgbImage::decode(b"definitely not an image", "junk").is_err());
+    }
+}

@@ -1,0 +1,77 @@
+//! Helpers shared by the model tests: fixture paths, golden tensors, comparisons.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+
+pub fn golden_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/golden/qwen3vl"))
+}
+
+pub fn unit_dir() -> PathBuf {
+    golden_dir().join("unit")
+}
+
+pub fn e2e_dir() -> PathBuf {
+    golden_dir().join("e2e")
+}
+
+pub struct Golden(pub HashMap<String, Tensor>);
+
+impl Golden {
+    pub fn load(dir: &std::path::Path) -> Self {
+        let path = dir.join("golden.safetensors");
+        Golden(candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{path:?}: {e}")))
+    }
+    pub fn get(&self, key: &str) -> &Tensor {
+        self.0.get(key).unwrap_or_else(|| panic!("golden tensor {key} missing"))
+    }
+    pub fn has(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+    pub fn ids(&self, key: &str) -> Vec<u32> {
+        self.get(key).flatten_all().unwrap().to_vec1::<i64>().unwrap().into_iter().map(|x| x as u32).collect()
+    }
+    pub fn i64s(&self, key: &str) -> Vec<i64> {
+        self.get(key).flatten_all().unwrap().to_vec1::<i64>().unwrap()
+    }
+    pub fn grids(&self, key: &str) -> Vec<[usize; 3]> {
+        self.i64s(key).chunks(3).map(|c| [c[0] as usize, c[1] as usize, c[2] as usize]).collect()
+    }
+}
+
+/// max |a - b| after squeezing leading singleton dims of the golden tensor to our shape.
+pub fn max_diff(ours: &Tensor, golden: &Tensor) -> f32 {
+    let g = golden.reshape(ours.shape()).unwrap_or_else(|_| panic!("shape {:?} vs golden {:?}", ours.dims(), golden.dims()));
+    let d = (ours.to_dtype(DType::F32).unwrap() - g.to_dtype(DType::F32).unwrap()).unwrap();
+    d.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+pub fn argmax(logits: &Tensor) -> u32 {
+    logits.flatten_all().unwrap().argmax(0).unwrap().to_scalar::<u32>().unwrap()
+}
+
+/// A fresh, empty directory under the system temp dir (removed on drop).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("vtc-r1-test-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

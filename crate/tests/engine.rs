@@ -1,0 +1,135 @@
+//! The worker-thread engine on the e2e fixture model: greedy output equals the transformers golden
+//! continuation (text and with a page image), streaming deltas add up to the final text, stop strings,
+//! cancellation, prefix reuse across requests, and errors for bad requests.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use serde_json::Value;
+use vtc_r1::engine::{ChatRequest, Engine, EngineOptions, ImageData};
+use vtc_r1::generate::{FinishReason, GenerationParams};
+use vtc_r1::tokenizer::{Content, Message, Part};
+
+fn golden_json() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(e2e_dir().join("golden.json")).unwrap()).unwrap()
+}
+
+fn request(gj: &Value, pages: &[&str], params: GenerationParams) -> ChatRequest {
+    let mut parts = vec![Part::Text { text: gj["question"].as_str().unwrap().into() }];
+    parts.extend(pages.iter().map(|_| Part::Image));
+    let messages = vec![
+        Message::text("system", gj["system_prompt"].as_str().unwrap()),
+        Message { role: "user".into(), content: Content::Parts(parts) },
+    ];
+    let images = pages.iter().map(|p| ImageData::File(e2e_dir().join(p))).collect();
+    ChatRequest::new(messages, images, params)
+}
+
+fn greedy(max_tokens: usize) -> GenerationParams {
+    GenerationParams { max_tokens, ignore_eos: true, logprobs: Some(3), ..Default::default() }
+}
+
+#[test]
+fn engine_reproduces_golden_and_streams() {
+    let engine = Engine::load(e2e_dir(), EngineOptions::default()).unwrap();
+    assert_eq!(engine.info().eos_token_ids, vec![151645, 151643]);
+    let gj = golden_json();
+    let g = Golden::load(&e2e_dir());
+
+    // Text only, streamed.
+    let streamed = Arc::new(Mutex::new(String::new()));
+    let s2 = streamed.clone();
+    let h = engine.submit(request(&gj, &[], greedy(24)), move |ev| s2.lock().unwrap().push_str(&ev.text)).unwrap();
+    let c = h.wait().unwrap();
+    assert_eq!(c.tokens, g.ids("text.greedy_tokens"));
+    assert_eq!(c.text, gj["cases"]["text"]["greedy_text"].as_str().unwrap());
+    assert_eq!(*streamed.lock().unwrap(), c.text);
+    assert_eq!(c.finish_reason, FinishReason::Length);
+    assert_eq!(c.usage.prompt_tokens, 79);
+    assert_eq!(c.usage.completion_tokens, 24);
+    assert_eq!(c.logprobs.len(), 24);
+    assert!(c.logprobs.iter().all(|lp| lp.top.len() == 3 && lp.top[0].0 == lp.token && lp.logprob <= 0.0));
+
+    // One page from its PNG file.
+    let c = engine.generate(request(&gj, &["openr1-0_page_001.png"], greedy(24))).unwrap();
+    assert_eq!(c.tokens, g.ids("one_page.greedy_tokens"));
+    assert_eq!(c.usage.vision_tokens, 468);
+    assert_eq!(c.usage.prompt_tokens, 549);
+
+    // The same request again reuses the whole prompt's KV entries but one, and the page features.
+    let again = engine.generate(request(&gj, &["openr1-0_page_001.png"], greedy(24))).unwrap();
+    assert_eq!(again.tokens, c.tokens);
+    assert_eq!(again.usage.cached_tokens, 548);
+
+    // A different page after the same text prefix must not reuse the image tokens.
+    let other = engine.generate(request(&gj, &["m500-011_page_002.png"], greedy(2))).unwrap();
+    assert!(other.usage.cached_tokens < 79 + 10, "{}", other.usage.cached_tokens);
+
+    // Two pages; the second request shares the first page.
+    let c = engine.generate(request(&gj, &["openr1-0_page_001.png", "m500-011_page_002.png"], greedy(24))).unwrap();
+    assert_eq!(c.tokens, g.ids("two_pages.greedy_tokens"));
+
+    // Stop string: cut where it starts, never streamed.
+    let streamed = Arc::new(Mutex::new(String::new()));
+    let s2 = streamed.clone();
+    let params = GenerationParams { stop: vec!["fmt\"fmt".into()], ..greedy(24) };
+    let c = engine.submit(request(&gj, &["openr1-0_page_001.png"], params), move |ev| s2.lock().unwrap().push_str(&ev.text)).unwrap().wait().unwrap();
+    assert_eq!(c.finish_reason, FinishReason::Stop);
+    assert_eq!(c.text, "\"");
+    assert_eq!(*streamed.lock().unwrap(), "\"");
+}
+
+#[test]
+fn engine_cancels_and_reports_bad_requests() {
+    let engine = Engine::load(e2e_dir(), EngineOptions::default()).unwrap();
+    let gj = golden_json();
+
+    // Cancel from this thread once 3 tokens have streamed.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = engine.submit(request(&gj, &[], greedy(1000)), move |ev| { let _ = tx.send(ev.token); }).unwrap();
+    for _ in 0..3 {
+        rx.recv().unwrap();
+    }
+    h.cancel();
+    let c = h.wait().unwrap();
+    assert_eq!(c.finish_reason, FinishReason::Cancelled);
+    assert!(c.tokens.len() >= 3 && c.tokens.len() < 1000, "{}", c.tokens.len());
+
+    // Image count mismatch, undecodable image, bad sampling parameters, missing file.
+    let mut r = request(&gj, &["openr1-0_page_001.png"], greedy(2));
+    r.images.clear();
+    let e = engine.generate(r).unwrap_err();
+    assert!(e.to_string().contains("image"), "{e}");
+    let mut r = request(&gj, &["openr1-0_page_001.png"], greedy(2));
+    r.images = vec![ImageData::Encoded(b"\x89PNG\r\n\x1a\nbroken".to_vec())];
+    let e = engine.generate(r).unwrap_err();
+    assert_eq!(e.code(), "ERR_VTC_IMAGE", "{e}");
+    let mut p = greedy(2);
+    p.sampling.top_p = 0.0;
+    assert!(engine.submit(request(&gj, &[], p), |_| {}).is_err());
+    let mut r = request(&gj, &["x.png"], greedy(2));
+    r.images = vec![ImageData::File("/nonexistent/page.png".into())];
+    let e = engine.generate(r).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/page.png"), "{e}");
+
+    // The engine still works after errors.
+    let c = engine.generate(request(&gj, &[], greedy(2))).unwrap();
+    assert_eq!(c.tokens.len(), 2);
+}
+
+#[test]
+fn engine_rejects_prompts_longer_than_the_context() {
+    let opts = EngineOptions { max_context: Some(50), ..Default::default() };
+    let engine = Engine::load(e2e_dir(), opts).unwrap();
+    let gj = golden_json();
+    let e = engine.generate(request(&gj, &[], greedy(2))).unwrap_err();
+    assert_eq!(e.code(), "ERR_VTC_CONTEXT_LENGTH", "{e}");
+    // Generation stops with "length" at the context limit.
+    let opts = EngineOptions { max_context: Some(85), ..Default::default() };
+    let engine = Engine::load(e2e_dir(), opts).unwrap();
+    let c = engine.generate(request(&gj, &[], greedy(100))).unwrap();
+    assert_eq!(c.finish_reason, FinishReason::Length);
+    assert_eq!(c.usage.prompt_tokens + c.tokens.len(), 85);
+}
