@@ -181,6 +181,9 @@ export class Renderer {
         invalid.set(i, (err as Error).message)
       }
     })
+    // Progress calls from the worker threads are queued to this thread and may arrive after the batch
+    // resolved: drop those, and report the final count ourselves, so the last report is always complete.
+    let finished = false
     const results = await native(() =>
       this.inner.renderBatch(
         valid,
@@ -193,12 +196,16 @@ export class Renderer {
           keepPages: options.keepPages,
         },
         options.onProgress
-          ? (p: core.NativeBatchProgress) =>
-              options.onProgress!({ textsDone: p.textsDone + invalid.size, textsTotal: items.length, pagesDone: p.pagesDone })
+          ? (p: core.NativeBatchProgress) => {
+              if (!finished) options.onProgress!({ textsDone: p.textsDone + invalid.size, textsTotal: items.length, pagesDone: p.pagesDone })
+            }
           : undefined,
         options.signal,
       ),
     )
+    finished = true
+    const pagesDone = results.reduce((n, r) => n + r.widths.length, 0)
+    options.onProgress?.({ textsDone: items.length, textsTotal: items.length, pagesDone })
     const out: BatchTextResult[] = []
     let k = 0
     items.forEach((item, i) => {
