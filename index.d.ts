@@ -9,6 +9,23 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** A model loaded into the engine's own worker thread. */
+export declare class NativeEngine {
+  /** Loads a Hugging Face model directory (off the JS thread). */
+  static load(dir: string, options?: NativeLoadOptions | undefined | null, signal?: AbortSignal | undefined | null): Promise<NativeEngine>
+  /** The model directory's name. */
+  get name(): string
+  /** Prompt plus generated tokens the model accepts. */
+  get contextLength(): number
+  /**
+   * Generates a reply; `onEvent` receives the text as it is produced. Aborting `signal` stops
+   * generation between tokens and resolves with `finishReason: 'cancelled'`.
+   */
+  generate(request: NativeGenerateRequest, onEvent: (event: NativeGenerationEvent) => void, signal?: AbortSignal | undefined | null): Promise<NativeGenerationResult>
+  /** Frees the model once running requests finish; later calls fail. */
+  dispose(): void
+}
+
 /** A loaded renderer (config + fonts), shared by every call made through it. */
 export declare class NativeRenderer {
   constructor(options?: RendererOptions | undefined | null)
@@ -72,12 +89,76 @@ export interface NativeBatchProgress {
   pagesDone: number
 }
 
+export interface NativeGenerateRequest {
+  messages: Array<NativeMessage>
+  maxTokens: number
+  temperature?: number
+  topP?: number
+  topK?: number
+  repetitionPenalty?: number
+  presencePenalty?: number
+  seed?: number
+  stop?: Array<string>
+  /** Also return the log-probability of each token. */
+  logprobs?: boolean
+}
+
+export interface NativeGenerationEvent {
+  /** Newly releasable text (may be empty while a character or a stop string is incomplete). */
+  text: string
+  /** Tokens this event stands for. */
+  tokens: number
+  logprobs?: Array<number>
+}
+
+export interface NativeGenerationResult {
+  /** `stop`, `length` or `cancelled`. */
+  finishReason: string
+  text: string
+  promptTokens: number
+  visionTokens: number
+  cachedTokens: number
+  completionTokens: number
+  visionMs: number
+  prefillMs: number
+  decodeMs: number
+}
+
+export interface NativeImage {
+  /** Raw interleaved pixels (a rendered page), with `width`, `height`, `channels`. */
+  pixels?: Buffer
+  width?: number
+  height?: number
+  channels?: number
+  /** PNG or JPEG bytes. */
+  encoded?: Buffer
+}
+
+export interface NativeLoadOptions {
+  /** `cpu` (default) or `cuda` (needs a build with the `cuda` feature). */
+  device?: string
+  /** `f32` (default), `bf16` or `f16`. */
+  dtype?: string
+}
+
+export interface NativeMessage {
+  role: string
+  content: Array<NativePart>
+}
+
 export interface NativePage {
   width: number
   height: number
   channels: number
   data: Buffer
   png?: Buffer
+}
+
+export interface NativePart {
+  /** `text` or `image`. */
+  type: 'text' | 'image'
+  text?: string
+  image?: NativeImage
 }
 
 export interface NativeRenderResult {

@@ -773,7 +773,8 @@ if (
   }
 }
 
-const { NativeRenderer, NativeTokenizer, PageStream, encodePngAsync } = nativeBinding
+const { NativeEngine, NativeRenderer, NativeTokenizer, PageStream, encodePngAsync } = nativeBinding
+export { NativeEngine }
 export { NativeRenderer }
 export { NativeTokenizer }
 export { PageStream }

@@ -206,6 +206,8 @@ export class EmbeddedBackend implements ChatModel {
         throw new GenerationError(typeof e?.code === 'string' ? e.code : 'ERR_VTC_ENGINE', e?.message ?? String(e), { partialText: text, cause: s.error })
       }
       const r = s.value
+      // The engine stops between tokens on abort and resolves 'cancelled': surface that as the abort it is.
+      if (signal?.aborted) throw abortError(text, signal.reason)
       yield {
         type: 'done',
         finishReason: r.finishReason,

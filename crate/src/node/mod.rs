@@ -1,6 +1,7 @@
 //! The N-API boundary: every `#[napi]` item lives under this module. It only marshals values and maps
 //! errors; the work happens in the plain-Rust modules, always off the JS thread, never panicking into Node.
 
+mod model;
 mod render;
 mod tokenizer;
 

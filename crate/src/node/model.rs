@@ -1,0 +1,320 @@
+//! JS bindings of the Qwen3-VL engine: `NativeEngine.load(dir)` and `engine.generate(request, onEvent)`,
+//! in the shape `src/backends/embedded.ts` adapts to the `Backend` interface.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use napi::bindgen_prelude::{AbortSignal, AsyncTask, Buffer};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Status, Task};
+use napi_derive::napi;
+
+use super::guarded;
+use crate::engine::{ChatRequest, DeviceKind, Engine, EngineOptions, ImageData, WeightDtype};
+use crate::error::Error;
+use crate::generate::GenerationParams;
+use crate::tokenizer::{Content, Message, Part};
+
+#[napi(object)]
+pub struct NativeLoadOptions {
+    /// `cpu` (default) or `cuda` (needs a build with the `cuda` feature).
+    pub device: Option<String>,
+    /// `f32` (default), `bf16` or `f16`.
+    pub dtype: Option<String>,
+}
+
+#[napi(object)]
+pub struct NativeImage {
+    /// Raw interleaved pixels (a rendered page), with `width`, `height`, `channels`.
+    pub pixels: Option<Buffer>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub channels: Option<u32>,
+    /// PNG or JPEG bytes.
+    pub encoded: Option<Buffer>,
+}
+
+#[napi(object)]
+pub struct NativePart {
+    /// `text` or `image`.
+    #[napi(ts_type = "'text' | 'image'")]
+    pub r#type: String,
+    pub text: Option<String>,
+    pub image: Option<NativeImage>,
+}
+
+#[napi(object)]
+pub struct NativeMessage {
+    pub role: String,
+    pub content: Vec<NativePart>,
+}
+
+#[napi(object)]
+pub struct NativeGenerateRequest {
+    pub messages: Vec<NativeMessage>,
+    pub max_tokens: u32,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<u32>,
+    pub repetition_penalty: Option<f64>,
+    pub presence_penalty: Option<f64>,
+    pub seed: Option<i64>,
+    pub stop: Option<Vec<String>>,
+    /// Also return the log-probability of each token.
+    pub logprobs: Option<bool>,
+}
+
+#[napi(object)]
+pub struct NativeGenerationEvent {
+    /// Newly releasable text (may be empty while a character or a stop string is incomplete).
+    pub text: String,
+    /// Tokens this event stands for.
+    pub tokens: u32,
+    pub logprobs: Option<Vec<f64>>,
+}
+
+#[napi(object)]
+pub struct NativeGenerationResult {
+    /// `stop`, `length` or `cancelled`.
+    pub finish_reason: String,
+    pub text: String,
+    pub prompt_tokens: u32,
+    pub vision_tokens: u32,
+    pub cached_tokens: u32,
+    pub completion_tokens: u32,
+    pub vision_ms: f64,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+}
+
+/// A model loaded into the engine's own worker thread.
+#[napi]
+pub struct NativeEngine {
+    inner: Mutex<Option<Arc<Engine>>>,
+    name: String,
+    context_length: u32,
+}
+
+#[napi]
+impl NativeEngine {
+    /// Loads a Hugging Face model directory (off the JS thread).
+    #[napi(ts_return_type = "Promise<NativeEngine>")]
+    pub fn load(dir: String, options: Option<NativeLoadOptions>, signal: Option<AbortSignal>) -> napi::Result<AsyncTask<LoadTask>> {
+        let o = options.unwrap_or(NativeLoadOptions { device: None, dtype: None });
+        let device = match o.device.as_deref().unwrap_or("cpu") {
+            "cpu" => DeviceKind::Cpu,
+            "cuda" => DeviceKind::Cuda(0),
+            other => return guarded(|| Err(Error::invalid("device", format!("unknown device {other:?}; allowed: cpu, cuda")))),
+        };
+        let dtype = match o.dtype.as_deref().unwrap_or("f32") {
+            "f32" => WeightDtype::F32,
+            "bf16" => WeightDtype::BF16,
+            "f16" => WeightDtype::F16,
+            other => return guarded(|| Err(Error::invalid("dtype", format!("unknown dtype {other:?}; allowed: f32, bf16, f16")))),
+        };
+        let options = EngineOptions { device, dtype, ..EngineOptions::default() };
+        Ok(AsyncTask::with_optional_signal(LoadTask { dir: PathBuf::from(dir), options }, signal))
+    }
+
+    /// The model directory's name.
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// Prompt plus generated tokens the model accepts.
+    #[napi(getter)]
+    pub fn context_length(&self) -> u32 {
+        self.context_length
+    }
+
+    /// Generates a reply; `onEvent` receives the text as it is produced. Aborting `signal` stops
+    /// generation between tokens and resolves with `finishReason: 'cancelled'`.
+    #[napi(ts_return_type = "Promise<NativeGenerationResult>")]
+    pub fn generate(
+        &self,
+        request: NativeGenerateRequest,
+        #[napi(ts_arg_type = "(event: NativeGenerationEvent) => void")] on_event: ThreadsafeFunction<
+            NativeGenerationEvent,
+            (),
+            NativeGenerationEvent,
+            Status,
+            false,
+        >,
+        signal: Option<AbortSignal>,
+    ) -> napi::Result<AsyncTask<GenerateTask>> {
+        let engine = self.engine()?;
+        let want_logprobs = request.logprobs.unwrap_or(false);
+        let request = guarded(|| chat_request(request))?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        if let Some(s) = &signal {
+            let flag = cancel.clone();
+            s.on_abort(move || flag.store(true, Ordering::Relaxed));
+        }
+        let task = GenerateTask { engine, request: Some(request), on_event: Arc::new(on_event), cancel, want_logprobs };
+        Ok(AsyncTask::new(task))
+    }
+
+    /// Frees the model once running requests finish; later calls fail.
+    #[napi]
+    pub fn dispose(&self) {
+        if let Ok(mut e) = self.inner.lock() {
+            e.take();
+        }
+    }
+
+    fn engine(&self) -> napi::Result<Arc<Engine>> {
+        let guard = self.inner.lock().map_err(|_| napi::Error::from_reason("engine lock poisoned"))?;
+        guard.clone().ok_or_else(|| super::to_napi(Error::invalid("model", "this model was disposed")))
+    }
+}
+
+/// Splits the JS messages into the template's messages and the ordered image list.
+fn chat_request(r: NativeGenerateRequest) -> crate::Result<ChatRequest> {
+    let mut images = Vec::new();
+    let mut messages = Vec::with_capacity(r.messages.len());
+    for (m, msg) in r.messages.into_iter().enumerate() {
+        let mut parts = Vec::with_capacity(msg.content.len());
+        for (p, part) in msg.content.into_iter().enumerate() {
+            let at = || format!("messages[{m}].content[{p}]");
+            match part.r#type.as_str() {
+                "text" => parts.push(Part::Text { text: part.text.unwrap_or_default() }),
+                "image" => {
+                    let img = part.image.ok_or_else(|| Error::invalid(at(), "an image part needs `image`"))?;
+                    images.push(image_data(img).map_err(|e| Error::invalid(at(), e.to_string()))?);
+                    parts.push(Part::Image);
+                }
+                other => return Err(Error::invalid(at(), format!("unknown part type {other:?}; allowed: text, image"))),
+            }
+        }
+        messages.push(Message { role: msg.role, content: Content::Parts(parts) });
+    }
+    let mut params = GenerationParams { max_tokens: r.max_tokens as usize, ..GenerationParams::default() };
+    let s = &mut params.sampling;
+    if let Some(t) = r.temperature {
+        s.temperature = t as f32;
+    }
+    if let Some(p) = r.top_p {
+        s.top_p = p as f32;
+    }
+    if let Some(k) = r.top_k {
+        s.top_k = k as usize;
+    }
+    if let Some(p) = r.repetition_penalty {
+        s.repetition_penalty = p as f32;
+    }
+    if let Some(p) = r.presence_penalty {
+        s.presence_penalty = p as f32;
+    }
+    if let Some(seed) = r.seed {
+        s.seed = seed as u64;
+    }
+    params.stop = r.stop.unwrap_or_default();
+    if r.logprobs.unwrap_or(false) {
+        params.logprobs = Some(0);
+    }
+    Ok(ChatRequest::new(messages, images, params))
+}
+
+fn image_data(img: NativeImage) -> crate::Result<ImageData> {
+    if let Some(bytes) = img.encoded {
+        return Ok(ImageData::Encoded(bytes.to_vec()));
+    }
+    match (img.pixels, img.width, img.height) {
+        (Some(px), Some(width), Some(height)) => {
+            let channels = img.channels.unwrap_or(3);
+            if !(channels == 1 || channels == 3) || px.len() != width as usize * height as usize * channels as usize {
+                return Err(Error::invalid(
+                    "pixels",
+                    format!("{} bytes do not hold {width}×{height}×{channels} pixels", px.len()),
+                ));
+            }
+            Ok(ImageData::Raw { width, height, channels: channels as u8, data: px.to_vec() })
+        }
+        _ => Err(Error::invalid("image", "give `encoded` bytes or `pixels` with `width` and `height`")),
+    }
+}
+
+pub struct LoadTask {
+    dir: PathBuf,
+    options: EngineOptions,
+}
+
+impl Task for LoadTask {
+    type Output = Engine;
+    type JsValue = NativeEngine;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        guarded(|| Engine::load(&self.dir, self.options.clone()))
+    }
+
+    fn resolve(&mut self, _env: Env, engine: Self::Output) -> napi::Result<Self::JsValue> {
+        let name = self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+        let context_length = engine.info().max_context.min(u32::MAX as usize) as u32;
+        Ok(NativeEngine { inner: Mutex::new(Some(Arc::new(engine))), name, context_length })
+    }
+}
+
+pub struct GenerateTask {
+    engine: Arc<Engine>,
+    request: Option<ChatRequest>,
+    on_event: Arc<ThreadsafeFunction<NativeGenerationEvent, (), NativeGenerationEvent, Status, false>>,
+    cancel: Arc<AtomicBool>,
+    want_logprobs: bool,
+}
+
+impl Task for GenerateTask {
+    type Output = crate::engine::Completion;
+    type JsValue = NativeGenerationResult;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        let request = self.request.take().ok_or_else(|| napi::Error::from_reason("request already run"))?;
+        let on_event = self.on_event.clone();
+        let want_logprobs = self.want_logprobs;
+        let cancel = self.cancel.clone();
+        guarded(move || {
+            let handle = self.engine.submit(request, move |ev| {
+                let logprobs = want_logprobs.then(|| ev.logprob.iter().map(|l| l.logprob as f64).collect());
+                on_event.call(
+                    NativeGenerationEvent { text: ev.text.clone(), tokens: 1, logprobs },
+                    ThreadsafeFunctionCallMode::NonBlocking,
+                );
+            })?;
+            // The JS abort flag is ours; mirror it into the engine's flag while waiting.
+            let engine_flag = handle.cancel_flag();
+            let watcher_done = Arc::new(AtomicBool::new(false));
+            let watcher = {
+                let done = watcher_done.clone();
+                std::thread::spawn(move || {
+                    while !done.load(Ordering::Relaxed) {
+                        if cancel.load(Ordering::Relaxed) {
+                            engine_flag.store(true, Ordering::Relaxed);
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                })
+            };
+            let result = handle.wait();
+            watcher_done.store(true, Ordering::Relaxed);
+            let _ = watcher.join();
+            result
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, c: Self::Output) -> napi::Result<Self::JsValue> {
+        let u = &c.usage;
+        Ok(NativeGenerationResult {
+            finish_reason: c.finish_reason.as_str().into(),
+            text: c.text,
+            prompt_tokens: u.prompt_tokens as u32,
+            vision_tokens: u.vision_tokens as u32,
+            cached_tokens: u.cached_tokens as u32,
+            completion_tokens: u.completion_tokens as u32,
+            vision_ms: u.vision_ms,
+            prefill_ms: u.prefill_ms,
+            decode_ms: u.decode_ms,
+        })
+    }
+}
