@@ -171,12 +171,16 @@ impl RequestHandle {
     }
 }
 
+/// Cancellation flags of requests not yet finished, so shutting down stops them promptly.
+type LiveFlags = Arc<std::sync::Mutex<Vec<Arc<AtomicBool>>>>;
+
 pub struct Engine {
     jobs: Option<mpsc::Sender<Job>>,
     worker: Option<JoinHandle<()>>,
     info: ModelInfo,
     tokenizer: Arc<Tokenizer>,
     queued: Arc<AtomicUsize>,
+    live: LiveFlags,
 }
 
 impl Engine {
@@ -188,6 +192,8 @@ impl Engine {
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
         let queued = Arc::new(AtomicUsize::new(0));
         let queued_w = queued.clone();
+        let live: LiveFlags = Arc::default();
+        let live_w = live.clone();
         let worker = std::thread::Builder::new()
             .name("vtc-r1-engine".into())
             .spawn(move || {
@@ -201,11 +207,11 @@ impl Engine {
                         return;
                     }
                 };
-                worker.serve(jobs_rx, queued_w);
+                worker.serve(jobs_rx, queued_w, live_w);
             })
             .map_err(|e| Error::Internal(format!("cannot start the engine thread: {e}")))?;
         let (info, tokenizer) = ready_rx.recv().unwrap_or_else(|_| Err(Error::Internal("the engine thread died while loading".into())))?;
-        Ok(Self { jobs: Some(jobs_tx), worker: Some(worker), info, tokenizer, queued })
+        Ok(Self { jobs: Some(jobs_tx), worker: Some(worker), info, tokenizer, queued, live })
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -233,11 +239,12 @@ impl Engine {
 
     /// Queues a request; `on_token` is called on the worker thread for every generated token.
     pub fn submit(&self, request: ChatRequest, on_token: impl FnMut(&TokenEvent) + Send + 'static) -> Result<RequestHandle> {
-        request.params.sampling.validate()?;
+        request.params.validate()?;
         let cancel = Arc::new(AtomicBool::new(false));
         let (reply, result) = mpsc::channel();
         let job = Job { request, on_token: Box::new(on_token), cancel: cancel.clone(), reply, queued_at: Instant::now() };
         self.queued.fetch_add(1, Ordering::Relaxed);
+        lock(&self.live).push(cancel.clone());
         let sent = self.jobs.as_ref().map(|j| j.send(job).is_ok()).unwrap_or(false);
         if !sent {
             self.queued.fetch_sub(1, Ordering::Relaxed);
@@ -251,12 +258,15 @@ impl Engine {
         self.submit(request, |_| {})?.wait()
     }
 
-    /// Stops the worker after the queued requests and frees the model.
+    /// Cancels running and queued requests, stops the worker and frees the model (also on drop).
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
+        for flag in lock(&self.live).iter() {
+            flag.store(true, Ordering::Relaxed);
+        }
         self.jobs.take();
         if let Some(w) = self.worker.take() {
             let _ = w.join();
@@ -390,7 +400,7 @@ impl Worker {
         })
     }
 
-    fn serve(mut self, jobs: mpsc::Receiver<Job>, queued: Arc<AtomicUsize>) {
+    fn serve(mut self, jobs: mpsc::Receiver<Job>, queued: Arc<AtomicUsize>, live: LiveFlags) {
         while let Ok(mut job) = jobs.recv() {
             let queue_ms = job.queued_at.elapsed().as_secs_f64() * 1000.0;
             let result = if job.cancel.load(Ordering::Relaxed) {
@@ -403,6 +413,7 @@ impl Worker {
                 self.session = None;
             }
             queued.fetch_sub(1, Ordering::Relaxed);
+            lock(&live).retain(|f| !Arc::ptr_eq(f, &job.cancel));
             let _ = job.reply.send(result);
         }
     }
@@ -551,6 +562,10 @@ fn cancelled_before_start(queue_ms: f64) -> Completion {
         logprobs: Vec::new(),
         usage: Usage { queue_ms, ..Default::default() },
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn ms(since: Instant) -> f64 {

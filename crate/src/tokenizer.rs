@@ -367,41 +367,6 @@ impl StreamDecoder {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn python_style_json() {
-        let v: Value = serde_json::from_str(r#"{"a": [1, 2.5, "x<y"], "b": {}, "c": null}"#).unwrap();
-        let mut s = String::new();
-        python_json(&v, None, 0, &mut s);
-        assert_eq!(s, r#"{"a": [1, 2.5, "x<y"], "b": {}, "c": null}"#);
-        let mut s = String::new();
-        python_json(&v, Some(2), 0, &mut s);
-        assert_eq!(s, "{\n  \"a\": [\n    1,\n    2.5,\n    \"x<y\"\n  ],\n  \"b\": {},\n  \"c\": null\n}");
-    }
-
-    #[test]
-    fn template_semantics_follow_transformers() {
-        let t = ChatTemplate {
-            source: "test".into(),
-            template: "{% for m in messages %}\n  {% if m.role == 'system' %}{{ raise_exception('no system') }}{% endif %}\n{{ m.content | trim }}|{{ m.content.startswith('hi') }}|{{ {'k': 1} | tojson }}\n{% if loop.index > 1 %}{% break %}{% endif %}\n{% endfor %}".into(),
-        };
-        let msgs = vec![Message::text("user", "hi there "), Message::text("assistant", "ok"), Message::text("user", "x")];
-        let out = t.render(&msgs, false, &Default::default()).unwrap();
-        assert_eq!(out, "hi there|True|{\"k\": 1}\nok|False|{\"k\": 1}\n");
-        let err = t.render(&[Message::text("system", "s")], false, &Default::default()).unwrap_err();
-        assert!(err.to_string().contains("no system"), "{err}");
-    }
-
-    #[test]
-    fn image_tokens_expand_in_order() {
-        assert_eq!(expand_image_tokens(&[1, 9, 2, 9], 9, &[2, 3]).unwrap(), vec![1, 9, 9, 2, 9, 9, 9]);
-        assert!(expand_image_tokens(&[1, 9], 9, &[]).is_err());
-    }
-}
-
 impl Tokenizer {
     /// Where each token of `text` ends, as UTF-16 offsets (what JavaScript strings index), ascending,
     /// the last one `text` 's UTF-16 length. A byte-level token that ends inside a multi-byte character is
@@ -443,5 +408,40 @@ impl Tokenizer {
     pub fn count(&self, text: &str) -> Result<usize> {
         let enc = self.inner.encode_fast(text, false).map_err(|e| self.err(format!("encode: {e}")))?;
         Ok(enc.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_style_json() {
+        let v: Value = serde_json::from_str(r#"{"a": [1, 2.5, "x<y"], "b": {}, "c": null}"#).unwrap();
+        let mut s = String::new();
+        python_json(&v, None, 0, &mut s);
+        assert_eq!(s, r#"{"a": [1, 2.5, "x<y"], "b": {}, "c": null}"#);
+        let mut s = String::new();
+        python_json(&v, Some(2), 0, &mut s);
+        assert_eq!(s, "{\n  \"a\": [\n    1,\n    2.5,\n    \"x<y\"\n  ],\n  \"b\": {},\n  \"c\": null\n}");
+    }
+
+    #[test]
+    fn template_semantics_follow_transformers() {
+        let t = ChatTemplate {
+            source: "test".into(),
+            template: "{% for m in messages %}\n  {% if m.role == 'system' %}{{ raise_exception('no system') }}{% endif %}\n{{ m.content | trim }}|{{ m.content.startswith('hi') }}|{{ {'k': 1} | tojson }}\n{% if loop.index > 1 %}{% break %}{% endif %}\n{% endfor %}".into(),
+        };
+        let msgs = vec![Message::text("user", "hi there "), Message::text("assistant", "ok"), Message::text("user", "x")];
+        let out = t.render(&msgs, false, &Default::default()).unwrap();
+        assert_eq!(out, "hi there|True|{\"k\": 1}\nok|False|{\"k\": 1}\n");
+        let err = t.render(&[Message::text("system", "s")], false, &Default::default()).unwrap_err();
+        assert!(err.to_string().contains("no system"), "{err}");
+    }
+
+    #[test]
+    fn image_tokens_expand_in_order() {
+        assert_eq!(expand_image_tokens(&[1, 9, 2, 9], 9, &[2, 3]).unwrap(), vec![1, 9, 9, 2, 9, 9, 9]);
+        assert!(expand_image_tokens(&[1, 9], 9, &[]).is_err());
     }
 }

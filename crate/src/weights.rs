@@ -1,8 +1,9 @@
 //! Safetensors weights: one file or shards listed in `model.safetensors.index.json`, memory-mapped.
 //!
-//! Tensors are read straight from the page cache of the mapped files and converted to the model's
-//! dtype on load, so the process never holds a second heap copy of a whole file. Every tensor is
-//! checked against the shape the config implies before it is used; nothing missing is guessed.
+//! Each tensor is copied once out of the mapping into its own buffer (converted to the model dtype)
+//! and the mapped pages it came from are released right away, so loading never holds the weights
+//! twice. Every tensor is checked against the shape the config implies before it is used; nothing
+//! missing is guessed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -114,7 +115,7 @@ impl Weights {
         #[cfg(unix)]
         // SAFETY: DONTNEED on a private read-only file mapping discards nothing that cannot be re-read.
         let _ = unsafe { file.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
-        Ok(t.to_dtype(dtype).map_err(|e| tensor_err(e.to_string()))?)
+        t.to_dtype(dtype).map_err(|e| tensor_err(e.to_string()))
     }
 }
 

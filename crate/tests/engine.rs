@@ -32,6 +32,12 @@ fn greedy(max_tokens: usize) -> GenerationParams {
 }
 
 #[test]
+fn engine_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Engine>();
+}
+
+#[test]
 fn engine_reproduces_golden_and_streams() {
     let engine = Engine::load(e2e_dir(), EngineOptions::default()).unwrap();
     assert_eq!(engine.info().eos_token_ids, vec![151645, 151643]);
@@ -62,6 +68,12 @@ fn engine_reproduces_golden_and_streams() {
     let again = engine.generate(request(&gj, &["openr1-0_page_001.png"], greedy(24))).unwrap();
     assert_eq!(again.tokens, c.tokens);
     assert_eq!(again.usage.cached_tokens, 548);
+
+    // Raw pixels (as a renderer hands them over) give the same result as the PNG file.
+    let rgb = vtc_r1::vision::RgbImage::load(&vtc_r1::vision::ImageInput::File(&e2e_dir().join("openr1-0_page_001.png")), "page").unwrap();
+    let mut r = request(&gj, &["openr1-0_page_001.png"], greedy(24));
+    r.images = vec![ImageData::Raw { width: rgb.width as u32, height: rgb.height as u32, channels: 3, data: rgb.data }];
+    assert_eq!(engine.generate(r).unwrap().tokens, c.tokens);
 
     // A different page after the same text prefix must not reuse the image tokens.
     let other = engine.generate(request(&gj, &["m500-011_page_002.png"], greedy(2))).unwrap();
@@ -109,14 +121,40 @@ fn engine_cancels_and_reports_bad_requests() {
     let mut p = greedy(2);
     p.sampling.top_p = 0.0;
     assert!(engine.submit(request(&gj, &[], p), |_| {}).is_err());
+    assert_eq!(engine.submit(request(&gj, &[], greedy(0)), |_| {}).err().unwrap().code(), "ERR_VTC_INVALID_ARGUMENT");
     let mut r = request(&gj, &["x.png"], greedy(2));
     r.images = vec![ImageData::File("/nonexistent/page.png".into())];
     let e = engine.generate(r).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/page.png"), "{e}");
 
+    // Seeded sampling is reproducible.
+    let sampled = |seed| {
+        let mut p = greedy(12);
+        p.sampling = vtc_r1::generate::SamplingParams { temperature: 1.0, top_p: 0.95, top_k: 50, presence_penalty: 0.5, seed, ..Default::default() };
+        engine.generate(request(&gj, &[], p)).unwrap().tokens
+    };
+    let a = sampled(7);
+    assert_eq!(a, sampled(7));
+    assert_ne!(a, sampled(8));
+
     // The engine still works after errors.
     let c = engine.generate(request(&gj, &[], greedy(2))).unwrap();
     assert_eq!(c.tokens.len(), 2);
+}
+
+#[test]
+fn dropping_the_engine_cancels_running_requests() {
+    let engine = Engine::load(e2e_dir(), EngineOptions::default()).unwrap();
+    let gj = golden_json();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = engine.submit(request(&gj, &[], greedy(100_000)), move |ev| { let _ = tx.send(ev.token); }).unwrap();
+    let queued = engine.submit(request(&gj, &[], greedy(100_000)), |_| {}).unwrap();
+    rx.recv().unwrap();
+    let t = std::time::Instant::now();
+    engine.shutdown();
+    assert!(t.elapsed().as_secs() < 10);
+    assert_eq!(h.wait().unwrap().finish_reason, FinishReason::Cancelled);
+    assert_eq!(queued.wait().unwrap().finish_reason, FinishReason::Cancelled);
 }
 
 #[test]

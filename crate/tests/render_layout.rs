@@ -71,7 +71,11 @@ fn run(texts_path: &str, layout_path: &str) -> (usize, usize, usize) {
 }
 
 fn run_with(texts_path: &str, layout_path: &str, cfg: RenderConfig) -> (usize, usize, usize) {
-    let fonts = FontSet::new(Face::bundled(), Vec::new());
+    let main = match &cfg.font_path {
+        Some(path) => Face::open(path).unwrap(),
+        None => Face::bundled(),
+    };
+    let fonts = FontSet::new(main, Vec::new());
     let texts: HashMap<String, String> = read_jsonl(texts_path)
         .into_iter()
         .map(|v| (v["id"].as_str().unwrap().to_string(), v["text"].as_str().unwrap().to_string()))
@@ -137,11 +141,12 @@ fn extra_cases_match_reportlab() {
 fn dump_positions() {
     let (Ok(input), Ok(out)) = (std::env::var("VTC_DUMP_TEXT"), std::env::var("VTC_DUMP_OUT")) else { return };
     let text = std::fs::read_to_string(input).unwrap();
-    let fonts = FontSet::new(Face::bundled(), Vec::new());
     let cfg = match std::env::var("VTC_DUMP_CONFIG") {
         Ok(path) => RenderConfig::from_json_str(&std::fs::read_to_string(path).unwrap(), RenderConfig::default()).unwrap(),
         Err(_) => RenderConfig::default(),
     };
+    let main = cfg.font_path.as_ref().map_or_else(Face::bundled, |p| Face::open(p).unwrap());
+    let fonts = FontSet::new(main, Vec::new());
     let pages: Vec<Value> = layout_pages(&text, &cfg, &fonts)
         .map(|p| {
             Value::Array(
@@ -153,4 +158,20 @@ fn dump_positions() {
         })
         .collect();
     std::fs::write(out, serde_json::to_string(&pages).unwrap()).unwrap();
+}
+
+/// Debug aid: `VTC_DUMP_FONT=font.ttf VTC_DUMP_CHARS=chars.txt` prints `codepoint units missing` per char,
+/// to compare with reportlab's `face.charWidths.get(cp, face.defaultWidth)`.
+#[test]
+#[ignore]
+fn dump_widths() {
+    let (Ok(font), Ok(chars)) = (std::env::var("VTC_DUMP_FONT"), std::env::var("VTC_DUMP_CHARS")) else { return };
+    let face = Face::open(std::path::Path::new(&font)).unwrap();
+    let upem = face.units_per_em() as f64;
+    let fonts = FontSet::new(face, Vec::new());
+    for c in std::fs::read_to_string(chars).unwrap().chars() {
+        let g = fonts.resolve(c);
+        let gid = if g.missing { ab_glyph::GlyphId(0) } else { g.glyph };
+        println!("{} {} {}", c as u32, fonts.main().advance_units(gid) as f64 * (1000.0 / upem), g.missing);
+    }
 }

@@ -111,6 +111,18 @@ impl Default for GenerationParams {
     }
 }
 
+impl GenerationParams {
+    pub fn validate(&self) -> Result<()> {
+        if self.max_tokens == 0 {
+            return Err(Error::invalid("max_tokens", "must be at least 1"));
+        }
+        if self.logprobs.is_some_and(|n| n > 100) {
+            return Err(Error::invalid("logprobs", "at most 100 alternatives per token"));
+        }
+        self.sampling.validate()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
     /// An EOS id or a stop string.
@@ -181,6 +193,7 @@ impl Generator<'_> {
         if cache.len() >= prompt.len() {
             return Err(Error::Internal("the cache already covers the whole prompt".into()));
         }
+        params.validate()?;
         let mut sampler = sampler::Sampler::new(params.sampling.clone(), &prompt.ids)?;
         let eos = if params.ignore_eos { Vec::new() } else { self.eos_ids.to_vec() };
         let rules = StopRules::new(eos.into_iter().chain(params.stop_token_ids.iter().copied()), params.stop.clone());

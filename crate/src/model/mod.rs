@@ -67,9 +67,13 @@ const SCORE_BUDGET: usize = 1 << 24;
 /// query `i` sits at key index `o + i` and sees keys `0..=o+i`; `None` means full (non-causal).
 /// Softmax runs in f32 as in transformers. Returns `[kv_heads, rep, lq, hd]`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal_offset: Option<usize>) -> Result<Tensor> {
+    attention_with_budget(q, k, v, scale, causal_offset, SCORE_BUDGET)
+}
+
+fn attention_with_budget(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal_offset: Option<usize>, budget: usize) -> Result<Tensor> {
     let (g, rep, lq, hd) = q.dims4()?;
     let lk = k.dim(1)?;
-    let chunk = (SCORE_BUDGET / (g * rep * lk).max(1)).clamp(1, lq.max(1));
+    let chunk = (budget / (g * rep * lk).max(1)).clamp(1, lq.max(1));
     let kt = k.t()?;
     let mut outs = Vec::with_capacity(lq.div_ceil(chunk));
     for start in (0..lq).step_by(chunk) {
@@ -115,4 +119,46 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     }
     let d = (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?.abs()?.flatten_all()?.max(0)?;
     Ok(d.to_scalar::<f32>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, IndexOp};
+
+    /// Row-by-row softmax attention over the visible keys only.
+    fn naive(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, offset: usize) -> Tensor {
+        let (g, rep, lq, _) = q.dims4().unwrap();
+        let mut rows = Vec::new();
+        for gi in 0..g {
+            for r in 0..rep {
+                for i in 0..lq {
+                    let n = offset + i + 1;
+                    let qi = q.i((gi, r, i..i + 1)).unwrap();
+                    let s = (qi.matmul(&k.i((gi, 0..n)).unwrap().t().unwrap()).unwrap() * scale).unwrap();
+                    let p = candle_nn::ops::softmax_last_dim(&s).unwrap();
+                    rows.push(p.matmul(&v.i((gi, 0..n)).unwrap()).unwrap());
+                }
+            }
+        }
+        Tensor::cat(&rows, 0).unwrap().reshape(q.dims()).unwrap()
+    }
+
+    #[test]
+    fn causal_attention_in_query_chunks_matches_the_naive_form() {
+        let dev = Device::Cpu;
+        let (g, rep, lq, offset, hd) = (2, 3, 7, 5, 8);
+        let q = Tensor::randn(0f32, 1.0, (g, rep, lq, hd), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (g, offset + lq, hd), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (g, offset + lq, hd), &dev).unwrap();
+        let want = naive(&q, &k, &v, 0.3, offset);
+        for budget in [1, 40, 200, usize::MAX] {
+            let got = attention_with_budget(&q, &k, &v, 0.3, Some(offset), budget).unwrap();
+            assert!(max_abs_diff(&got, &want).unwrap() < 1e-5, "budget {budget}");
+        }
+        // Non-causal: every query sees every key, chunked or not.
+        let full = attention_with_budget(&q, &k, &v, 0.3, None, usize::MAX).unwrap();
+        let chunked = attention_with_budget(&q, &k, &v, 0.3, None, 30).unwrap();
+        assert_eq!(max_abs_diff(&full, &chunked).unwrap(), 0.0);
+    }
 }

@@ -104,9 +104,10 @@ pub fn mrope_cos_sin(
     let axes: Vec<usize> = (0..half).map(|i| mrope_axis(i, section)).collect();
     let mut cos = Vec::with_capacity(len * half);
     let mut sin = Vec::with_capacity(len * half);
-    for j in 0..len {
+    for ((&t, &h), &w) in pos[0].iter().zip(pos[1]).zip(pos[2]) {
+        let p = [t as f32, h as f32, w as f32];
         for (&axis, &f) in axes.iter().zip(inv_freq) {
-            let angle = pos[axis][j] as f32 * f;
+            let angle = p[axis] * f;
             cos.push(angle.cos());
             sin.push(angle.sin());
         }

@@ -115,6 +115,7 @@ impl TextModel {
         let n = self.layers.len();
         for (l, layer) in self.layers.iter().enumerate() {
             x = self.layer_forward(layer, l, &x, &cos, &sin, offset, cache)?;
+            // transformers' `hidden_states` are the layer outputs, before DeepStack is added.
             if l + 1 < n {
                 trace.record(|| format!("decoder.hidden{}", l + 1), &x);
             }
