@@ -121,6 +121,8 @@ fn render_one(
         }
         if opts.keep_pages {
             result.pages.push(page);
+        } else {
+            super::raster::recycle(page.data);
         }
         pages_done.fetch_add(1, Ordering::Relaxed);
     }

@@ -161,17 +161,24 @@ impl FontSet {
         ResolvedGlyph { face: 0, glyph: GlyphId(0), missing: true }
     }
 
-    /// Coverage mask of `glyph` at `scale` px with its origin `subpixel` quarter pixels right of a whole
-    /// pixel. Cached: a page uses only a few hundred distinct glyphs.
-    pub fn coverage(&self, rg: ResolvedGlyph, scale: PxScale, subpixel: u32) -> Arc<Coverage> {
-        let subpixel = subpixel.min(SUBPIXEL_STEPS - 1);
-        let key = glyph_key(rg, scale, subpixel);
-        if let Some(c) = self.raster_cache.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return c.clone();
-        }
-        let cov = Arc::new(self.rasterize(rg, scale, subpixel as f32 / SUBPIXEL_STEPS as f32));
-        self.raster_cache.write().unwrap_or_else(|e| e.into_inner()).insert(key, cov.clone());
-        cov
+    /// Runs `f` with a glyph lookup that holds the cache's read lock across calls (a page draws thousands
+    /// of glyphs; locking and reference counting per glyph showed up in profiles). Glyphs not cached yet
+    /// are rasterized and added when the lookup finds them missing.
+    pub fn with_coverage<R>(&self, f: impl FnOnce(&mut dyn FnMut(ResolvedGlyph, PxScale, u32) -> Arc<Coverage>) -> R) -> R {
+        let mut guard = Some(self.raster_cache.read().unwrap_or_else(|e| e.into_inner()));
+        let mut lookup = |rg: ResolvedGlyph, scale: PxScale, subpixel: u32| -> Arc<Coverage> {
+            let subpixel = subpixel.min(SUBPIXEL_STEPS - 1);
+            let key = glyph_key(rg, scale, subpixel);
+            if let Some(c) = guard.as_ref().and_then(|g| g.get(&key)) {
+                return c.clone();
+            }
+            guard = None;
+            let cov = Arc::new(self.rasterize(rg, scale, subpixel as f32 / SUBPIXEL_STEPS as f32));
+            self.raster_cache.write().unwrap_or_else(|e| e.into_inner()).insert(key, cov.clone());
+            guard = Some(self.raster_cache.read().unwrap_or_else(|e| e.into_inner()));
+            cov
+        };
+        f(&mut lookup)
     }
 
     fn rasterize(&self, rg: ResolvedGlyph, scale: PxScale, x_offset: f32) -> Coverage {

@@ -31,6 +31,21 @@ thread_local! {
     /// One coverage buffer per thread, reused page after page (fresh 0.5 MB allocations per page cost
     /// page faults).
     static SPARE_INK: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// A finished page's pixel buffer handed back with `recycle`, for the next page on this thread.
+    static SPARE_PAGE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Gives a page's pixels back for reuse by the next page rendered on this thread (batch rendering
+/// writes a page and drops it; reusing its buffer avoids fresh page faults).
+pub fn recycle(data: Vec<u8>) {
+    SPARE_PAGE.with(|s| *s.borrow_mut() = data);
+}
+
+fn page_buffer(len: usize) -> Vec<u8> {
+    let mut v = SPARE_PAGE.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    v.clear();
+    v.resize(len, 0);
+    v
 }
 
 impl Ink {
@@ -80,21 +95,22 @@ pub fn rasterize(layout: &PageLayout, cfg: &RenderConfig, fonts: &FontSet, chann
     let px_per_pt = cfg.dpi / 72.0;
     let mut ink = Ink::new(pw, ph);
     let em_px = cfg.font_size * px_per_pt;
-    for line in &layout.lines {
-        // Splash keeps baselines on whole pixels and truncates x to quarter pixels (SplashFont::getGlyph).
-        let baseline = (line.baseline * px_per_pt).round() as i32;
-        for g in &line.glyphs {
-            let face = &fonts.faces()[g.glyph.face as usize];
-            let x = g.x * px_per_pt;
-            let quarter = (x * SUBPIXEL_STEPS as f32).floor() as i64;
-            let whole = quarter.div_euclid(SUBPIXEL_STEPS as i64) as i32;
-            let sub = quarter.rem_euclid(SUBPIXEL_STEPS as i64) as u32;
-            let cov = fonts.coverage(g.glyph, face.px_scale(em_px, cfg.horizontal_scale), sub);
-            if cov.width > 0 {
-                ink.blend(whole + cov.left, baseline + cov.top, cov.width, cov.height, &cov.alpha);
+    let scales: Vec<_> = fonts.faces().iter().map(|f| f.px_scale(em_px, cfg.horizontal_scale)).collect();
+    fonts.with_coverage(|coverage| {
+        for line in &layout.lines {
+            // Splash keeps baselines on whole pixels and truncates x to quarter pixels (SplashFont::getGlyph).
+            let baseline = (line.baseline * px_per_pt).round() as i32;
+            for g in &line.glyphs {
+                let quarter = (g.x * px_per_pt * SUBPIXEL_STEPS as f32).floor() as i64;
+                let whole = quarter.div_euclid(SUBPIXEL_STEPS as i64) as i32;
+                let sub = quarter.rem_euclid(SUBPIXEL_STEPS as i64) as u32;
+                let cov = coverage(g.glyph, scales[g.glyph.face as usize], sub);
+                if cov.width > 0 {
+                    ink.blend(whole + cov.left, baseline + cov.top, cov.width, cov.height, &cov.alpha);
+                }
             }
         }
-    }
+    });
     let colours = Colours::new(cfg, layout, px_per_pt);
     let (w, h) = crop_size(&ink, &colours, cfg, last);
     colours.paint(&ink, w, h, channels)
@@ -174,7 +190,7 @@ impl Colours {
     /// The final pixels of the top-left `w × h` region.
     fn paint(&self, ink: &Ink, w: usize, h: usize, channels: Channels) -> Page {
         let ch = channels as usize;
-        let mut data = vec![0u8; w * h * ch];
+        let mut data = page_buffer(w * h * ch);
         if let Some((bg, fg)) = self.uniform_grey() {
             for (src, dst) in ink.alpha.chunks_exact(ink.width).zip(data.chunks_exact_mut(w * ch)) {
                 match channels {
