@@ -114,7 +114,7 @@ const tBuild = best[1].s / repeat
 console.log(`\ninput: ${rows.length} rows, ${traces.length} with a complete <think> (used); ${reasoningChars} reasoning chars, ${tokens} tokens`)
 console.log(`rendered segments: ${rendered.length} (${renderedChars} chars) → ${pages} pages\n`)
 line('read parquet + normalize', `${fmt(tRead)}  (${(rows.length / tRead).toFixed(0)} rows/s)`)
-line('Qwen3 tokenization (JS, 1 thread)', `${fmt(tTok)}  (${(tokens / tTok / 1000).toFixed(0)}K tokens/s, ${(reasoningChars / tTok / 1e6).toFixed(2)}M chars/s)`)
+line('Qwen3 tokenization (native, 1 thread)', `${fmt(tTok)}  (${(tokens / tTok / 1000).toFixed(0)}K tokens/s, ${(reasoningChars / tTok / 1e6).toFixed(2)}M chars/s)`)
 line('segmentation (given tokens)', `${fmt(tSeg)}`)
 line(`render, pixels only (${workers} threads)`, `${fmt(tRender)}  (${(pages / tRender).toFixed(0)} pages/s)`)
 if (workers > 1) line('render, pixels only (1 thread)', `${fmt(tRender1)}  (${(pages / tRender1).toFixed(0)} pages/s)`)
@@ -156,7 +156,7 @@ console.log(
     `${(o1Rendered / 1000).toFixed(1)}K of them rendered (openr1-sample.jsonl; math500 here: ` +
     `${(reasoningChars / traces.length / 1000).toFixed(1)}K, ${(renderedChars / traces.length / 1000).toFixed(1)}K)`,
 )
-line('  Qwen3 tokenization (JS)', fmt(tokPart))
+line('  Qwen3 tokenization (native)', fmt(tokPart))
 line('  segmentation', fmt(segPart))
 line('  rendering + PNG', fmt(renderPart))
 line('  reading, JSON, stats, commits', fmt(otherPart))
