@@ -24,9 +24,7 @@ use ab_glyph::GlyphId;
 
 use crate::render::config::{Alignment, RenderConfig};
 use crate::render::font::{FontSet, ResolvedGlyph};
-use crate::render::prepare::{
-    cannot_start_line, is_cjk_text, is_py_space, is_zs, FragKind, Paragraphs, PreparedPara,
-};
+use crate::render::prepare::{cannot_start_line, is_cjk_text, is_py_space, is_zs, FragKind, Paragraphs, PreparedPara};
 
 /// One glyph to draw: `x` is the pen origin in pt from the left page edge.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -122,7 +120,8 @@ impl<'f> Metrics<'f> {
         };
         let glyph = fonts.resolve(c);
         // A character no font has: reportlab uses the font's defaultWidth (advance of glyph 0).
-        let (face, gid) = if glyph.missing { (main, GlyphId(0)) } else { (&fonts.faces()[glyph.face as usize], glyph.glyph) };
+        let (face, gid) =
+            if glyph.missing { (main, GlyphId(0)) } else { (&fonts.faces()[glyph.face as usize], glyph.glyph) };
         let units = face.advance_units(gid) as f64 * (1000.0 / face.units_per_em() as f64);
         CharInfo { units, glyph }
     }
@@ -540,13 +539,23 @@ impl FragBreaker {
             if !line_break && new_width > lim_width && w.kind != WKind::SplitEnd {
                 // splitLongWords: a word wider than a whole line is cut, starting on this line.
                 if !w.kind.is_split() && word_width > self.max_widths[self.lineno.min(1)] {
-                    let pieces =
-                        split_frag_word(w, max_width - self.space_width - self.current_width, self.max_widths, self.lineno, cx);
+                    let pieces = split_frag_word(
+                        w,
+                        max_width - self.space_width - self.current_width,
+                        self.max_widths,
+                        self.lineno,
+                        cx,
+                    );
                     // `_words[0:0] = pieces; _words.insert(1, _InjectedFrag(br))`
                     for p in pieces[1..].iter().rev() {
                         self.front.push(*p);
                     }
-                    self.front.push(Word { width: 0.0, start: pieces[0].end, end: pieces[0].end, kind: WKind::InjectedBr });
+                    self.front.push(Word {
+                        width: 0.0,
+                        start: pieces[0].end,
+                        end: pieces[0].end,
+                        kind: WKind::InjectedBr,
+                    });
                     self.front.push(pieces[0]);
                     self.fw.pop();
                     continue;
@@ -950,7 +959,11 @@ impl Part {
                 queue.extend(feed.queue);
                 let p2_feed = Feed { queue, raw: feed.raw };
                 (
-                    Part::new(Body::Frags(FragBreaker::new(p1_feed, self.max_widths)), self.max_widths, self.first_indent),
+                    Part::new(
+                        Body::Frags(FragBreaker::new(p1_feed, self.max_widths)),
+                        self.max_widths,
+                        self.first_indent,
+                    ),
                     Part::new(Body::Frags(FragBreaker::new(p2_feed, later)), later, false),
                 )
             }
@@ -962,7 +975,11 @@ impl Part {
                 queue.extend(feed.queue);
                 let p2_feed = Feed { queue, raw: feed.raw };
                 (
-                    Part::new(Body::Text(TextBreaker::new(p1_feed, self.max_widths, sw)), self.max_widths, self.first_indent),
+                    Part::new(
+                        Body::Text(TextBreaker::new(p1_feed, self.max_widths, sw)),
+                        self.max_widths,
+                        self.first_indent,
+                    ),
                     Part::new(Body::Text(TextBreaker::new(p2_feed, later, sw)), later, false),
                 )
             }
@@ -1072,7 +1089,10 @@ impl Geo {
     /// `Paragraph.wrap`: [first line width, later lines width].
     fn max_widths(&self) -> [f64; 2] {
         let aw = self.avail_width;
-        [aw - (self.left_indent + self.first_line_indent) - self.right_indent, aw - self.left_indent - self.right_indent]
+        [
+            aw - (self.left_indent + self.first_line_indent) - self.right_indent,
+            aw - self.left_indent - self.right_indent,
+        ]
     }
 }
 
@@ -1136,7 +1156,11 @@ impl<'a> Layouter<'a> {
                     items.push(CjkItem { ch: None, width: 0.0, br: true });
                 } else {
                     for ch in self.para.frag_text(f).chars() {
-                        items.push(CjkItem { ch: Some(ch), width: self.metrics.k * self.metrics.info(ch).units, br: false });
+                        items.push(CjkItem {
+                            ch: Some(ch),
+                            width: self.metrics.k * self.metrics.info(ch).units,
+                            br: false,
+                        });
                     }
                 }
             }
@@ -1335,7 +1359,8 @@ fn draw_line(
     let simple = extra > -1e-8 || n_spaces <= 0;
     let (shift, word_space) = match g.alignment {
         Alignment::Justify => {
-            let simple = (rec.frag_line && rec.line_break) || (-1e-8 < extra && extra <= 1e-8) || (last && extra > -1e-8);
+            let simple =
+                (rec.frag_line && rec.line_break) || (-1e-8 < extra && extra <= 1e-8) || (last && extra > -1e-8);
             if simple || n_spaces <= 0 {
                 (0.0, 0.0)
             } else {

@@ -1,6 +1,6 @@
-# Curated adversarial texts (regenerate: python3 gen_layout_extra.py > layout_extra.jsonl, then
-# python3 ../../../../shared/tools/ref_render.py layout layout_extra.jsonl OUT && cp OUT/layout.jsonl layout_extra_ref.jsonl)
-# Curated adversarial texts for crate/tests/data/layout_extra.jsonl (expected output: ref_render.py layout).
+# Curated adversarial texts for layout_extra.jsonl; the expected layouts come from the reference itself.
+# Regenerate (in this directory): python3 gen_layout_extra.py > layout_extra.jsonl &&
+#   python3 ../../../../shared/tools/ref_render.py layout layout_extra.jsonl OUT && cp OUT/layout.jsonl layout_extra_ref.jsonl
 import json, random
 R = random.Random(7)
 rows = []
