@@ -221,7 +221,8 @@ fn strftime_now(fmt: String) -> String {
     out
 }
 
-fn read_json(path: &Path) -> Result<Value> {
+/// Reads a model directory's JSON file; a syntax error is reported against the file.
+pub(crate) fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::ModelConfig { path: path.to_path_buf(), key: "(file)".into(), message: format!("invalid JSON: {e}") })
 }

@@ -56,13 +56,7 @@ impl Default for PreprocessorConfig {
 impl PreprocessorConfig {
     /// Reads `preprocessor_config.json`; keys it lacks keep the Qwen3-VL values.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let json: Value = serde_json::from_str(&text).map_err(|e| Error::ModelConfig {
-            path: path.to_path_buf(),
-            key: "(file)".into(),
-            message: format!("invalid JSON: {e}"),
-        })?;
-        Self::from_json(&json, path)
+        Self::from_json(&crate::tokenizer::read_json(path)?, path)
     }
 
     pub fn from_json(json: &Value, path: &Path) -> Result<Self> {

@@ -147,13 +147,7 @@ const MAX_LAYERS: usize = 1024;
 impl Qwen3VLConfig {
     /// Reads and validates `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let json: Value = serde_json::from_str(&text).map_err(|e| Error::ModelConfig {
-            path: path.to_path_buf(),
-            key: "(file)".into(),
-            message: format!("invalid JSON: {e}"),
-        })?;
-        Self::from_json(&json, path)
+        Self::from_json(&crate::tokenizer::read_json(path)?, path)
     }
 
     /// Validates an already parsed config; `path` is only used in error messages.
