@@ -72,3 +72,21 @@ test('loading a directory that is not a model names what is missing', async (t) 
   const err = await t.throwsAsync(loadModel(`${SHARED}golden/render`), { instanceOf: VtcError })
   t.regex(err!.message, /golden\/render\/(config|tokenizer)\.json/)
 })
+
+test('aborting a generation stops the engine between tokens with an abort error', async (t) => {
+  const model = await loadModel(E2E)
+  try {
+    const controller = new AbortController()
+    let pieces = 0
+    const run = (async () => {
+      for await (const ev of model.chat([{ role: 'user', content: QUESTION }], { maxTokens: 5000, temperature: 0, signal: controller.signal })) {
+        if (ev.type === 'text' && ++pieces === 3) controller.abort()
+      }
+    })()
+    const err = await t.throwsAsync(run)
+    t.is((err as VtcError).code, 'ABORT_ERR')
+    t.true(pieces < 100, `${pieces} pieces arrived after the abort`)
+  } finally {
+    model.dispose()
+  }
+})

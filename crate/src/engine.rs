@@ -239,8 +239,18 @@ impl Engine {
 
     /// Queues a request; `on_token` is called on the worker thread for every generated token.
     pub fn submit(&self, request: ChatRequest, on_token: impl FnMut(&TokenEvent) + Send + 'static) -> Result<RequestHandle> {
+        self.submit_with_cancel(request, Arc::new(AtomicBool::new(false)), on_token)
+    }
+
+    /// Like [`submit`](Self::submit), stopped when the caller's `cancel` flag is set (for example by a
+    /// JS AbortSignal that exists before the request is queued).
+    pub fn submit_with_cancel(
+        &self,
+        request: ChatRequest,
+        cancel: Arc<AtomicBool>,
+        on_token: impl FnMut(&TokenEvent) + Send + 'static,
+    ) -> Result<RequestHandle> {
         request.params.validate()?;
-        let cancel = Arc::new(AtomicBool::new(false));
         let (reply, result) = mpsc::channel();
         let job = Job { request, on_token: Box::new(on_token), cancel: cancel.clone(), reply, queued_at: Instant::now() };
         self.queued.fetch_add(1, Ordering::Relaxed);

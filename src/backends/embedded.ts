@@ -39,7 +39,7 @@ export interface NativeEngine {
   /**
    * Queues one generation. `onEvent` is called on the JS thread for every decoded piece of text (a
    * threadsafe function, in order); the promise resolves after the last piece. Aborting `signal` stops decoding
-   * and rejects with an AbortError.
+   * between tokens and resolves with `finishReason: 'cancelled'` (the adapter turns that into an AbortError).
    */
   generate(request: NativeGenerateRequest, onEvent: (event: NativeGenerationEvent) => void, signal?: AbortSignal | null): Promise<NativeGenerationResult>
   /** Frees the weights; later calls fail. */
@@ -103,7 +103,8 @@ export interface NativeGenerationResult {
 
 /** The binding, if this build of the native module has it. */
 export function engineBinding(): NativeEngineBinding | undefined {
-  const b = (core as Record<string, unknown>).NativeEngine as NativeEngineBinding | undefined
+  // Typed, not cast: tsc fails here when the generated binding and this contract drift apart.
+  const b: NativeEngineBinding | undefined = core.NativeEngine
   return b && typeof b.load === 'function' ? b : undefined
 }
 

@@ -274,32 +274,14 @@ impl Task for GenerateTask {
         let want_logprobs = self.want_logprobs;
         let cancel = self.cancel.clone();
         guarded(move || {
-            let handle = self.engine.submit(request, move |ev| {
+            let handle = self.engine.submit_with_cancel(request, cancel, move |ev| {
                 let logprobs = want_logprobs.then(|| ev.logprob.iter().map(|l| l.logprob as f64).collect());
                 on_event.call(
                     NativeGenerationEvent { text: ev.text.clone(), tokens: 1, logprobs },
                     ThreadsafeFunctionCallMode::NonBlocking,
                 );
             })?;
-            // The JS abort flag is ours; mirror it into the engine's flag while waiting.
-            let engine_flag = handle.cancel_flag();
-            let watcher_done = Arc::new(AtomicBool::new(false));
-            let watcher = {
-                let done = watcher_done.clone();
-                std::thread::spawn(move || {
-                    while !done.load(Ordering::Relaxed) {
-                        if cancel.load(Ordering::Relaxed) {
-                            engine_flag.store(true, Ordering::Relaxed);
-                            break;
-                        }
-                        std::thread::sleep(std::time::Duration::from_millis(5));
-                    }
-                })
-            };
-            let result = handle.wait();
-            watcher_done.store(true, Ordering::Relaxed);
-            let _ = watcher.join();
-            result
+            handle.wait()
         })
     }
 
