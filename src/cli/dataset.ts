@@ -8,6 +8,7 @@ import { FILES } from '../dataset/store.js'
 import { CRITERIA, type AnswerSource, type Criterion } from '../dataset/trace.js'
 import { VtcError } from '../errors.js'
 import type { Preset } from '../render.js'
+import { stopOnInterrupt } from './interrupt.js'
 import { formatSeconds, ProgressBar } from './progress.js'
 
 export const DATASET_HELP = `usage: vtc-r1 dataset build --input PATH --out DIR [options]
@@ -73,14 +74,7 @@ export async function datasetCommand(argv: string[]): Promise<void> {
   if (!values.input?.length) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', '--input is required (see vtc-r1 dataset build --help)')
   if (!values.out) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', '--out is required (see vtc-r1 dataset build --help)')
 
-  const controller = new AbortController()
-  const onSigint = () => {
-    if (controller.signal.aborted) process.exit(130)
-    process.stderr.write('\nstopping after the current batch (Ctrl-C again to quit at once)…\n')
-    controller.abort()
-  }
-  process.on('SIGINT', onSigint)
-  process.on('SIGTERM', onSigint)
+  const interrupt = stopOnInterrupt('stopping after the current batch…')
 
   let bar: ProgressBar | undefined
   const options: BuildOptions = {
@@ -101,7 +95,7 @@ export async function datasetCommand(argv: string[]): Promise<void> {
     cutoffLen: optInt('--cutoff-len', values['cutoff-len']),
     models: { qwen3vl: values['qwen-model'], glyph: values['glyph-model'] },
     batchRows: optInt('--batch-rows', values['batch-rows']),
-    signal: controller.signal,
+    signal: interrupt.signal,
     onProgress: (p) => {
       bar ??= new ProgressBar('dataset', p.rowsTotal, 'rows')
       bar.update(p.rowsDone, { pages: p.pagesDone })
@@ -129,8 +123,7 @@ export async function datasetCommand(argv: string[]): Promise<void> {
     )
   } finally {
     bar?.done()
-    process.off('SIGINT', onSigint)
-    process.off('SIGTERM', onSigint)
+    interrupt.release()
   }
 }
 

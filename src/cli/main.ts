@@ -3,6 +3,7 @@
 import { VtcError } from '../errors.js'
 import { datasetCommand } from './dataset.js'
 import { demoCommand, DEMO_HELP } from './demo.js'
+import { evalCommand, EVAL_HELP } from './eval.js'
 import { reasonCommand, REASON_HELP } from './reason.js'
 import { renderCommand, RENDER_HELP } from './render.js'
 import { serveCommand, SERVE_HELP } from './serve.js'
@@ -14,6 +15,7 @@ commands:
   render   render text into VTC-R1 page images (vtc-r1 render --help)
   dataset  build the VTC-R1 training set from OpenR1-Math-220K (vtc-r1 dataset build --help)
   reason   solve a question with the optical-memory loop, streaming each round (vtc-r1 reason --help)
+  eval     run benchmarks in vtc and baseline mode, grade, and report accuracy/tokens/latency (vtc-r1 eval --help)
   serve    serve a model over an OpenAI-compatible HTTP API (vtc-r1 serve --help)
 
 ${DEMO_HELP}
@@ -22,6 +24,8 @@ ${RENDER_HELP}
 
 ${REASON_HELP}
 
+${EVAL_HELP}
+
 ${SERVE_HELP}`
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
@@ -29,6 +33,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   render: renderCommand,
   dataset: datasetCommand,
   reason: reasonCommand,
+  eval: evalCommand,
   serve: serveCommand,
 }
 

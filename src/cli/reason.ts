@@ -8,6 +8,7 @@ import type { Backend } from '../backends/types.js'
 import { VtcError } from '../errors.js'
 import { MemoryError, OpticalMemory, type MemoryEvent, type MemoryResult, type OpticalMemoryOptions } from '../memory.js'
 import type { Preset } from '../render.js'
+import { stopOnInterrupt } from './interrupt.js'
 
 export const REASON_HELP = `usage: vtc-r1 reason (--model DIR | --base-url URL [--api-model NAME]) [QUESTION|-] [options]
   Solves a question with the VTC-R1 optical-memory loop: each round's reasoning streams to the terminal,
@@ -81,23 +82,46 @@ export async function backendFromArgs(v: BackendArgs, command: string): Promise<
   return new OpenAIBackend({ baseUrl, model, apiKey, contextLength: contextLength ?? listed })
 }
 
+/** The flags of the loop's options (rounds, budgets, sampling, rendering), shared by `reason` and `eval`. */
+export const LOOP_OPTIONS = {
+  'max-rounds': { type: 'string' },
+  'round-tokens': { type: 'string' },
+  temperature: { type: 'string' },
+  'top-p': { type: 'string' },
+  'top-k': { type: 'string' },
+  seed: { type: 'string' },
+  'images-first': { type: 'boolean' },
+  preset: { type: 'string' },
+  'render-config': { type: 'string' },
+  font: { type: 'string' },
+} as const
+
+export type LoopArgs = { [K in keyof typeof LOOP_OPTIONS]?: (typeof LOOP_OPTIONS)[K]['type'] extends 'boolean' ? boolean : string }
+
+export function memoryOptionsFromArgs(values: LoopArgs): OpticalMemoryOptions {
+  const preset = (values.preset ?? 'vtc-r1') as Preset
+  if (preset !== 'vtc-r1' && preset !== 'glyph') throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `--preset ${preset}: allowed values are vtc-r1, glyph`)
+  const options: OpticalMemoryOptions = {
+    render: { preset, config: values['render-config'], fontPath: values.font },
+    imageOrder: values['images-first'] ? 'images-first' : 'question-first',
+  }
+  if (values['max-rounds'] !== undefined) options.maxRounds = positiveInt('--max-rounds', values['max-rounds'])
+  if (values['round-tokens'] !== undefined) options.roundTokens = positiveInt('--round-tokens', values['round-tokens'])
+  if (values.temperature !== undefined) options.temperature = number('--temperature', values.temperature)
+  if (values['top-p'] !== undefined) options.topP = number('--top-p', values['top-p'])
+  if (values['top-k'] !== undefined) options.topK = positiveInt('--top-k', values['top-k'])
+  if (values.seed !== undefined) options.seed = integer('--seed', values.seed)
+  return options
+}
+
 export async function reasonCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
     options: {
       ...BACKEND_OPTIONS,
+      ...LOOP_OPTIONS,
       baseline: { type: 'boolean' },
-      'max-rounds': { type: 'string' },
-      'round-tokens': { type: 'string' },
-      temperature: { type: 'string' },
-      'top-p': { type: 'string' },
-      'top-k': { type: 'string' },
-      seed: { type: 'string' },
-      'images-first': { type: 'boolean' },
-      preset: { type: 'string' },
-      'render-config': { type: 'string' },
-      font: { type: 'string' },
       html: { type: 'string' },
       json: { type: 'boolean' },
       quiet: { type: 'boolean' },
@@ -111,35 +135,18 @@ export async function reasonCommand(argv: string[]): Promise<void> {
   if (positionals.length > 1) {
     throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `reason: one question expected, got ${positionals.length} arguments (quote the question)`)
   }
-  const preset = (values.preset ?? 'vtc-r1') as Preset
-  if (preset !== 'vtc-r1' && preset !== 'glyph') throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `--preset ${preset}: allowed values are vtc-r1, glyph`)
-  const options: OpticalMemoryOptions = {
-    render: { preset, config: values['render-config'], fontPath: values.font },
-    imageOrder: values['images-first'] ? 'images-first' : 'question-first',
-  }
-  if (values['max-rounds'] !== undefined) options.maxRounds = positiveInt('--max-rounds', values['max-rounds'])
-  if (values['round-tokens'] !== undefined) options.roundTokens = positiveInt('--round-tokens', values['round-tokens'])
-  if (values.temperature !== undefined) options.temperature = number('--temperature', values.temperature)
-  if (values['top-p'] !== undefined) options.topP = number('--top-p', values['top-p'])
-  if (values['top-k'] !== undefined) options.topK = positiveInt('--top-k', values['top-k'])
-  if (values.seed !== undefined) options.seed = integer('--seed', values.seed)
+  const options = memoryOptionsFromArgs(values)
   const question = (await readQuestion(positionals[0])).trim()
   if (!question) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', 'reason: the question is empty')
 
   const backend = await backendFromArgs(values, 'reason')
   const memory = new OpticalMemory(backend, options)
   const mode = values.baseline ? 'baseline' : 'vtc'
-  const controller = new AbortController()
-  const onSigint = () => {
-    if (controller.signal.aborted) process.exit(130)
-    process.stderr.write('\nvtc-r1: interrupted; stopping (Ctrl-C again to quit at once)\n')
-    controller.abort()
-  }
-  process.on('SIGINT', onSigint)
+  const interrupt = stopOnInterrupt('vtc-r1: interrupted; stopping')
   const printer = values.json || values.quiet ? undefined : new StreamPrinter(backend.name, mode)
   let result: MemoryResult
   try {
-    result = await memory.solve(question, { mode, signal: controller.signal, onEvent: printer ? (e) => printer.event(e) : undefined })
+    result = await memory.solve(question, { mode, signal: interrupt.signal, onEvent: printer ? (e) => printer.event(e) : undefined })
   } catch (err) {
     if (!(err instanceof MemoryError)) throw err
     printer?.end()
@@ -152,7 +159,7 @@ export async function reasonCommand(argv: string[]): Promise<void> {
     }
     throw err
   } finally {
-    process.off('SIGINT', onSigint)
+    interrupt.release()
   }
   printer?.end()
   if (values.html) await writeReport(values.html, result, backend.name)

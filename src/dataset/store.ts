@@ -160,7 +160,7 @@ export class OutputStore {
   }
 }
 
-async function ensureDir(dir: string): Promise<void> {
+export async function ensureDir(dir: string): Promise<void> {
   try {
     const st = await stat(dir).catch(() => undefined)
     if (st && !st.isDirectory()) throw new VtcError('ERR_VTC_IO', `${dir} exists and is not a directory`)
@@ -171,14 +171,19 @@ async function ensureDir(dir: string): Promise<void> {
   }
 }
 
-async function readManifest(path: string): Promise<Manifest | undefined> {
-  let text: string
+/** A file's text, or undefined when it does not exist. */
+export async function readIfExists(path: string): Promise<string | undefined> {
   try {
-    text = await readFile(path, 'utf8')
+    return await readFile(path, 'utf8')
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw ioError(err, path, 'reading')
   }
+}
+
+async function readManifest(path: string): Promise<Manifest | undefined> {
+  const text = await readIfExists(path)
+  if (text === undefined) return undefined
   try {
     const m = JSON.parse(text) as Manifest
     if (m.version !== 1 || typeof m.nextRow !== 'number') throw new Error('unknown manifest version')
@@ -206,7 +211,7 @@ async function openAppended(path: string, committed: number): Promise<FileHandle
   }
 }
 
-function differences(a: Record<string, unknown>, b: Record<string, unknown>): string[] {
+export function differences(a: Record<string, unknown>, b: Record<string, unknown>): string[] {
   const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()
   return keys
     .filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
@@ -218,7 +223,7 @@ const short = (v: unknown) => {
   return s.length > 80 ? `${s.slice(0, 77)}…` : s
 }
 
-async function acquireLock(dir: string): Promise<void> {
+export async function acquireLock(dir: string): Promise<void> {
   const path = join(dir, FILES.lock)
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
@@ -229,7 +234,7 @@ async function acquireLock(dir: string): Promise<void> {
     }
     const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim())
     if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
-      throw new VtcError('ERR_VTC_BUSY', `another build (pid ${pid}) is writing ${dir}`)
+      throw new VtcError('ERR_VTC_BUSY', `another vtc-r1 process (pid ${pid}) is writing ${dir}`)
     }
     await rm(path, { force: true }) // left by a build that died
   }
@@ -245,6 +250,6 @@ function alive(pid: number): boolean {
   }
 }
 
-async function releaseLock(dir: string): Promise<void> {
+export async function releaseLock(dir: string): Promise<void> {
   await rm(join(dir, FILES.lock), { force: true }).catch(() => {})
 }

@@ -1,4 +1,4 @@
-/** Evaluation harness: benchmark loaders, answer extraction, grading, reports. */
+/** Evaluation harness: benchmark loaders, answer extraction, grading, the runner, reports. */
 export {
   BENCHMARKS,
   SAMPLES_PER_QUESTION,
@@ -41,3 +41,6 @@ export {
   type ResultRow,
   type RunMode,
 } from './report.js'
+export { runEval, type EvalOptions, type EvalOutcome, type EvalProgress } from './runner.js'
+export { EVAL_FILES, latestRows, readResults, writeReports, type Agreement, type EvalRow, type RunInfo } from './results.js'
+export { importRecorded, type RecordedOptions, type RecordedOutcome } from './recorded.js'

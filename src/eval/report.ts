@@ -16,17 +16,23 @@ export interface ResultRow {
   gold: string
   correct: boolean
   outputTokens: number
-  latencyMs: number
+  /** Wall time of the run; null when unknown (outputs recorded elsewhere, without timings). */
+  latencyMs: number | null
   rounds: number
   visionTokens: number
+  /** Set when the sample failed: it is counted in `errors`, not in the accuracy or the means. */
+  error?: { code: string; message: string }
 }
 
 export interface ModeSummary {
+  /** Samples that ran to the end (failed ones are only counted in `errors`). */
   samples: number
+  errors: number
   questions: number
   /** Mean over samples of each question, then over questions (the protocol's "mean over samples"). */
   accuracy: number
   meanOutputTokens: number
+  /** Over the samples with a known latency (NaN when none has one). */
   meanLatencyMs: number
   meanRounds: number
   meanVisionTokens: number
@@ -71,17 +77,21 @@ function checkRow(r: ResultRow, i: number): void {
   if (!r.bench || typeof r.bench !== 'string') throw bad('missing bench')
   if (typeof r.id !== 'string') throw bad('missing id')
   if (!MODES.includes(r.mode)) throw bad(`mode must be 'vtc' or 'baseline', got ${JSON.stringify(r.mode)}`)
+  if (r.error) return // a failed sample only counts as a failure
   if (typeof r.correct !== 'boolean') throw bad('correct must be a boolean')
   for (const k of ['outputTokens', 'latencyMs', 'rounds', 'visionTokens'] as const) {
-    if (!Number.isFinite(r[k]) || r[k] < 0) throw bad(`${k} must be a finite number ≥ 0, got ${r[k]}`)
+    if (k === 'latencyMs' && r[k] === null) continue
+    const v = r[k] as number
+    if (!Number.isFinite(v) || v < 0) throw bad(`${k} must be a finite number ≥ 0, got ${v}`)
   }
 }
 
-function summarizeBench(bench: string, rows: ResultRow[]): BenchSummary {
+function summarizeBench(bench: string, all: ResultRow[]): BenchSummary {
   const out: BenchSummary = { bench }
+  const rows = all.filter((r) => !r.error)
   for (const mode of MODES) {
-    const m = rows.filter((r) => r.mode === mode)
-    if (m.length) out[mode] = summarizeMode(m)
+    const m = all.filter((r) => r.mode === mode)
+    if (m.length) out[mode] = summarizeMode(m.filter((r) => !r.error), m.filter((r) => r.error).length)
   }
   const vtcIds = new Set(rows.filter((r) => r.mode === 'vtc').map((r) => r.id))
   const paired = new Set(rows.filter((r) => r.mode === 'baseline' && vtcIds.has(r.id)).map((r) => r.id))
@@ -98,16 +108,17 @@ function summarizeBench(bench: string, rows: ResultRow[]): BenchSummary {
   return out
 }
 
-function summarizeMode(rows: ResultRow[]): ModeSummary {
+function summarizeMode(rows: ResultRow[], errors = 0): ModeSummary {
   const byQuestion = new Map<string, ResultRow[]>()
   for (const r of rows) byQuestion.set(r.id, [...(byQuestion.get(r.id) ?? []), r])
   const perQuestion = [...byQuestion.values()].map((rs) => mean(rs.map((r) => (r.correct ? 1 : 0))))
   return {
     samples: rows.length,
+    errors,
     questions: byQuestion.size,
     accuracy: mean(perQuestion),
     meanOutputTokens: mean(rows.map((r) => r.outputTokens)),
-    meanLatencyMs: mean(rows.map((r) => r.latencyMs)),
+    meanLatencyMs: mean(rows.flatMap((r) => (r.latencyMs === null ? [] : [r.latencyMs]))),
     meanRounds: mean(rows.map((r) => r.rounds)),
     meanVisionTokens: mean(rows.map((r) => r.visionTokens)),
   }
@@ -143,7 +154,14 @@ export function reportMarkdown(report: EvalReport): string {
       times(b.ratios?.latency),
     ].join(' | '),
   )
-  return [head, sep, ...lines.map((l) => `| ${l} |`)].join('\n') + '\n'
+  const failed = failures(report)
+  return [head, sep, ...lines.map((l) => `| ${l} |`), ...(failed ? ['', failed] : [])].join('\n') + '\n'
+}
+
+/** "Failed samples (not counted): aime25 vtc 2, …", or '' when every sample ran. */
+function failures(report: EvalReport): string {
+  const parts = report.benches.flatMap((b) => MODES.flatMap((m) => (b[m]?.errors ? [`${b.bench} ${m} ${b[m]!.errors}`] : [])))
+  return parts.length ? `Failed samples (not counted; see results.jsonl): ${parts.join(', ')}` : ''
 }
 
 const esc = (s: string) =>
@@ -250,6 +268,7 @@ pre { background: #f7fafc; padding: 8px; }
 <body>
 <h1>${esc(title)}</h1>
 <p>Generated ${esc(report.generatedAt)}. Ratios are vtc ÷ baseline on the questions both modes ran.</p>
+${failures(report) ? `<p>${esc(failures(report))}</p>` : ''}
 <table>
 <thead><tr><th>benchmark</th><th>acc vtc</th><th>acc baseline</th><th>tokens vtc</th><th>tokens baseline</th><th>latency vtc</th><th>latency baseline</th><th>rounds vtc</th><th>vision tokens vtc</th><th>token ratio</th><th>latency ratio</th></tr></thead>
 <tbody>
