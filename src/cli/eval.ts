@@ -82,12 +82,13 @@ export async function evalCommand(argv: string[]): Promise<void> {
     return
   }
 
-  const modes = parseMode(values.mode)
+  // recorded outputs are plain long chain-of-thought unless said otherwise
+  const modes = parseMode(values.mode ?? (values['from-outputs'] ? 'baseline' : 'both'))
   const benches = await loadBenches(values.bench, values['bench-file'] ?? [], values['bench-dir'], values['skip-bad-rows'] === true)
 
   if (values['from-outputs']) {
     if (benches.length !== 1) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', '--from-outputs: give the one benchmark the outputs answer (--bench NAME)')
-    if (modes.length !== 1) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', '--from-outputs: give the mode the outputs were produced in (--mode vtc or baseline; default baseline)')
+    if (modes.length !== 1) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', '--from-outputs: the outputs come from one mode: --mode vtc or baseline (default baseline)')
     const r = await importRecorded({ path: values['from-outputs'], bench: benches[0], outDir: out, mode: modes[0] })
     console.log(`graded ${r.graded} recorded outputs${r.skipped ? ` (${r.skipped} already in ${EVAL_FILES.results})` : ''}`)
     if (r.agreement) console.log(agreementText(r.agreement))
@@ -157,8 +158,8 @@ export async function evalCommand(argv: string[]): Promise<void> {
   }
 }
 
-function parseMode(mode: string | undefined): RunMode[] {
-  if (mode === undefined || mode === 'both') return ['vtc', 'baseline']
+function parseMode(mode: string): RunMode[] {
+  if (mode === 'both') return ['vtc', 'baseline']
   if (mode === 'vtc' || mode === 'baseline') return [mode]
   throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `--mode ${mode}: allowed values are vtc, baseline, both`)
 }

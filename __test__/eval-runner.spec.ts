@@ -1,0 +1,235 @@
+/**
+ * `vtc-r1 eval` end to end: the real CLI and runner on the e2e fixture model (a small random Qwen3-VL in the
+ * embedded engine), over HTTP through our server, and on 500 recorded real outputs. The only test peer is the
+ * HTTP server's model in the failure test (it answers by script and fails on a chosen request); the runner,
+ * loop, renderer, backends, server, grader and reports are the product code.
+ */
+import { execFile, spawnSync } from 'node:child_process'
+import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import test from 'ava'
+
+import { loadModel } from '../src/backends/embedded.js'
+import { GenerationError, type ChatModel, type GenerateRequest, type GenerationEvent } from '../src/backends/types.js'
+import { evalCommand } from '../src/cli/eval.js'
+import { loadBenchmark } from '../src/eval/bench.js'
+import type { EvalReport } from '../src/eval/report.js'
+import { readResults, rowKey, type EvalRow } from '../src/eval/results.js'
+import { runEval } from '../src/eval/runner.js'
+import { createServer } from '../src/server/index.js'
+import { SHARED } from './helpers.js'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const E2E = `${SHARED}golden/qwen3vl/e2e`
+const tmp = () => mkdtempSync(join(tmpdir(), 'vtc-eval-'))
+const results = (dir: string) => readFileSync(join(dir, 'results.jsonl'), 'utf8')
+const rowsOf = (dir: string) => results(dir).trim().split('\n').map((l) => JSON.parse(l) as EvalRow)
+const reportOf = (dir: string) => JSON.parse(readFileSync(join(dir, 'report.json'), 'utf8')) as EvalReport
+
+const cliArgs = (args: string[]) => ['--import=tsx', join(ROOT, 'src/cli/main.ts'), 'eval', ...args]
+/** The CLI in a child process, synchronously (nothing in this process needs to run meanwhile). */
+const cli = (args: string[]) => spawnSync(process.execPath, cliArgs(args), { encoding: 'utf8', cwd: ROOT })
+/** The CLI in a child process while this process serves HTTP. */
+const cliAsync = (args: string[]) =>
+  new Promise<{ status: number; stdout: string; stderr: string }>((resolve) => {
+    execFile(process.execPath, cliArgs(args), { cwd: ROOT }, (err, stdout, stderr) =>
+      resolve({ status: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    )
+  })
+
+test('e2e fixture model, both modes: one graded row per sample, reports, and a rerun with a larger --limit only adds the new questions', (t) => {
+  const out = tmp()
+  const args = ['--model', E2E, '--bench', 'math500', '--round-tokens', '16', '--max-rounds', '2', '--seed', '1', '--out', out]
+  const first = cli([...args, '--limit', '2'])
+  t.is(first.status, 0, first.stderr)
+  t.regex(first.stdout, /4 samples run \(0 failed\)/)
+  // a random model writes no answer: the real verdict is wrong, 16 tokens a round
+  t.regex(first.stdout, /\| math500 \| 0\.0% \| 0\.0% \| 32 \| 32 \|/)
+
+  const math = readFileSync(join(ROOT, 'benchmarks/math500.jsonl'), 'utf8').split('\n').slice(0, 3).map((l) => JSON.parse(l) as { unique_id: string })
+  const rows = rowsOf(out)
+  t.deepEqual(rows.map((r) => [r.id, r.mode, r.sample]), [
+    [math[0].unique_id, 'vtc', 0],
+    [math[0].unique_id, 'baseline', 0],
+    [math[1].unique_id, 'vtc', 0],
+    [math[1].unique_id, 'baseline', 0],
+  ])
+  t.is(rows[0].gold, '\\left( 3, \\frac{\\pi}{2} \\right)')
+  for (const r of rows) {
+    t.false(r.correct)
+    t.is(r.error, undefined)
+    t.is(r.outputTokens, 32, 'two 16-token rounds, or one 32-token baseline round')
+    t.true(r.latencyMs! > 0 && r.decodeMs > 0 && r.latencyMs! >= r.decodeMs)
+    t.true(r.output.length > 0)
+  }
+  for (const r of rows.filter((x) => x.mode === 'vtc')) {
+    t.like(r, { rounds: 2, pages: 1, finishReason: 'rounds-exhausted' })
+    t.true(r.visionTokens > 0, 'round 2 read the rendered page of round 1')
+  }
+  for (const r of rows.filter((x) => x.mode === 'baseline')) t.like(r, { rounds: 1, pages: 0, visionTokens: 0, finishReason: 'length' })
+
+  const report = reportOf(out)
+  t.is(report.benches.length, 1)
+  t.like(report.benches[0], { bench: 'math500', vtc: { samples: 2, errors: 0, accuracy: 0, meanOutputTokens: 32, meanRounds: 2 }, baseline: { samples: 2 } })
+  t.like(report.benches[0].ratios, { pairedQuestions: 2, outputTokens: 1 })
+  t.like(report.meta, { model: 'e2e', backend: 'embedded', roundTokens: 16, maxRounds: 2, seed: 1 })
+  t.is(readFileSync(join(out, 'report.md'), 'utf8').split('\n')[2].slice(0, 36), '| math500 | 0.0% | 0.0% | 32 | 32 | ')
+  t.is((readFileSync(join(out, 'report.html'), 'utf8').match(/<svg /g) ?? []).length, 3)
+
+  const before = results(out)
+  const second = cli([...args, '--limit', '3'])
+  t.is(second.status, 0, second.stderr)
+  t.regex(second.stdout, /2 samples run \(0 failed\), 4 already done/)
+  const after = results(out)
+  t.true(after.startsWith(before), 'finished rows are kept as they were')
+  t.deepEqual(rowsOf(out).slice(4).map((r) => [r.id, r.mode]), [[math[2].unique_id, 'vtc'], [math[2].unique_id, 'baseline']])
+  t.is(reportOf(out).benches[0].vtc!.questions, 3)
+
+  const other = cli([...args, '--limit', '3', '--round-tokens', '32'])
+  t.is(other.status, 1)
+  t.regex(other.stderr, /holds results of another setup \(roundTokens: 16 before, 32 now\)/)
+})
+
+test('aborted mid-run: the finished sample stays, a torn last line is dropped, and the rerun does only the rest', async (t) => {
+  const model = await loadModel(E2E)
+  t.teardown(() => model.dispose())
+  const bench = await loadBenchmark('math500', { dir: join(ROOT, 'benchmarks') })
+  const out = tmp()
+  const options = { backend: model, benches: [bench], outDir: out, limit: 2, memory: { roundTokens: 16, maxRounds: 2, seed: 3 } }
+  const controller = new AbortController()
+  const first = await runEval({
+    ...options,
+    signal: controller.signal,
+    onProgress: (p) => {
+      if (p.done === 1) controller.abort()
+    },
+  })
+  t.is(first.status, 'aborted')
+  t.is(first.done, 1)
+  const kept = rowsOf(out)
+  t.is(kept.length, 1, 'the sample in flight when aborted is not written')
+  // a crash in the middle of writing a line
+  appendFileSync(join(out, 'results.jsonl'), '{"bench":"math500","id":"test/intermediate_alg')
+
+  const second = await runEval(options)
+  t.is(second.status, 'complete')
+  t.like(second, { skipped: 1, total: 3, done: 3, failed: 0 })
+  t.true(second.tornBytes > 0)
+  const rows = rowsOf(out)
+  t.is(rows.length, 4)
+  t.deepEqual(rows[0], kept[0])
+  t.is(new Set(rows.map(rowKey)).size, 4, 'every sample once')
+  t.like(second.report.benches[0], { vtc: { samples: 2 }, baseline: { samples: 2 } })
+})
+
+// ---- a backend that fails mid-run, over HTTP -----------------------------------------------------------------
+
+/** Test peer behind our server: answers every question with "42"; request number `failOn` (0-based) fails. */
+class FailingPeer implements ChatModel {
+  readonly name = 'peer'
+  requests = 0
+  failOn = -1
+  async *generate(req: GenerateRequest): AsyncGenerator<GenerationEvent> {
+    const call = this.requests++
+    yield { type: 'text', text: '<think>\nadding up the cases\n</think>\n\n' }
+    if (call === this.failOn) throw new GenerationError('ERR_TEST_PEER', 'the peer lost its GPU')
+    yield { type: 'text', text: '<answer>42</answer>' }
+    yield { type: 'done', finishReason: 'stop', usage: { completionTokens: 12 }, timings: {} }
+  }
+}
+
+test('a backend failing mid-run: finished rows are kept, the failure is a row and a non-zero exit, reruns go on and --retry-failed redoes it', async (t) => {
+  const peer = new FailingPeer()
+  const server = createServer(peer)
+  const { url } = await server.listen()
+  t.teardown(() => server.close())
+  const dir = tmp()
+  const benchFile = join(dir, 'aime-like.jsonl')
+  // gold 42 twice (the peer is right), 7 twice (wrong)
+  writeFileSync(benchFile, ['42', '7', '42', '7'].map((a, i) => JSON.stringify({ id: `q${i}`, problem: `Question ${i}?`, answer: Number(a) })).join('\n') + '\n')
+  const out = join(dir, 'out')
+  const args = ['--base-url', url, '--bench-file', `aime25=${benchFile}`, '--samples', '1', '--concurrency', '1', '--out', out]
+
+  peer.failOn = 3 // the 4th request: q1 baseline
+  const first = await cliAsync(args)
+  t.is(first.status, 1)
+  t.regex(first.stderr, /the run stopped: aime25 q1 \(baseline, sample 0\): .*the peer lost its GPU/)
+  t.regex(first.stderr, /rerun the same command/)
+  const rows = rowsOf(out)
+  t.is(rows.length, 4)
+  t.deepEqual(rows.slice(0, 3).map((r) => [r.id, r.mode, r.correct, r.prediction]), [
+    ['q0', 'vtc', true, '42'],
+    ['q0', 'baseline', true, '42'],
+    ['q1', 'vtc', false, '42'],
+  ])
+  t.like(rows[3], { id: 'q1', mode: 'baseline', correct: false, error: { code: 'ERR_VTC_BACKEND_ERROR' } })
+  t.like(reportOf(out).benches[0], { vtc: { samples: 2, errors: 0 }, baseline: { samples: 1, errors: 1, accuracy: 1 } })
+  t.regex(readFileSync(join(out, 'report.md'), 'utf8'), /Failed samples \(not counted; see results\.jsonl\): aime25 baseline 1/)
+
+  peer.failOn = -1
+  const second = await cliAsync(args)
+  t.is(second.status, 1, 'a failed sample is left: exit non-zero until it is redone')
+  t.regex(second.stdout, /4 samples run \(0 failed\), 4 already done/)
+  t.regex(second.stderr, /1 samples failed .* --retry-failed redoes them/)
+  t.is(rowsOf(out).length, 8)
+
+  const third = await cliAsync([...args, '--retry-failed'])
+  t.is(third.status, 0, third.stderr)
+  t.regex(third.stdout, /1 samples run \(0 failed\), 7 already done/)
+  t.is(rowsOf(out).length, 9, 'the retry is appended; the latest row of a sample counts')
+  const report = reportOf(out)
+  t.like(report.benches[0], { vtc: { samples: 4, errors: 0, accuracy: 0.5 }, baseline: { samples: 4, errors: 0, accuracy: 0.5 } })
+  t.is(peer.requests, 4 + 4 + 1)
+})
+
+// ---- recorded real outputs ---------------------------------------------------------------------------------
+
+test('recorded outputs: 500 real MATH500 traces graded into results and reports, with agreement to their verdicts', async (t) => {
+  const out = tmp()
+  const traces = `${SHARED}data/math500-r1-traces.parquet`
+  const run = () => cli(['--from-outputs', traces, '--bench', 'math500', '--out', out])
+  const first = run()
+  t.is(first.status, 0, first.stderr)
+  t.regex(first.stdout, /graded 500 recorded outputs/)
+  // the same figure bench/grade-traces.ts prints for the whole pipeline (see grade-traces.spec.ts)
+  t.regex(first.stdout, /Agreement with the recorded verdicts: 460\/500 = 92\.0%/)
+  const rows = rowsOf(out)
+  t.is(rows.length, 500)
+  t.true(rows.every((r) => r.mode === 'baseline' && r.latencyMs === null && r.outputTokens > 0 && typeof r.referenceCorrect === 'boolean'))
+  const report = reportOf(out)
+  const accuracy = rows.filter((r) => r.correct).length / 500
+  t.like(report.benches[0], { bench: 'math500', baseline: { samples: 500, questions: 500, accuracy } })
+  t.is(report.benches[0].baseline!.meanLatencyMs, null as unknown as number, 'no timings were recorded: no mean latency (NaN in JSON)')
+  t.like(report.meta, { agreement: { rows: 500, agree: 460 } })
+  t.regex(readFileSync(join(out, 'report.md'), 'utf8'), /\| math500 \| – \| \d+\.\d% \| – \| [\d,]+ \| – \| – \|[\s\S]*Agreement with the recorded verdicts: 460\/500/)
+
+  const again = run()
+  t.is(again.status, 0, again.stderr)
+  t.regex(again.stdout, /graded 0 recorded outputs \(500 already in results\.jsonl\)/)
+  t.is(rowsOf(out).length, 500)
+})
+
+// ---- bad input ----------------------------------------------------------------------------------------------
+
+test('bad input: each error names what is wrong', async (t) => {
+  const dir = tmp()
+  const fails = async (argv: string[], message: RegExp) => {
+    const err = await t.throwsAsync(evalCommand(argv))
+    t.regex(err!.message, message)
+  }
+  await fails(['--model', E2E, '--bench', 'math500,nope'], /unknown benchmark "nope"; known: math500, aime25, amc23, gpqa_diamond, gsm8k/)
+  await fails(['--model', E2E, '--base-url', 'http://127.0.0.1:9/v1', '--bench', 'math500'], /either --model DIR or --base-url URL, not both/)
+  await fails(['--bench', 'math500'], /give --model DIR .* or --base-url URL/)
+  await fails(['--model', join(dir, 'missing'), '--bench', 'math500'], /--model .*missing: no such directory/)
+  await fails(['--model', E2E, '--bench', 'gsm8k'], /gsm8k does not ship with the package .* --bench-dir DIR or --bench-file gsm8k=PATH/)
+  await fails(['--model', E2E, '--bench', 'math500', '--mode', 'fast'], /--mode fast: allowed values are vtc, baseline, both/)
+  const bad = join(dir, 'bad.jsonl')
+  writeFileSync(bad, [{ id: 'a', problem: 'p', answer: 3 }, { id: 'b', problem: 'p', answer: 'x' }, { id: 'c', answer: 4 }].map((r) => JSON.stringify(r)).join('\n'))
+  await fails(['--model', E2E, '--bench-file', `aime25=${bad}`], /bad\.jsonl: 2 malformed row\(s\): line 2 \(id b\): "answer" is not an integer.*line 3 \(id c\): missing "problem".*--skip-bad-rows/)
+  await fails(['--report-only', '--out', dir], /results\.jsonl has no results to report/)
+  writeFileSync(join(dir, 'results.jsonl'), '{"bench":"math500","id":"a","mode":"vtc","sample":0}\nnot json\n')
+  await t.throwsAsync(readResults(join(dir, 'results.jsonl')), { message: /results\.jsonl line 2: not valid JSON/ })
+})
