@@ -129,9 +129,10 @@ export async function runEval(opts: EvalOptions): Promise<EvalOutcome> {
     const progress = { total: tasks.length, done: 0, failed: 0 }
     let stop: EvalOutcome['error']
     let aborted = false
+    let fatal: unknown // results.jsonl cannot be written (disk full, …): nothing more may run
     let next = 0
     const worker = async () => {
-      while (!stop && !aborted && next < tasks.length) {
+      while (!stop && !aborted && !fatal && next < tasks.length) {
         const task = tasks[next++]
         const row = await runSample(opts.backend, task, { ...loopOptions, ...(renderer ? { render: renderer } : {}) }, opts.signal)
         if (row === 'aborted') {
@@ -148,7 +149,9 @@ export async function runEval(opts: EvalOptions): Promise<EvalOutcome> {
       }
     }
     opts.onProgress?.({ ...progress })
-    await Promise.all(Array.from({ length: Math.min(concurrency, Math.max(tasks.length, 1)) }, worker))
+    const guarded = () => worker().catch((err: unknown) => (fatal ??= err))
+    await Promise.all(Array.from({ length: Math.min(concurrency, Math.max(tasks.length, 1)) }, guarded))
+    if (fatal) throw fatal
 
     const reported = store.rows.length ? await writeReports(opts.outDir, store.info.options) : undefined
     return {
