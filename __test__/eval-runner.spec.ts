@@ -4,10 +4,11 @@
  * HTTP server's model in the failure test (it answers by script and fails on a chosen request); the runner,
  * loop, renderer, backends, server, grader and reports are the product code.
  */
-import { execFile, spawnSync } from 'node:child_process'
-import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { execFile, spawn, spawnSync } from 'node:child_process'
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
@@ -123,6 +124,27 @@ test('aborted mid-run: the finished sample stays, a torn last line is dropped, a
   t.deepEqual(rows[0], kept[0])
   t.is(new Set(rows.map(rowKey)).size, 4, 'every sample once')
   t.like(second.report.benches[0], { vtc: { samples: 2 }, baseline: { samples: 2 } })
+})
+
+test('Ctrl-C: the CLI stops with exit code 130, keeps the finished samples, and the rerun completes the rest', async (t) => {
+  const out = tmp()
+  const args = ['--model', E2E, '--bench', 'aime25', '--samples', '1', '--limit', '4', '--mode', 'baseline', '--round-tokens', '48', '--max-rounds', '1', '--out', out]
+  const child = spawn(process.execPath, cliArgs(args), { cwd: ROOT })
+  let stderr = ''
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  // interrupt as soon as the first sample is written, while the second runs
+  for (let i = 0; i < 600 && !(existsSync(join(out, 'results.jsonl')) && results(out).includes('\n')); i++) await sleep(50)
+  child.kill('SIGINT')
+  t.is(await exited, 130, stderr)
+  t.regex(stderr, /interrupted; .*finished samples are saved; rerun the same command to resume/s)
+  const kept = rowsOf(out)
+  t.true(kept.length >= 1 && kept.length < 4, `${kept.length} rows kept`)
+
+  const rerun = cli(args)
+  t.is(rerun.status, 0, rerun.stderr)
+  t.regex(rerun.stdout, new RegExp(`${4 - kept.length} samples run \\(0 failed\\), ${kept.length} already done`))
+  t.deepEqual(rowsOf(out).map((r) => r.id), ['0', '1', '2', '3'])
 })
 
 // ---- a backend that fails mid-run, over HTTP -----------------------------------------------------------------
