@@ -101,6 +101,8 @@ export interface NativeGenerateRequest {
   stop?: Array<string>
   /** Also return the log-probability of each token. */
   logprobs?: boolean
+  /** Keep decoding past the model's EOS ids, up to `maxTokens` (benchmarks). */
+  ignoreEos?: boolean
 }
 
 export interface NativeGenerationEvent {

@@ -79,17 +79,54 @@ fn attention_with_budget(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal_
     for start in (0..lq).step_by(chunk) {
         let c = chunk.min(lq - start);
         let qc = q.narrow(2, start, c)?.contiguous()?.reshape((g, rep * c, hd))?;
-        let mut scores = (qc.matmul(&kt)?.to_dtype(DType::F32)? * scale)?.reshape((g, rep, c, lk))?;
-        if let Some(offset) = causal_offset {
-            if c > 1 || offset + start + 1 < lk {
-                scores = scores.broadcast_add(&causal_mask(offset + start, c, lk, q.device())?)?;
+        let scores = qc.matmul(&kt)?.to_dtype(DType::F32)?;
+        let probs = if scores.device().is_cpu() {
+            scaled_masked_softmax_cpu(scores, scale, causal_offset.map(|o| o + start), c, lk)?
+        } else {
+            let mut scores = (scores * scale)?.reshape((g, rep, c, lk))?;
+            if let Some(offset) = causal_offset {
+                if c > 1 || offset + start + 1 < lk {
+                    scores = scores.broadcast_add(&causal_mask(offset + start, c, lk, q.device())?)?;
+                }
             }
-        }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        let probs = probs.to_dtype(v.dtype())?;
         let out = probs.reshape((g, rep * c, lk))?.matmul(v)?;
         outs.push(out.reshape((g, rep, c, hd))?);
     }
     Ok(if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(&outs, 2)? })
+}
+
+/// `softmax(scores · scale + causal mask)` over the last dim in one pass on the CPU (candle's separate
+/// scale, mask-add and softmax ops each allocate and traverse the whole score matrix, and dominated long
+/// prefills). `scores` is f32 `[.., c, lk]`; row `i` of each `c`-row block sees keys `0..=first + i`
+/// when `causal_first = Some(first)`. Masked keys get probability 0 without computing their exp.
+fn scaled_masked_softmax_cpu(scores: Tensor, scale: f64, causal_first: Option<usize>, c: usize, lk: usize) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let shape = scores.shape().clone();
+    let mut data = scores.flatten_all()?.to_vec1::<f32>()?;
+    let scale = scale as f32;
+    data.par_chunks_mut(lk).enumerate().for_each(|(r, row)| {
+        let visible = match causal_first {
+            Some(first) => (first + r % c + 1).min(lk),
+            None => lk,
+        };
+        let (seen, hidden) = row.split_at_mut(visible);
+        let mut max = f32::NEG_INFINITY;
+        for x in seen.iter_mut() {
+            *x *= scale;
+            max = max.max(*x);
+        }
+        let mut sum = 0f32;
+        for x in seen.iter_mut() {
+            *x = (*x - max).exp();
+            sum += *x;
+        }
+        seen.iter_mut().for_each(|x| *x /= sum);
+        hidden.fill(0.0);
+    });
+    Ok(Tensor::from_vec(data, shape, &candle_core::Device::Cpu)?)
 }
 
 /// `[c, lk]` additive mask: 0 where key `j <= first + i`, -inf after.

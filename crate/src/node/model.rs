@@ -63,6 +63,8 @@ pub struct NativeGenerateRequest {
     pub stop: Option<Vec<String>>,
     /// Also return the log-probability of each token.
     pub logprobs: Option<bool>,
+    /// Keep decoding past the model's EOS ids, up to `maxTokens` (benchmarks).
+    pub ignore_eos: Option<bool>,
 }
 
 #[napi(object)]
@@ -211,6 +213,7 @@ fn chat_request(r: NativeGenerateRequest) -> crate::Result<ChatRequest> {
         s.seed = seed as u64;
     }
     params.stop = r.stop.unwrap_or_default();
+    params.ignore_eos = r.ignore_eos.unwrap_or(false);
     if r.logprobs.unwrap_or(false) {
         params.logprobs = Some(0);
     }

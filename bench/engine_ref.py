@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""The transformers/PyTorch CPU side of bench/engine.js (which runs it; not meant to be run alone).
+
+    python bench/engine_ref.py SPEC.json   ->  one JSON object on stdout
+
+SPEC (written by bench/engine.js): model, dtype (f32|bf16), threads, decode_tokens, text_cases [{text}],
+page_cases [{png, text}]. Case 0 of each list is a warm-up and is not reported. Timings use model.generate, the
+path a PyTorch user takes, with a logits processor that notes when each token's logits are ready: the first call
+ends prefill, the calls after it are decode steps.
+"""
+import json
+import resource
+import sys
+import time
+
+import torch
+import transformers
+from PIL import Image
+from transformers import AutoProcessor, LogitsProcessor, LogitsProcessorList, Qwen3VLForConditionalGeneration
+
+
+class Clock(LogitsProcessor):
+    def __init__(self):
+        self.times = []
+
+    def __call__(self, input_ids, scores):
+        self.times.append(time.perf_counter())
+        return scores
+
+
+def main():
+    spec = json.load(open(sys.argv[1]))
+    torch.set_num_threads(spec["threads"])
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[spec["dtype"]]
+    t0 = time.perf_counter()
+    processor = AutoProcessor.from_pretrained(spec["model"])
+    model = Qwen3VLForConditionalGeneration.from_pretrained(spec["model"], dtype=dtype).eval()
+    load_s = time.perf_counter() - t0
+    n = spec["decode_tokens"]
+
+    def inputs_for(content):
+        msgs = [{"role": "user", "content": content}]
+        return processor.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True, return_dict=True, return_tensors="pt")
+
+    def generate(inputs, max_new):
+        clock = Clock()
+        start = time.perf_counter()
+        out = model.generate(**inputs, max_new_tokens=max_new, min_new_tokens=max_new, do_sample=False,
+                             logits_processor=LogitsProcessorList([clock]), pad_token_id=151643)
+        new = out[0, inputs["input_ids"].shape[1]:].tolist()
+        return start, clock.times, new
+
+    text_runs, page_runs = [], []
+    with torch.inference_mode():
+        for i, case in enumerate(spec["text_cases"]):
+            inputs = inputs_for([{"type": "text", "text": case["text"]}])
+            start, times, new = generate(inputs, n)
+            if i == 0:
+                continue
+            text_runs.append({
+                "prompt_tokens": inputs["input_ids"].shape[1],
+                "prefill_ms": (times[0] - start) * 1e3,
+                "decode_ms": (times[-1] - times[0]) * 1e3,  # n - 1 forward steps
+                "completion_tokens": len(new),
+                "text": processor.tokenizer.decode(new, skip_special_tokens=True),
+            })
+        for i, case in enumerate(spec["page_cases"]):
+            image = Image.open(case["png"]).convert("RGB")
+            inputs = inputs_for([{"type": "image", "image": image}, {"type": "text", "text": case["text"]}])
+            grid = inputs["image_grid_thw"]
+            # the vision encoder alone (patch embed, blocks, DeepStack mergers), on the processor's pixel values
+            tv = time.perf_counter()
+            model.model.get_image_features(inputs["pixel_values"].to(dtype), grid)
+            vision_ms = (time.perf_counter() - tv) * 1e3
+            # the whole request to its first token: vision encode + prefill
+            start, times, _ = generate(inputs, 1)
+            if i == 0:
+                continue
+            page_runs.append({
+                "prompt_tokens": inputs["input_ids"].shape[1],
+                "vision_tokens": int(grid.prod(-1).sum()) // 4,
+                "vision_ms": vision_ms,
+                "first_token_ms": (times[0] - start) * 1e3,
+            })
+    print(json.dumps({
+        "engine": f"transformers {transformers.__version__}, torch {torch.__version__}, "
+                  f"{torch.get_num_threads()} threads, attn {model.config._attn_implementation}",
+        "load_s": load_s,
+        "text_runs": text_runs,
+        "page_runs": page_runs,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }))
+
+
+if __name__ == "__main__":
+    main()
