@@ -28,6 +28,10 @@ export interface NativeEngineBinding {
 export interface NativeLoadOptions {
   device?: 'cpu' | 'cuda'
   dtype?: 'f32' | 'bf16' | 'f16'
+  /** Reuse the KV cache of the previous request's shared prompt prefix (default true). */
+  prefixReuse?: boolean
+  /** Images whose vision features are cached (default 16; 0: off). */
+  visionCacheImages?: number
 }
 
 /** One loaded model on its own worker thread, with a request queue. */
@@ -56,6 +60,7 @@ export interface NativeGenerateRequest {
   seed?: number
   stop?: string[]
   logprobs?: boolean
+  ignoreEos?: boolean
 }
 
 export interface NativeMessage {
@@ -95,6 +100,10 @@ export interface NativeGenerationResult {
   finishReason: string
   promptTokens: number
   visionTokens: number
+  /** Prompt tokens whose KV entries came from the previous request. */
+  cachedTokens?: number
+  /** Images whose vision features came from the cache. */
+  cachedImages?: number
   completionTokens: number
   visionMs: number
   prefillMs: number
@@ -110,7 +119,16 @@ export function engineBinding(): NativeEngineBinding | undefined {
 
 // ---- the adapter -----------------------------------------------------------------------------------------------
 
-export interface LoadModelOptions extends NativeLoadOptions {
+export interface LoadModelOptions {
+  device?: 'cpu' | 'cuda'
+  dtype?: 'f32' | 'bf16' | 'f16'
+  /**
+   * Reuse the KV cache of the prompt prefix a request shares with the previous one (default true), so a
+   * round of the loop only prefills its new pages. Off: every prompt is prefilled from scratch.
+   */
+  prefixReuse?: boolean
+  /** Cache vision features per page image so each is encoded once per run: `true` (default, 16 images), a number of images, or `false`. */
+  visionCache?: boolean | number
   signal?: AbortSignal
 }
 
@@ -125,7 +143,18 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
     )
   }
   if (typeof dir !== 'string' || !dir) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', 'loadModel: give the model directory')
-  const { signal, ...load } = options
+  const { signal, prefixReuse, visionCache, ...rest } = options
+  if (prefixReuse !== undefined && typeof prefixReuse !== 'boolean') {
+    throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `loadModel: prefixReuse must be a boolean, got ${JSON.stringify(prefixReuse)}`)
+  }
+  if (visionCache !== undefined && typeof visionCache !== 'boolean' && !(Number.isInteger(visionCache) && visionCache >= 0 && visionCache < 2 ** 32)) {
+    throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `loadModel: visionCache must be a boolean or a whole number of images, got ${JSON.stringify(visionCache)}`)
+  }
+  const load: NativeLoadOptions = {
+    ...rest,
+    ...(prefixReuse !== undefined ? { prefixReuse } : {}),
+    ...(visionCache === false ? { visionCacheImages: 0 } : typeof visionCache === 'number' ? { visionCacheImages: visionCache } : {}),
+  }
   try {
     return new EmbeddedBackend(await binding.load(dir, load, signal))
   } catch (err) {
@@ -162,6 +191,7 @@ export class EmbeddedBackend implements ChatModel {
       ...(req.seed !== undefined ? { seed: req.seed } : {}),
       ...(req.stop?.length ? { stop: req.stop } : {}),
       ...(req.logprobs ? { logprobs: true } : {}),
+      ...(req.ignoreEos ? { ignoreEos: true } : {}),
     }
     // the engine pushes events; this generator pulls them
     const queue: NativeGenerationEvent[] = []
@@ -212,7 +242,13 @@ export class EmbeddedBackend implements ChatModel {
       yield {
         type: 'done',
         finishReason: r.finishReason,
-        usage: { promptTokens: r.promptTokens, visionTokens: r.visionTokens, completionTokens: r.completionTokens },
+        usage: {
+          promptTokens: r.promptTokens,
+          visionTokens: r.visionTokens,
+          completionTokens: r.completionTokens,
+          ...(r.cachedTokens !== undefined ? { cachedTokens: r.cachedTokens } : {}),
+          ...(r.cachedImages !== undefined ? { cachedImages: r.cachedImages } : {}),
+        },
         timings: { visionMs: r.visionMs, prefillMs: r.prefillMs, decodeMs: r.decodeMs },
       }
     } finally {
