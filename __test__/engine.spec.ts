@@ -91,7 +91,8 @@ test('aborting a generation stops the engine between tokens with an abort error'
   }
 })
 
-test('the loop on the embedded engine: KV-prefix reuse and the vision cache change no output, and they happen', async (t) => {
+test.serial('the loop on the embedded engine: KV-prefix reuse and the vision cache change no output, and they happen', async (t) => {
+  // Serial: its CPU load would starve the JS thread of the abort test running beside it.
   // Greedy, a fixed 24 tokens per round (the reference continuation's length), 3 rounds: rounds 2 and 3 read
   // the pages our renderer made of the earlier rounds.
   const run = async (options: Parameters<typeof loadModel>[1]) => {

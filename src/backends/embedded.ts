@@ -98,6 +98,8 @@ export interface NativeGenerationEvent {
 export interface NativeGenerationResult {
   /** `stop` (EOS / end of turn / a stop string) or `length`. */
   finishReason: string
+  /** The whole completion (what the events add up to). */
+  text?: string
   promptTokens: number
   visionTokens: number
   /** Prompt tokens whose KV entries came from the previous request. */
@@ -239,6 +241,13 @@ export class EmbeddedBackend implements ChatModel {
       const r = s.value
       // The engine stops between tokens on abort and resolves 'cancelled': surface that as the abort it is.
       if (signal?.aborted) throw abortError(text, signal.reason)
+      // The promise and the event callback reach the JS thread by separate queues, so the last pieces can still be
+      // in flight when it settles: the result's text is the whole completion.
+      if (r.text !== undefined && r.text.length > text.length && r.text.startsWith(text)) {
+        const rest = r.text.slice(text.length)
+        text = r.text
+        yield { type: 'text', text: rest }
+      }
       yield {
         type: 'done',
         finishReason: r.finishReason,
