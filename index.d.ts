@@ -101,7 +101,7 @@ export interface NativeGenerateRequest {
   stop?: Array<string>
   /** Also return the log-probability of each token. */
   logprobs?: boolean
-  /** Keep decoding past the model's EOS ids, up to `maxTokens` (benchmarks). */
+  /** Keep generating past end-of-turn tokens, to `max_tokens` (benchmarks with a fixed schedule). */
   ignoreEos?: boolean
 }
 
@@ -119,7 +119,10 @@ export interface NativeGenerationResult {
   text: string
   promptTokens: number
   visionTokens: number
+  /** Prompt tokens whose KV entries were reused from the previous request. */
   cachedTokens: number
+  /** Images whose vision features came from the cache. */
+  cachedImages: number
   completionTokens: number
   visionMs: number
   prefillMs: number
@@ -141,6 +144,10 @@ export interface NativeLoadOptions {
   device?: string
   /** `f32` (default), `bf16` or `f16`. */
   dtype?: string
+  /** Reuse the KV cache of the previous request's shared prompt prefix (default true). */
+  prefixReuse?: boolean
+  /** Images whose vision features are cached (default 16; 0 turns the cache off). */
+  visionCacheImages?: number
 }
 
 export interface NativeMessage {

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 
 import test from 'ava'
 
-import { loadModel, SYSTEM_PROMPT, VtcError } from '../src/index.js'
+import { loadModel, OpticalMemory, SYSTEM_PROMPT, VtcError } from '../src/index.js'
 import { SHARED } from './helpers.js'
 
 const E2E = `${SHARED}golden/qwen3vl/e2e/`
@@ -89,4 +89,42 @@ test('aborting a generation stops the engine between tokens with an abort error'
   } finally {
     model.dispose()
   }
+})
+
+test.serial('the loop on the embedded engine: KV-prefix reuse and the vision cache change no output, and they happen', async (t) => {
+  // Serial: its CPU load would starve the JS thread of the abort test running beside it.
+  // Greedy, a fixed 24 tokens per round (the reference continuation's length), 3 rounds: rounds 2 and 3 read
+  // the pages our renderer made of the earlier rounds.
+  const run = async (options: Parameters<typeof loadModel>[1]) => {
+    const model = await loadModel(E2E, options)
+    try {
+      const memory = new OpticalMemory(model, { maxRounds: 3, roundTokens: 24, temperature: 0, ignoreEos: true })
+      return await memory.solve(QUESTION)
+    } finally {
+      model.dispose()
+    }
+  }
+  const on = await run({})
+  const off = await run({ prefixReuse: false, visionCache: false })
+  t.is(on.finishReason, 'rounds-exhausted')
+  t.is(on.rounds.length, 3)
+  t.is(on.rounds[0].text, golden.cases.text.greedy_text)
+  for (const [i, r] of on.rounds.entries()) {
+    t.is(r.tokens, 24, `round ${i + 1} generates its full budget`)
+    t.is(r.text, off.rounds[i].text, `round ${i + 1}`)
+    t.is(r.promptTokens, off.rounds[i].promptTokens)
+    t.like(off.rounds[i], { cachedTokens: 0, cachedImages: 0 })
+  }
+  t.true(on.rounds[0].pages.length >= 1 && on.rounds[1].pages.length >= 1, 'rounds 1 and 2 were rendered into pages')
+  // round 2 reuses the system prompt and question, round 3 also round 1's pages (KV entries and vision features)
+  const [, r2, r3] = on.rounds
+  t.true(r2.cachedTokens! >= golden.cases.text.n_prompt_tokens - 5, `${r2.cachedTokens}`)
+  t.is(r2.cachedImages, 0)
+  t.true(r3.cachedTokens! >= r2.promptTokens! - 5, `${r3.cachedTokens} of ${r3.promptTokens}`)
+  t.is(r3.cachedImages, on.rounds[0].pages.length)
+})
+
+test('loadModel rejects bad reuse options', async (t) => {
+  await t.throwsAsync(loadModel(E2E, { visionCache: -1 }), { code: 'ERR_VTC_INVALID_ARGUMENT', message: /visionCache/ })
+  await t.throwsAsync(loadModel(E2E, { prefixReuse: 'no' as never }), { code: 'ERR_VTC_INVALID_ARGUMENT', message: /prefixReuse/ })
 })

@@ -442,3 +442,21 @@ test('--model without the native engine built: a clear ERR_VTC_ENGINE_UNAVAILABL
   if (engineBinding()) return t.pass('the native engine is built; nothing to check here')
   await t.throwsAsync(loadModel('/models/VTC-R1-Glyph'), { code: 'ERR_VTC_ENGINE_UNAVAILABLE', message: /embedded engine not built yet/ })
 })
+
+test('embedded backend adapter: pieces still in flight when the engine settles come from the result text', async (t) => {
+  // the napi promise can overtake the threadsafe-function events: the last piece never reaches onEvent in time
+  const engine: NativeEngine = {
+    name: 'engine',
+    contextLength: 1000,
+    async generate(_request, onEvent) {
+      onEvent({ text: 'Hello', tokens: 1 })
+      return { finishReason: 'length', text: 'Hello, world', promptTokens: 3, visionTokens: 0, completionTokens: 3, visionMs: 0, prefillMs: 1, decodeMs: 1 }
+    },
+    dispose() {},
+  }
+  let text = ''
+  for await (const ev of new EmbeddedBackend(engine).generate({ messages: [{ role: 'user', content: 'q' }], maxTokens: 3 })) {
+    if (ev.type === 'text') text += ev.text
+  }
+  t.is(text, 'Hello, world')
+})

@@ -49,6 +49,11 @@ export interface OpticalMemoryOptions {
   seed?: number
   stop?: string[]
   /**
+   * Generate every round's full budget, past end-of-turn (benchmarks: a fixed token schedule, so the loop and
+   * the baseline do the same generation work). The backend must support it (`GenerateRequest.ignoreEos`).
+   */
+  ignoreEos?: boolean
+  /**
    * How vision tokens are estimated when the backend does not report them, and for the context-length check:
    * the model family (default `qwen3-vl`) and pixel limits (default `maxPixels` 262144, as VTC-R1 trains).
    */
@@ -83,6 +88,10 @@ export interface MemoryRound {
   visionTokens: number
   /** Prompt tokens, when the backend reports them. */
   promptTokens?: number
+  /** Prompt tokens whose KV cache the backend reused from the previous round (embedded engine). */
+  cachedTokens?: number
+  /** Pages whose vision features the backend reused (embedded engine). */
+  cachedImages?: number
   /** Pages rendered from this round's output (none for the round that ends the run). */
   pages: Page[]
   renderMs: number
@@ -285,6 +294,7 @@ export class OpticalMemory {
           ...(o.topK !== undefined ? { topK: o.topK } : {}),
           ...(o.seed !== undefined ? { seed: o.seed } : {}),
           ...(o.stop?.length ? { stop: o.stop } : {}),
+          ...(o.ignoreEos ? { ignoreEos: true } : {}),
           signal,
         })
         let finished = false
@@ -300,6 +310,8 @@ export class OpticalMemory {
             if (ev.usage.estimated) current.tokensEstimated = true
             if (ev.usage.promptTokens !== undefined) current.promptTokens = ev.usage.promptTokens
             if (ev.usage.visionTokens !== undefined) current.visionTokens = ev.usage.visionTokens
+            if (ev.usage.cachedTokens !== undefined) current.cachedTokens = ev.usage.cachedTokens
+            if (ev.usage.cachedImages !== undefined) current.cachedImages = ev.usage.cachedImages
             current.timings = ev.timings
             break
           }

@@ -44,8 +44,11 @@ pub struct EngineOptions {
     /// Override `preprocessor_config.json`'s pixel budget per image.
     pub min_pixels: Option<usize>,
     pub max_pixels: Option<usize>,
-    /// Images whose vision features are kept for reuse.
+    /// Images whose vision features are kept for reuse (0: encode every image every time).
     pub vision_cache_images: usize,
+    /// Reuse the previous request's KV cache up to the longest shared prefix (off: prefill every
+    /// prompt from scratch, for measuring what reuse saves).
+    pub reuse_prefix: bool,
     /// Cap on prompt + generated tokens (defaults to the model's maximum).
     pub max_context: Option<usize>,
 }
@@ -59,6 +62,7 @@ impl Default for EngineOptions {
             min_pixels: None,
             max_pixels: None,
             vision_cache_images: 16,
+            reuse_prefix: true,
             max_context: None,
         }
     }
@@ -113,6 +117,8 @@ pub struct Usage {
     pub vision_tokens: usize,
     /// Prompt tokens whose KV entries were reused from the previous request.
     pub cached_tokens: usize,
+    /// Images whose vision features came from the cache.
+    pub cached_images: usize,
     pub completion_tokens: usize,
     pub queue_ms: f64,
     pub preprocess_ms: f64,
@@ -340,6 +346,7 @@ struct Worker {
     image_token: u32,
     merge: usize,
     prefill_chunk: usize,
+    reuse_prefix: bool,
     session: Option<Session>,
     vision_cache: VisionCache,
 }
@@ -405,6 +412,7 @@ impl Worker {
             info,
             device,
             prefill_chunk: opts.prefill_chunk.max(1),
+            reuse_prefix: opts.reuse_prefix,
             session: None,
             vision_cache: VisionCache { capacity: opts.vision_cache_images, order: VecDeque::new(), map: HashMap::new() },
         })
@@ -461,7 +469,12 @@ impl Worker {
         let preprocess_ms = ms(t0);
 
         let t1 = Instant::now();
-        let vision = if images.is_empty() { None } else { Some(self.vision_features(&images, &keys)?) };
+        let (vision, cached_images) = if images.is_empty() {
+            (None, 0)
+        } else {
+            let (f, hits) = self.vision_features(&images, &keys)?;
+            (Some(f), hits)
+        };
         let vision_ms = ms(t1);
         let prompt = self.model.prepare_prompt(&ids, vision)?;
         let image_keys: Vec<Option<u64>> = {
@@ -490,14 +503,12 @@ impl Worker {
             ids: Vec::new(),
             image_keys: Vec::new(),
         });
-        let shared = session
-            .ids
-            .iter()
-            .zip(&session.image_keys)
-            .zip(ids.iter().zip(&image_keys))
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(ids.len() - 1);
+        let shared = if self.reuse_prefix {
+            let cached = session.ids.iter().zip(&session.image_keys);
+            cached.zip(ids.iter().zip(&image_keys)).take_while(|(a, b)| a == b).count().min(ids.len() - 1)
+        } else {
+            0
+        };
         session.cache.truncate(shared);
 
         let generator = Generator { model: self.model.as_ref(), tokenizer: &self.tokenizer, eos_ids: &self.info.eos_token_ids, prefill_chunk: self.prefill_chunk };
@@ -518,6 +529,7 @@ impl Worker {
                 prompt_tokens: ids.len(),
                 vision_tokens: counts.iter().sum(),
                 cached_tokens: shared,
+                cached_images,
                 completion_tokens: out.tokens.len(),
                 queue_ms,
                 preprocess_ms,
@@ -536,11 +548,16 @@ impl Worker {
 
     /// Features of all images, encoding only those not in the cache (each image on its own: the
     /// encoder never attends across images, so this equals encoding them together).
-    fn vision_features(&mut self, images: &[ProcessedImage], keys: &[u64]) -> Result<VisionFeatures> {
+    /// Also returns how many came from the cache.
+    fn vision_features(&mut self, images: &[ProcessedImage], keys: &[u64]) -> Result<(VisionFeatures, usize)> {
         let mut parts = Vec::with_capacity(images.len());
+        let mut hits = 0;
         for (img, &key) in images.iter().zip(keys) {
             let f = match self.vision_cache.get(key) {
-                Some(f) => f,
+                Some(f) => {
+                    hits += 1;
+                    f
+                }
                 None => {
                     let (px, grids) = to_tensor(std::slice::from_ref(img), &self.device)?;
                     let f = self.model.encode_images(&px, &grids)?;
@@ -550,7 +567,7 @@ impl Worker {
             };
             parts.push(f);
         }
-        VisionFeatures::concat(&parts)
+        Ok((VisionFeatures::concat(&parts)?, hits))
     }
 }
 

@@ -171,3 +171,32 @@ fn engine_rejects_prompts_longer_than_the_context() {
     assert_eq!(c.finish_reason, FinishReason::Length);
     assert_eq!(c.usage.prompt_tokens + c.tokens.len(), 85);
 }
+
+/// Rounds of the optical-memory loop: the same system prompt and question, each round with one page
+/// more. Reuse (KV prefix + vision features) must not change a token, and must actually happen.
+#[test]
+fn prefix_reuse_and_vision_cache_leave_the_rounds_unchanged() {
+    let gj = golden_json();
+    let g = Golden::load(&e2e_dir());
+    let rounds: [&[&str]; 3] = [&[], &["openr1-0_page_001.png"], &["openr1-0_page_001.png", "m500-011_page_002.png"]];
+    let golden = ["text.greedy_tokens", "one_page.greedy_tokens", "two_pages.greedy_tokens"];
+    let run = |opts: EngineOptions| {
+        let engine = Engine::load(e2e_dir(), opts).unwrap();
+        rounds.iter().map(|pages| engine.generate(request(&gj, pages, greedy(24))).unwrap()).collect::<Vec<_>>()
+    };
+    let on = run(EngineOptions::default());
+    let off = run(EngineOptions { reuse_prefix: false, vision_cache_images: 0, ..Default::default() });
+    for (i, (a, b)) in on.iter().zip(&off).enumerate() {
+        assert_eq!(a.tokens, b.tokens, "round {}", i + 1);
+        assert_eq!(a.tokens, g.ids(golden[i]), "round {}", i + 1);
+        assert_eq!(a.usage.prompt_tokens, b.usage.prompt_tokens);
+        assert_eq!((b.usage.cached_tokens, b.usage.cached_images), (0, 0), "round {}: reuse is off", i + 1);
+    }
+    // Round 2 reuses the system prompt and question; round 3 also the first page (its KV entries
+    // and its vision features).
+    let question_end = on[0].usage.prompt_tokens - 5; // `<|im_end|>\n<|im_start|>assistant\n` differs
+    assert!(on[1].usage.cached_tokens >= question_end, "{:?}", on[1].usage);
+    assert_eq!(on[1].usage.cached_images, 0);
+    assert!(on[2].usage.cached_tokens >= question_end + 468, "{:?}", on[2].usage);
+    assert_eq!(on[2].usage.cached_images, 1);
+}

@@ -28,6 +28,10 @@ export interface NativeEngineBinding {
 export interface NativeLoadOptions {
   device?: 'cpu' | 'cuda'
   dtype?: 'f32' | 'bf16' | 'f16'
+  /** Reuse the KV cache of the previous request's shared prompt prefix (default true). */
+  prefixReuse?: boolean
+  /** Images whose vision features are cached (default 16; 0: off). */
+  visionCacheImages?: number
 }
 
 /** One loaded model on its own worker thread, with a request queue. */
@@ -56,6 +60,7 @@ export interface NativeGenerateRequest {
   seed?: number
   stop?: string[]
   logprobs?: boolean
+  ignoreEos?: boolean
 }
 
 export interface NativeMessage {
@@ -93,8 +98,14 @@ export interface NativeGenerationEvent {
 export interface NativeGenerationResult {
   /** `stop` (EOS / end of turn / a stop string) or `length`. */
   finishReason: string
+  /** The whole completion (what the events add up to). */
+  text?: string
   promptTokens: number
   visionTokens: number
+  /** Prompt tokens whose KV entries came from the previous request. */
+  cachedTokens?: number
+  /** Images whose vision features came from the cache. */
+  cachedImages?: number
   completionTokens: number
   visionMs: number
   prefillMs: number
@@ -110,7 +121,16 @@ export function engineBinding(): NativeEngineBinding | undefined {
 
 // ---- the adapter -----------------------------------------------------------------------------------------------
 
-export interface LoadModelOptions extends NativeLoadOptions {
+export interface LoadModelOptions {
+  device?: 'cpu' | 'cuda'
+  dtype?: 'f32' | 'bf16' | 'f16'
+  /**
+   * Reuse the KV cache of the prompt prefix a request shares with the previous one (default true), so a
+   * round of the loop only prefills its new pages. Off: every prompt is prefilled from scratch.
+   */
+  prefixReuse?: boolean
+  /** Cache vision features per page image so each is encoded once per run: `true` (default, 16 images), a number of images, or `false`. */
+  visionCache?: boolean | number
   signal?: AbortSignal
 }
 
@@ -125,7 +145,18 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
     )
   }
   if (typeof dir !== 'string' || !dir) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', 'loadModel: give the model directory')
-  const { signal, ...load } = options
+  const { signal, prefixReuse, visionCache, ...rest } = options
+  if (prefixReuse !== undefined && typeof prefixReuse !== 'boolean') {
+    throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `loadModel: prefixReuse must be a boolean, got ${JSON.stringify(prefixReuse)}`)
+  }
+  if (visionCache !== undefined && typeof visionCache !== 'boolean' && !(Number.isInteger(visionCache) && visionCache >= 0 && visionCache < 2 ** 32)) {
+    throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `loadModel: visionCache must be a boolean or a whole number of images, got ${JSON.stringify(visionCache)}`)
+  }
+  const load: NativeLoadOptions = {
+    ...rest,
+    ...(prefixReuse !== undefined ? { prefixReuse } : {}),
+    ...(visionCache === false ? { visionCacheImages: 0 } : typeof visionCache === 'number' ? { visionCacheImages: visionCache } : {}),
+  }
   try {
     return new EmbeddedBackend(await binding.load(dir, load, signal))
   } catch (err) {
@@ -162,6 +193,7 @@ export class EmbeddedBackend implements ChatModel {
       ...(req.seed !== undefined ? { seed: req.seed } : {}),
       ...(req.stop?.length ? { stop: req.stop } : {}),
       ...(req.logprobs ? { logprobs: true } : {}),
+      ...(req.ignoreEos ? { ignoreEos: true } : {}),
     }
     // the engine pushes events; this generator pulls them
     const queue: NativeGenerationEvent[] = []
@@ -209,10 +241,23 @@ export class EmbeddedBackend implements ChatModel {
       const r = s.value
       // The engine stops between tokens on abort and resolves 'cancelled': surface that as the abort it is.
       if (signal?.aborted) throw abortError(text, signal.reason)
+      // The promise and the event callback reach the JS thread by separate queues, so the last pieces can still be
+      // in flight when it settles: the result's text is the whole completion.
+      if (r.text !== undefined && r.text.length > text.length && r.text.startsWith(text)) {
+        const rest = r.text.slice(text.length)
+        text = r.text
+        yield { type: 'text', text: rest }
+      }
       yield {
         type: 'done',
         finishReason: r.finishReason,
-        usage: { promptTokens: r.promptTokens, visionTokens: r.visionTokens, completionTokens: r.completionTokens },
+        usage: {
+          promptTokens: r.promptTokens,
+          visionTokens: r.visionTokens,
+          completionTokens: r.completionTokens,
+          ...(r.cachedTokens !== undefined ? { cachedTokens: r.cachedTokens } : {}),
+          ...(r.cachedImages !== undefined ? { cachedImages: r.cachedImages } : {}),
+        },
         timings: { visionMs: r.visionMs, prefillMs: r.prefillMs, decodeMs: r.decodeMs },
       }
     } finally {

@@ -127,6 +127,7 @@ export class OpenAIBackend implements ChatModel {
     if (req.seed !== undefined) body.seed = req.seed
     if (req.stop?.length) body.stop = req.stop
     if (req.logprobs) body.logprobs = true
+    if (req.ignoreEos) body.ignore_eos = true
     return { ...body, ...this.extraBody }
   }
 

@@ -47,6 +47,11 @@ export interface GenerateRequest {
   stop?: string[]
   /** Ask for the log-probability of each generated token (`text` events then carry `logprobs`). */
   logprobs?: boolean
+  /**
+   * Keep generating past end-of-turn, to exactly `maxTokens` (benchmarks with a fixed token schedule).
+   * The embedded engine honours it; OpenAI-compatible servers get vLLM's / SGLang's `ignore_eos`.
+   */
+  ignoreEos?: boolean
   /** Aborting ends the generation; the iterator then throws a VtcError with code `ABORT_ERR`. */
   signal?: AbortSignal
 }
@@ -61,6 +66,10 @@ export interface Usage {
   visionTokens?: number
   /** Generated tokens. */
   completionTokens: number
+  /** Prompt tokens whose KV entries were reused from the previous request (embedded engine). */
+  cachedTokens?: number
+  /** Images whose vision features were reused instead of encoded again (embedded engine). */
+  cachedImages?: number
   /** True when `completionTokens` was counted client-side (the server reported no usage). */
   estimated?: boolean
 }

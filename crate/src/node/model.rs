@@ -17,11 +17,16 @@ use crate::generate::GenerationParams;
 use crate::tokenizer::{Content, Message, Part};
 
 #[napi(object)]
+#[derive(Default)]
 pub struct NativeLoadOptions {
     /// `cpu` (default) or `cuda` (needs a build with the `cuda` feature).
     pub device: Option<String>,
     /// `f32` (default), `bf16` or `f16`.
     pub dtype: Option<String>,
+    /// Reuse the KV cache of the previous request's shared prompt prefix (default true).
+    pub prefix_reuse: Option<bool>,
+    /// Images whose vision features are cached (default 16; 0 turns the cache off).
+    pub vision_cache_images: Option<u32>,
 }
 
 #[napi(object)]
@@ -63,7 +68,7 @@ pub struct NativeGenerateRequest {
     pub stop: Option<Vec<String>>,
     /// Also return the log-probability of each token.
     pub logprobs: Option<bool>,
-    /// Keep decoding past the model's EOS ids, up to `maxTokens` (benchmarks).
+    /// Keep generating past end-of-turn tokens, to `max_tokens` (benchmarks with a fixed schedule).
     pub ignore_eos: Option<bool>,
 }
 
@@ -83,7 +88,10 @@ pub struct NativeGenerationResult {
     pub text: String,
     pub prompt_tokens: u32,
     pub vision_tokens: u32,
+    /// Prompt tokens whose KV entries were reused from the previous request.
     pub cached_tokens: u32,
+    /// Images whose vision features came from the cache.
+    pub cached_images: u32,
     pub completion_tokens: u32,
     pub vision_ms: f64,
     pub prefill_ms: f64,
@@ -103,7 +111,7 @@ impl NativeEngine {
     /// Loads a Hugging Face model directory (off the JS thread).
     #[napi(ts_return_type = "Promise<NativeEngine>")]
     pub fn load(dir: String, options: Option<NativeLoadOptions>, signal: Option<AbortSignal>) -> napi::Result<AsyncTask<LoadTask>> {
-        let o = options.unwrap_or(NativeLoadOptions { device: None, dtype: None });
+        let o = options.unwrap_or_default();
         let device = match o.device.as_deref().unwrap_or("cpu") {
             "cpu" => DeviceKind::Cpu,
             "cuda" => DeviceKind::Cuda(0),
@@ -115,7 +123,14 @@ impl NativeEngine {
             "f16" => WeightDtype::F16,
             other => return guarded(|| Err(Error::invalid("dtype", format!("unknown dtype {other:?}; allowed: f32, bf16, f16")))),
         };
-        let options = EngineOptions { device, dtype, ..EngineOptions::default() };
+        let defaults = EngineOptions::default();
+        let options = EngineOptions {
+            device,
+            dtype,
+            reuse_prefix: o.prefix_reuse.unwrap_or(defaults.reuse_prefix),
+            vision_cache_images: o.vision_cache_images.map_or(defaults.vision_cache_images, |n| n as usize),
+            ..defaults
+        };
         Ok(AsyncTask::with_optional_signal(LoadTask { dir: PathBuf::from(dir), options }, signal))
     }
 
@@ -296,6 +311,7 @@ impl Task for GenerateTask {
             prompt_tokens: u.prompt_tokens as u32,
             vision_tokens: u.vision_tokens as u32,
             cached_tokens: u.cached_tokens as u32,
+            cached_images: u.cached_images as u32,
             completion_tokens: u.completion_tokens as u32,
             vision_ms: u.vision_ms,
             prefill_ms: u.prefill_ms,
