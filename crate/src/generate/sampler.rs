@@ -100,45 +100,56 @@ impl Sampler {
             return Ok(argmax(&l));
         }
         let inv_t = 1.0 / self.params.temperature;
-        // Candidates sorted by logit, cut by top-k.
-        let mut idx: Vec<u32> = (0..l.len() as u32).filter(|&i| l[i as usize].is_finite()).collect();
-        if idx.is_empty() {
+        // Candidates as (logit, token), then (softmax weight, token) once top-k has cut them.
+        let mut cand: Vec<(f32, u32)> =
+            l.iter().enumerate().filter(|(_, x)| x.is_finite()).map(|(i, &x)| (x, i as u32)).collect();
+        if cand.is_empty() {
             return Err(Error::Model("all logits are -inf or NaN".into()));
         }
-        let by_logit = |a: &u32, b: &u32| l[*b as usize].total_cmp(&l[*a as usize]);
+        let descending = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0);
         let k = self.params.top_k;
-        if k > 0 && k < idx.len() {
-            idx.select_nth_unstable_by(k - 1, by_logit);
-            idx.truncate(k);
+        if k > 0 && k < cand.len() {
+            cand.select_nth_unstable_by(k - 1, descending);
+            cand.truncate(k);
         }
-        idx.sort_unstable_by(by_logit);
-        // Softmax of the scaled candidates, then the smallest prefix holding top_p of the mass.
-        let max = l[idx[0] as usize] * inv_t;
-        let mut probs: Vec<f32> = idx.iter().map(|&i| (l[i as usize] * inv_t - max).exp()).collect();
-        let total: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= total);
+        // Unnormalized softmax weights (the draw below scales by their sum); same order as the logits.
+        let max = cand.iter().map(|c| c.0).fold(f32::NEG_INFINITY, f32::max) * inv_t;
+        cand.iter_mut().for_each(|c| c.0 = (c.0 * inv_t - max).exp());
         if self.params.top_p < 1.0 {
-            let mut cum = 0.0;
-            let mut keep = probs.len();
-            for (j, p) in probs.iter().enumerate() {
-                cum += p;
-                if cum >= self.params.top_p {
-                    keep = j + 1;
-                    break;
+            // The smallest most-likely prefix holding top_p of the mass. Sorting all 152K candidates per
+            // token cost ~5 ms; a peaked distribution needs only a short sorted head, so select a head,
+            // sort it, and widen it only when it holds too little mass.
+            let need = self.params.top_p * cand.iter().map(|c| c.0).sum::<f32>();
+            let mut head = 64.min(cand.len());
+            loop {
+                if head < cand.len() {
+                    cand.select_nth_unstable_by(head - 1, descending);
+                }
+                cand[..head].sort_unstable_by(descending);
+                let mut cum = 0.0;
+                match cand[..head].iter().position(|c| {
+                    cum += c.0;
+                    cum >= need
+                }) {
+                    Some(j) => {
+                        cand.truncate(j + 1);
+                        break;
+                    }
+                    None if head == cand.len() => break, // rounding: the whole set is the nucleus
+                    // A flat distribution: go straight to a full sort rather than sorting ever-wider heads.
+                    None => head = if head * 8 > cand.len() / 2 { cand.len() } else { head * 8 },
                 }
             }
-            probs.truncate(keep);
-            idx.truncate(keep);
         }
-        let mass: f32 = probs.iter().sum();
+        let mass: f32 = cand.iter().map(|c| c.0).sum();
         let mut u = self.rng.random::<f32>() * mass;
-        for (j, p) in probs.iter().enumerate() {
-            if u < *p {
-                return Ok(idx[j]);
+        for &(w, token) in &cand {
+            if u < w {
+                return Ok(token);
             }
-            u -= p;
+            u -= w;
         }
-        Ok(*idx.last().unwrap())
+        Ok(cand.last().unwrap().1)
     }
 
     fn apply_penalties(&self, l: &mut [f32]) {
@@ -230,6 +241,28 @@ mod tests {
         let mut s = sampler(SamplingParams { temperature: 1.0, top_p: 0.7, seed: 1, ..Default::default() });
         let got: std::collections::HashSet<u32> = (0..500).map(|_| s.sample(&logits).unwrap()).collect();
         assert_eq!(got, [1u32, 2].into_iter().collect());
+    }
+
+    #[test]
+    fn top_p_over_a_large_vocabulary_keeps_exactly_the_nucleus() {
+        // 5000 tokens, logits falling slowly, shuffled positions: a nucleus of 900 tokens is far wider than
+        // the first sorted head, so the head must widen. top_p sits halfway between the mass of the 900 and
+        // of the 901 most likely tokens, so f32 rounding cannot move the boundary.
+        let n = 5000usize;
+        let logits: Vec<f32> = (0..n).map(|i| -(((i * 7919) % n) as f32) / 400.0).collect();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        let w: Vec<f64> = order.iter().map(|&i| ((logits[i] - logits[order[0]]) as f64).exp()).collect();
+        let total: f64 = w.iter().sum();
+        let size = 900;
+        let below: f64 = w[..size - 1].iter().sum();
+        let top_p = ((below + w[size - 1] / 2.0) / total) as f32;
+        let mut s = sampler(SamplingParams { temperature: 1.0, top_p, seed: 3, ..Default::default() });
+        let rank = |t: u32| order.iter().position(|&i| i as u32 == t).unwrap();
+        let ranks: Vec<usize> = (0..3000).map(|_| rank(s.sample(&logits).unwrap())).collect();
+        let outside: Vec<&usize> = ranks.iter().filter(|&&r| r >= size).collect();
+        assert!(outside.is_empty(), "ranks outside the {size}-token nucleus: {outside:?}");
+        assert!(ranks.iter().any(|&r| r >= 256), "draws reach beyond the first heads");
     }
 
     #[test]
