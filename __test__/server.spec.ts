@@ -10,6 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 
 import test from 'ava'
 
+import { OpenAIBackend } from '../src/backends/openai.js'
 import { abortError, GenerationError, type ChatModel, type GenerateRequest, type GenerationEvent } from '../src/backends/types.js'
 import { renderText } from '../src/render.js'
 import { createServer, type ServerOptions, type VtcServer } from '../src/server/index.js'
@@ -22,6 +23,8 @@ interface Turn {
   delayMs?: number
   /** Throw after this many pieces. */
   failAfter?: number
+  /** Prompt tokens the model reports as reused from its KV cache. */
+  cached?: number
 }
 
 /** A test peer: replays one scripted turn per call, records what it was asked and whether it was aborted. */
@@ -52,7 +55,7 @@ class ScriptedModel implements ChatModel {
     yield {
       type: 'done',
       finishReason: turn.finish ?? 'stop',
-      usage: { promptTokens: 10, completionTokens: turn.pieces.length },
+      usage: { promptTokens: 10, completionTokens: turn.pieces.length, ...(turn.cached !== undefined ? { cachedTokens: turn.cached } : {}) },
       timings: { prefillMs: 1, decodeMs: 2 },
     }
   }
@@ -143,6 +146,19 @@ test('streaming: role chunk, content chunks, finish chunk, usage chunk, [DONE]',
   t.deepEqual(chunks[5].choices, [])
   t.deepEqual(chunks[5].usage, { prompt_tokens: 10, completion_tokens: 3, total_tokens: 13 })
   t.is(chunks.length, 6)
+})
+
+test('reused prompt tokens are reported as usage.prompt_tokens_details.cached_tokens, and read back by the OpenAI backend', async (t) => {
+  const model = new ScriptedModel([{ pieces: ['Hi'], cached: 8 }])
+  const { server, url } = await serve(model)
+  t.teardown(() => server.close())
+  const body = (await (await post(url, hello)).json()) as any
+  t.deepEqual(body.usage, { prompt_tokens: 10, completion_tokens: 1, total_tokens: 11, prompt_tokens_details: { cached_tokens: 8 } })
+  // the backend streams with include_usage, so this also covers the usage chunk
+  const backend = new OpenAIBackend({ baseUrl: url, model: 'scripted' })
+  let done: GenerationEvent | undefined
+  for await (const ev of backend.generate({ messages: [{ role: 'user', content: 'Say hello.' }], maxTokens: 5 })) if (ev.type === 'done') done = ev
+  t.like(done, { type: 'done', usage: { promptTokens: 10, completionTokens: 1, cachedTokens: 8 } })
 })
 
 test('streaming without include_usage sends no usage chunk; logprobs are passed through', async (t) => {

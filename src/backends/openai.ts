@@ -158,7 +158,7 @@ export class OpenAIBackend implements ChatModel {
         throw fail('ERR_VTC_BACKEND_HTTP', `POST ${url}: HTTP ${res.status}: ${await errorMessage(res)}`, { status: res.status })
       }
       let finishReason: FinishReason | undefined
-      let usage: { prompt_tokens?: number; completion_tokens?: number } | undefined
+      let usage: Chunk['usage']
       let done = false
       let tokens = 0
       let counted = true
@@ -250,7 +250,11 @@ export class OpenAIBackend implements ChatModel {
       const tEnd = performance.now()
       const u: Usage =
         usage && typeof usage.completion_tokens === 'number'
-          ? { completionTokens: usage.completion_tokens, ...(typeof usage.prompt_tokens === 'number' ? { promptTokens: usage.prompt_tokens } : {}) }
+          ? {
+              completionTokens: usage.completion_tokens,
+              ...(typeof usage.prompt_tokens === 'number' ? { promptTokens: usage.prompt_tokens } : {}),
+              ...(typeof usage.prompt_tokens_details?.cached_tokens === 'number' ? { cachedTokens: usage.prompt_tokens_details.cached_tokens } : {}),
+            }
           : counted && tokens > 0
             ? { completionTokens: tokens }
             : { completionTokens: countTextTokens(text), estimated: true }
@@ -273,7 +277,7 @@ export class OpenAIBackend implements ChatModel {
 
 interface Chunk {
   error?: unknown
-  usage?: { prompt_tokens?: number; completion_tokens?: number }
+  usage?: { prompt_tokens?: number; completion_tokens?: number; prompt_tokens_details?: { cached_tokens?: number } | null }
   choices?: {
     delta?: Delta
     message?: Delta

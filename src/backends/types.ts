@@ -66,7 +66,8 @@ export interface Usage {
   visionTokens?: number
   /** Generated tokens. */
   completionTokens: number
-  /** Prompt tokens whose KV entries were reused from the previous request (embedded engine). */
+  /** Prompt tokens whose KV entries were reused from an earlier request (the embedded engine, or an
+   *  OpenAI-compatible server's `usage.prompt_tokens_details.cached_tokens`). */
   cachedTokens?: number
   /** Images whose vision features were reused instead of encoded again (embedded engine). */
   cachedImages?: number

@@ -221,7 +221,7 @@ export class VtcServer {
           if (ev.logprobs) logprobs.push(...ev.logprobs)
           if (ctx.out) await ctx.out.delta(ev.text, request.logprobs ? ev.logprobs : undefined)
         } else {
-          const usage = openaiUsage(ev.usage)
+          const usage = openaiUsage(ev.usage.promptTokens ?? 0, ev.usage.completionTokens, ev.usage.cachedTokens)
           if (ctx.out) return ctx.out.finish(ev.finishReason, request.includeUsage ? usage : undefined)
           return this.json(ctx.res, 200, {
             id: ctx.id,
@@ -277,12 +277,14 @@ export class VtcServer {
         if (ctx.out && ev.type === 'text') await ctx.out.delta(ev.text)
       }
       const summary = vtcSummary(result)
-      const usage = {
-        prompt_tokens: result.rounds.reduce((n, r) => n + (r.promptTokens ?? 0), 0),
-        completion_tokens: result.totals.outputTokens,
-        total_tokens: 0,
-      }
-      usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+      const cached = result.rounds.some((r) => r.cachedTokens !== undefined)
+        ? result.rounds.reduce((n, r) => n + (r.cachedTokens ?? 0), 0)
+        : undefined
+      const usage = openaiUsage(
+        result.rounds.reduce((n, r) => n + (r.promptTokens ?? 0), 0),
+        result.totals.outputTokens,
+        cached,
+      )
       const finish = vtcFinish(result.finishReason)
       if (ctx.out) return ctx.out.finish(finish, request.includeUsage ? usage : undefined, { vtc: summary })
       return this.json(ctx.res, 200, {
@@ -423,11 +425,17 @@ interface OpenAIUsage {
   prompt_tokens: number
   completion_tokens: number
   total_tokens: number
+  /** As OpenAI and vLLM report prompt caching: prompt tokens whose KV entries were reused. */
+  prompt_tokens_details?: { cached_tokens: number }
 }
 
-function openaiUsage(u: Usage): OpenAIUsage {
-  const prompt = u.promptTokens ?? 0
-  return { prompt_tokens: prompt, completion_tokens: u.completionTokens, total_tokens: prompt + u.completionTokens }
+function openaiUsage(prompt: number, completion: number, cached: number | undefined): OpenAIUsage {
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: prompt + completion,
+    ...(cached !== undefined ? { prompt_tokens_details: { cached_tokens: cached } } : {}),
+  }
 }
 
 function vtcFinish(f: MemoryFinish): string {
