@@ -1,6 +1,8 @@
 //! Models the engine can run. Today only Qwen3-VL; the engine drives it through [`VisionLanguageModel`]
 //! so later families (e.g. GLM-4V) plug in beside it. No I/O here beyond reading the model directory.
 
+pub mod activation;
+pub mod linear;
 pub mod qwen3_vl;
 
 use candle_core::{DType, Tensor, D};
@@ -59,14 +61,23 @@ impl Trace {
 }
 
 /// Upper bound on attention-score elements materialised at once; longer queries are processed in
-/// row chunks so a 64K-patch image or a long context never needs a quadratic buffer.
-const SCORE_BUDGET: usize = 1 << 24;
+/// row chunks so a 64K-patch image or a long context never needs a quadratic buffer. 16 MB of f32: glibc
+/// serves blocks this size from its heap, while 64 MB ones were mapped and zeroed afresh for every chunk
+/// (page faults took ~15% of a vision encode).
+const SCORE_BUDGET: usize = 1 << 22;
 
 /// Scaled dot-product attention with grouped heads.
 /// `q`: `[kv_heads, rep, lq, hd]`; `k`, `v`: `[kv_heads, lk, hd]`. With `causal_offset = Some(o)`,
 /// query `i` sits at key index `o + i` and sees keys `0..=o+i`; `None` means full (non-causal).
 /// Softmax runs in f32 as in transformers. Returns `[kv_heads, rep, lq, hd]`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal_offset: Option<usize>) -> Result<Tensor> {
+    if q.device().is_cpu() && q.dtype() == DType::BF16 && q.dim(2)? > 1 {
+        // candle's CPU bf16 matmul is far slower than its f32 one: widen, attend, round once. Not for a
+        // single query (decode), where widening the whole KV cache costs more than it saves.
+        let f = |t: &Tensor| t.to_dtype(DType::F32);
+        let out = attention_with_budget(&f(q)?, &f(k)?, &f(v)?, scale, causal_offset, SCORE_BUDGET)?;
+        return Ok(out.to_dtype(DType::BF16)?);
+    }
     attention_with_budget(q, k, v, scale, causal_offset, SCORE_BUDGET)
 }
 
@@ -102,6 +113,8 @@ fn attention_with_budget(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal_
 /// scale, mask-add and softmax ops each allocate and traverse the whole score matrix, and dominated long
 /// prefills). `scores` is f32 `[.., c, lk]`; row `i` of each `c`-row block sees keys `0..=first + i`
 /// when `causal_first = Some(first)`. Masked keys get probability 0 without computing their exp.
+const LANES: usize = 16;
+
 fn scaled_masked_softmax_cpu(scores: Tensor, scale: f64, causal_first: Option<usize>, c: usize, lk: usize) -> Result<Tensor> {
     use rayon::prelude::*;
     let shape = scores.shape().clone();
@@ -113,17 +126,35 @@ fn scaled_masked_softmax_cpu(scores: Tensor, scale: f64, causal_first: Option<us
             None => lk,
         };
         let (seen, hidden) = row.split_at_mut(visible);
-        let mut max = f32::NEG_INFINITY;
-        for x in seen.iter_mut() {
+        // LANES independent maxima and sums so the compiler vectorizes (one running value is a serial chain).
+        let mut maxima = [f32::NEG_INFINITY; LANES];
+        let mut chunks = seen.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            for (x, m) in c.iter_mut().zip(&mut maxima) {
+                *x *= scale;
+                *m = if *x > *m { *x } else { *m };
+            }
+        }
+        let mut max = maxima.into_iter().fold(f32::NEG_INFINITY, f32::max);
+        for x in chunks.into_remainder() {
             *x *= scale;
             max = max.max(*x);
         }
-        let mut sum = 0f32;
-        for x in seen.iter_mut() {
+        let mut sums = [0f32; LANES];
+        let mut chunks = seen.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            for (x, s) in c.iter_mut().zip(&mut sums) {
+                *x = (*x - max).exp();
+                *s += *x;
+            }
+        }
+        let mut sum: f32 = sums.iter().sum();
+        for x in chunks.into_remainder() {
             *x = (*x - max).exp();
             sum += *x;
         }
-        seen.iter_mut().for_each(|x| *x /= sum);
+        let inv = 1.0 / sum;
+        seen.iter_mut().for_each(|x| *x *= inv);
         hidden.fill(0.0);
     });
     Ok(Tensor::from_vec(data, shape, &candle_core::Device::Cpu)?)
