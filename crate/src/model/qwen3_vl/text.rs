@@ -1,14 +1,14 @@
 //! Qwen3-VL text decoder: Qwen3 layers (q/k RMSNorm before RoPE, GQA, SwiGLU) driven by interleaved
 //! M-RoPE, with DeepStack features added to image-token rows after the first layers.
 
-use candle_core::{DType, Module, Tensor};
-use candle_nn::Linear;
+use candle_core::{DType, Tensor};
 
 use super::config::TextConfig;
 use super::rope::{inv_freq, mrope_cos_sin};
 use crate::error::Result;
 use crate::generate::KvCache;
-use crate::model::{attention, rms_norm, Trace};
+use crate::model::linear::{self, Linear};
+use crate::model::{activation, attention, rms_norm, Trace};
 use crate::weights::Weights;
 
 struct Layer {
@@ -46,7 +46,7 @@ pub struct TextModel {
 fn linear(w: &Weights, name: &str, out_dim: usize, in_dim: usize, bias: bool) -> Result<Linear> {
     let weight = w.get(&format!("{name}.weight"), &[out_dim, in_dim])?;
     let bias = if bias { Some(w.get(&format!("{name}.bias"), &[out_dim])?) } else { None };
-    Ok(Linear::new(weight, bias))
+    Linear::new(weight, bias)
 }
 
 impl TextModel {
@@ -135,7 +135,7 @@ impl TextModel {
 
     /// f32 logits `[len, vocab]` of final hidden states `[len, hidden]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(hidden.matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)?)
+        Ok(linear::times_transposed(hidden, &self.lm_head)?.to_dtype(DType::F32)?)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -172,7 +172,7 @@ impl TextModel {
         let x = (x + layer.o_proj.forward(&attn)?)?;
 
         let h = rms_norm(&x, &layer.post_attn_norm, eps)?;
-        let mlp = layer.down_proj.forward(&(candle_nn::ops::silu(&layer.gate_proj.forward(&h)?)? * layer.up_proj.forward(&h)?)?)?;
+        let mlp = layer.down_proj.forward(&activation::silu_mul(&layer.gate_proj.forward(&h)?, &layer.up_proj.forward(&h)?)?)?;
         Ok((x + mlp)?)
     }
 }

@@ -1,13 +1,13 @@
 //! Qwen3-VL vision encoder: patch embedding, interpolated learned position embedding, ViT blocks with
 //! 2-D rotary attention per image, DeepStack taps and the final 2×2 patch merger.
 
-use candle_core::{DType, Module, Tensor};
-use candle_nn::Linear;
+use candle_core::{DType, Tensor};
 
 use super::config::VisionConfig;
 use super::rope::vision_cos_sin;
 use crate::error::{Error, Result};
-use crate::model::{attention, Trace};
+use crate::model::linear::Linear;
+use crate::model::{activation, attention, Trace};
 use crate::weights::Weights;
 
 /// Image embeddings for the decoder plus the DeepStack features injected after its first layers.
@@ -42,7 +42,7 @@ impl VisionFeatures {
 fn linear(w: &Weights, name: &str, out_dim: usize, in_dim: usize) -> Result<Linear> {
     let weight = w.get(&format!("{name}.weight"), &[out_dim, in_dim])?;
     let bias = w.get(&format!("{name}.bias"), &[out_dim])?;
-    Ok(Linear::new(weight, Some(bias)))
+    Linear::new(weight, Some(bias))
 }
 
 struct LayerNorm {
@@ -101,7 +101,7 @@ impl Merger {
             self.norm.forward(x)?.reshape(wide)?
         };
         let x = self.fc1.forward(&x)?.gelu_erf()?;
-        Ok(self.fc2.forward(&x)?)
+        self.fc2.forward(&x)
     }
 }
 
@@ -124,7 +124,7 @@ impl VisionModel {
         let patch_embed = Linear::new(
             kernel.reshape((d, cfg.patch_dim()))?,
             Some(w.get(&format!("{prefix}.patch_embed.proj.bias"), &[d])?),
-        );
+        )?;
         let pos_embed = w.get(&format!("{prefix}.pos_embed.weight"), &[cfg.num_position_embeddings, d])?;
         let mut blocks = Vec::with_capacity(cfg.depth);
         for i in 0..cfg.depth {
@@ -222,7 +222,7 @@ impl VisionModel {
         let x = (x + b.proj.forward(&attn)?)?;
 
         let h = b.fc1.forward(&b.norm2.forward(&x)?)?;
-        let h = if self.cfg.gelu_tanh { h.gelu()? } else { h.gelu_erf()? };
+        let h = if self.cfg.gelu_tanh { activation::gelu_tanh(&h)? } else { h.gelu_erf()? };
         Ok((x + b.fc2.forward(&h)?)?)
     }
 

@@ -1,0 +1,104 @@
+//! Elementwise activations on all cores. candle's CPU unary ops run on one thread, and on this model's MLP
+//! widths (e.g. 1224 patches × 4096 per vision layer) that left the second core idle for a quarter of a
+//! vision encode. Same formulas as candle's (so the same values). bf16 on the CPU is widened to f32 for the
+//! math (candle's bf16 ops are slower still); other devices use candle's ops.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::error::Result;
+
+/// Elements per rayon task: large enough that scheduling costs nothing next to the math.
+const GRAIN: usize = 1 << 14;
+
+#[allow(clippy::excessive_precision)]
+const SQRT_TWO_OVER_PI: f32 = 0.797_884_560_802_865_4;
+
+/// GELU, tanh approximation (`gelu_pytorch_tanh`).
+pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+    if is_cpu_bf16(x) {
+        // computed in f32 and rounded once, as PyTorch does for bf16
+        return Ok(gelu_tanh(&x.to_dtype(DType::F32)?)?.to_dtype(DType::BF16)?);
+    }
+    if !is_cpu_f32(x) {
+        return Ok(x.gelu()?);
+    }
+    Ok(x.contiguous()?.apply_op1_no_bwd(&Unary { name: "par-gelu-tanh", f: |v| 0.5 * v * (1.0 + (SQRT_TWO_OVER_PI * v * (1.0 + 0.044715 * v * v)).tanh()) })?)
+}
+
+/// `silu(gate) * up`, the gated MLP's activation, in one pass.
+pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if is_cpu_bf16(gate) && is_cpu_bf16(up) {
+        return Ok(silu_mul(&gate.to_dtype(DType::F32)?, &up.to_dtype(DType::F32)?)?.to_dtype(DType::BF16)?);
+    }
+    if !is_cpu_f32(gate) || !is_cpu_f32(up) || gate.dims() != up.dims() {
+        return Ok((candle_nn::ops::silu(gate)? * up)?);
+    }
+    Ok(gate.contiguous()?.apply_op2_no_bwd(&up.contiguous()?, &SiluMul)?)
+}
+
+fn is_cpu_f32(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+fn is_cpu_bf16(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::BF16
+}
+
+/// The contiguous f32 elements of a CPU tensor.
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
+        _ => candle_core::bail!("{op}: expects a contiguous f32 tensor"),
+    }
+}
+
+struct Unary {
+    name: &'static str,
+    f: fn(f32) -> f32,
+}
+
+impl CustomOp1 for Unary {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, self.name)?;
+        let mut out = Vec::new();
+        x.par_iter().with_min_len(GRAIN).map(|&v| (self.f)(v)).collect_into_vec(&mut out);
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+}
+
+struct SiluMul;
+
+impl CustomOp2 for SiluMul {
+    fn name(&self) -> &'static str {
+        "par-silu-mul"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (gate, up) = (f32_slice(s1, l1, self.name())?, f32_slice(s2, l2, self.name())?);
+        let mut out = Vec::new();
+        gate.par_iter().zip(up).with_min_len(GRAIN).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect_into_vec(&mut out);
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn parallel_activations_equal_candles_ops_and_accept_strided_input() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 3.0, (257, 300), &dev).unwrap();
+        let y = Tensor::randn(0f32, 1.0, (257, 300), &dev).unwrap();
+        assert_eq!(crate::model::max_abs_diff(&gelu_tanh(&x).unwrap(), &x.gelu().unwrap()).unwrap(), 0.0);
+        let want = (candle_nn::ops::silu(&x).unwrap() * &y).unwrap();
+        assert_eq!(crate::model::max_abs_diff(&silu_mul(&x, &y).unwrap(), &want).unwrap(), 0.0);
+        // a strided (transposed) view is made contiguous first
+        let xt = x.t().unwrap();
+        assert_eq!(crate::model::max_abs_diff(&gelu_tanh(&xt).unwrap(), &xt.gelu().unwrap()).unwrap(), 0.0);
+    }
+}
