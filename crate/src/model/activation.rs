@@ -7,6 +7,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::model::is_cpu_with;
 
 /// Elements per rayon task: large enough that scheduling costs nothing next to the math.
 const GRAIN: usize = 1 << 14;
@@ -16,11 +17,11 @@ const SQRT_TWO_OVER_PI: f32 = 0.797_884_560_802_865_4;
 
 /// GELU, tanh approximation (`gelu_pytorch_tanh`).
 pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
-    if is_cpu_bf16(x) {
+    if is_cpu_with(x, DType::BF16) {
         // computed in f32 and rounded once, as PyTorch does for bf16
         return Ok(gelu_tanh(&x.to_dtype(DType::F32)?)?.to_dtype(DType::BF16)?);
     }
-    if !is_cpu_f32(x) {
+    if !is_cpu_with(x, DType::F32) {
         return Ok(x.gelu()?);
     }
     Ok(x.contiguous()?.apply_op1_no_bwd(&Unary { name: "par-gelu-tanh", f: |v| 0.5 * v * (1.0 + (SQRT_TWO_OVER_PI * v * (1.0 + 0.044715 * v * v)).tanh()) })?)
@@ -28,21 +29,13 @@ pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
 
 /// `silu(gate) * up`, the gated MLP's activation, in one pass.
 pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    if is_cpu_bf16(gate) && is_cpu_bf16(up) {
+    if is_cpu_with(gate, DType::BF16) && is_cpu_with(up, DType::BF16) {
         return Ok(silu_mul(&gate.to_dtype(DType::F32)?, &up.to_dtype(DType::F32)?)?.to_dtype(DType::BF16)?);
     }
-    if !is_cpu_f32(gate) || !is_cpu_f32(up) || gate.dims() != up.dims() {
+    if !is_cpu_with(gate, DType::F32) || !is_cpu_with(up, DType::F32) || gate.dims() != up.dims() {
         return Ok((candle_nn::ops::silu(gate)? * up)?);
     }
     Ok(gate.contiguous()?.apply_op2_no_bwd(&up.contiguous()?, &SiluMul)?)
-}
-
-fn is_cpu_f32(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
-}
-
-fn is_cpu_bf16(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::BF16
 }
 
 /// The contiguous f32 elements of a CPU tensor.

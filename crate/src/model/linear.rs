@@ -8,6 +8,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::model::is_cpu_with;
 
 pub struct Linear {
     /// `[in, out]`.
@@ -28,7 +29,7 @@ impl Linear {
             let mut dims = x.dims().to_vec();
             *dims.last_mut().unwrap() = self.weight_t.dim(1)?;
             x.contiguous()?.apply_op2_no_bwd(&self.weight_t, &OneRow::InOut)?.reshape(dims)?
-        } else if x.device().is_cpu() && x.dtype() == DType::BF16 {
+        } else if is_cpu_with(x, DType::BF16) {
             // candle's CPU bf16 matmul is ~4× slower than widening both sides and using the f32 kernels
             // (f32 accumulation, one rounding to bf16: what a bf16 matmul computes anyway).
             let w = self.weight_t.to_dtype(DType::F32)?;

@@ -60,6 +60,11 @@ impl Trace {
     }
 }
 
+/// A tensor of `dtype` on the CPU: where our CPU kernels (and bf16's widening to f32) apply.
+pub(crate) fn is_cpu_with(x: &Tensor, dtype: DType) -> bool {
+    x.device().is_cpu() && x.dtype() == dtype
+}
+
 /// Upper bound on attention-score elements materialised at once; longer queries are processed in
 /// row chunks so a 64K-patch image or a long context never needs a quadratic buffer. 16 MB of f32: glibc
 /// serves blocks this size from its heap, while 64 MB ones were mapped and zeroed afresh for every chunk
@@ -71,7 +76,7 @@ const SCORE_BUDGET: usize = 1 << 22;
 /// query `i` sits at key index `o + i` and sees keys `0..=o+i`; `None` means full (non-causal).
 /// Softmax runs in f32 as in transformers. Returns `[kv_heads, rep, lq, hd]`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal_offset: Option<usize>) -> Result<Tensor> {
-    if q.device().is_cpu() && q.dtype() == DType::BF16 && q.dim(2)? > 1 {
+    if is_cpu_with(q, DType::BF16) && q.dim(2)? > 1 {
         // candle's CPU bf16 matmul is far slower than its f32 one: widen, attend, round once. Not for a
         // single query (decode), where widening the whole KV cache costs more than it saves.
         let f = |t: &Tensor| t.to_dtype(DType::F32);
@@ -109,12 +114,13 @@ fn attention_with_budget(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal_
     Ok(if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(&outs, 2)? })
 }
 
+/// Independent running maxima and sums per softmax row, so the compiler vectorizes the loops.
+const LANES: usize = 16;
+
 /// `softmax(scores · scale + causal mask)` over the last dim in one pass on the CPU (candle's separate
 /// scale, mask-add and softmax ops each allocate and traverse the whole score matrix, and dominated long
 /// prefills). `scores` is f32 `[.., c, lk]`; row `i` of each `c`-row block sees keys `0..=first + i`
 /// when `causal_first = Some(first)`. Masked keys get probability 0 without computing their exp.
-const LANES: usize = 16;
-
 fn scaled_masked_softmax_cpu(scores: Tensor, scale: f64, causal_first: Option<usize>, c: usize, lk: usize) -> Result<Tensor> {
     use rayon::prelude::*;
     let shape = scores.shape().clone();
