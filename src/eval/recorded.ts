@@ -13,10 +13,9 @@ import { asyncBufferFromFile, parquetReadObjects } from 'hyparquet'
 import { VtcError } from '../errors.js'
 import { countTextTokens } from '../text-tokens.js'
 import type { Benchmark, BenchItem } from './bench.js'
-import { gradeResponse } from './grade.js'
 import type { EvalReport, RunMode } from './report.js'
 import { agreementOf, ResultsFile, rowKey, writeReports, type Agreement, type EvalRow } from './results.js'
-import { fileHash } from './runner.js'
+import { fileHash, gradedFields } from './runner.js'
 
 const OUTPUT_COLUMNS = ['raw_output', 'output', 'response', 'generation', 'completion']
 const QUESTION_COLUMNS = ['question', 'problem']
@@ -75,15 +74,10 @@ export async function importRecorded(opts: RecordedOptions): Promise<RecordedOut
       }
       const output = rec[outputCol]
       if (typeof output !== 'string') throw new VtcError('ERR_VTC_INVALID_INPUT', `${opts.path} row ${index} (${item.id}): "${outputCol}" is not text`)
-      const v = gradeResponse(output, item.gold, { kind: item.kind, choices: item.choices })
       const reference = verdictCol === undefined ? undefined : rec[verdictCol]
       await store.append({
         ...key,
-        prediction: v.extraction.answer,
-        gold: item.gold,
-        correct: v.correct,
-        verdict: v.method,
-        answerSource: v.extraction.source,
+        ...gradedFields(output, item),
         finishReason: 'stop',
         outputTokens: countTextTokens(output),
         tokensEstimated: true,

@@ -224,6 +224,7 @@ function barChart(report: EvalReport, spec: ChartSpec): string {
 /** A self-contained HTML page: summary table and accuracy / output tokens / latency charts. */
 export function reportHtml(report: EvalReport, opts: { title?: string } = {}): string {
   const title = opts.title ?? 'vtc-r1 evaluation'
+  const failed = failures(report)
   const rows = report.benches
     .map((b) => {
       const cells = [
@@ -268,7 +269,7 @@ pre { background: #f7fafc; padding: 8px; }
 <body>
 <h1>${esc(title)}</h1>
 <p>Generated ${esc(report.generatedAt)}. Ratios are vtc ÷ baseline on the questions both modes ran.</p>
-${failures(report) ? `<p>${esc(failures(report))}</p>` : ''}
+${failed ? `<p>${esc(failed)}</p>` : ''}
 <table>
 <thead><tr><th>benchmark</th><th>acc vtc</th><th>acc baseline</th><th>tokens vtc</th><th>tokens baseline</th><th>latency vtc</th><th>latency baseline</th><th>rounds vtc</th><th>vision tokens vtc</th><th>token ratio</th><th>latency ratio</th></tr></thead>
 <tbody>

@@ -210,14 +210,14 @@ export function agreementOf(rows: EvalRow[]): Agreement | undefined {
   return { rows: withRef.length, agree: withRef.filter((r) => r.correct === r.referenceCorrect).length }
 }
 
+export const agreementText = (a: Agreement): string =>
+  `Agreement with the recorded verdicts: ${a.agree}/${a.rows} = ${((100 * a.agree) / a.rows).toFixed(1)}%`
+
 /**
  * Writes report.json, report.md and report.html from the latest row of each sample in `dir`/results.jsonl.
  * `meta` (default: the run's options from run.json) goes into the JSON and the HTML, with the agreement with
  * recorded verdicts when the rows carry some.
  */
-export const agreementText = (a: Agreement): string =>
-  `Agreement with the recorded verdicts: ${a.agree}/${a.rows} = ${((100 * a.agree) / a.rows).toFixed(1)}%`
-
 export async function writeReports(dir: string, meta?: Record<string, unknown>): Promise<{ report: EvalReport; rows: EvalRow[] }> {
   const { rows: all } = await readResults(join(dir, EVAL_FILES.results))
   if (!all.length) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `${join(dir, EVAL_FILES.results)} has no results to report`)

@@ -186,21 +186,22 @@ async function runSample(backend: Backend, task: Task, memory: OpticalMemoryOpti
   }
 }
 
+/** The fields of a row that come from grading `output` against the question's gold answer. */
+export function gradedFields(output: string, item: BenchItem): Pick<EvalRow, 'prediction' | 'gold' | 'correct' | 'verdict' | 'answerSource'> {
+  const v = gradeResponse(output, item.gold, { kind: item.kind, choices: item.choices })
+  return { prediction: v.extraction.answer, gold: item.gold, correct: v.correct, verdict: v.method, answerSource: v.extraction.source }
+}
+
 function resultRow(task: Task, r: MemoryResult | undefined): EvalRow {
   const { item } = task
   const output = r?.text ?? ''
-  const v = gradeResponse(output, item.gold, { kind: item.kind, choices: item.choices })
   const t = r?.totals
   return {
     bench: task.bench,
     id: item.id,
     mode: task.mode,
     sample: task.sample,
-    prediction: v.extraction.answer,
-    gold: item.gold,
-    correct: v.correct,
-    verdict: v.method,
-    answerSource: v.extraction.source,
+    ...gradedFields(output, item),
     finishReason: r?.finishReason ?? 'error',
     outputTokens: t?.outputTokens ?? 0,
     rounds: t?.rounds ?? 0,

@@ -20,7 +20,7 @@ import type { AddressInfo } from 'node:net'
 import { VtcError } from '../errors.js'
 import { Renderer } from '../render.js'
 import { MemoryError, OpticalMemory, type MemoryFinish, type MemoryResult, type OpticalMemoryOptions } from '../memory.js'
-import { GenerationError, type ChatModel, type GenerateRequest, type Usage } from '../backends/types.js'
+import { GenerationError, type ChatModel, type GenerateRequest } from '../backends/types.js'
 import { HttpError, parseChatRequest, type ChatRequest } from './request.js'
 
 export { HttpError, parseChatRequest, type ChatRequest } from './request.js'
