@@ -128,8 +128,9 @@ test('aborted mid-run: the finished sample stays, a torn last line is dropped, a
 
 test('Ctrl-C: the CLI stops with exit code 130, keeps the finished samples, and the rerun goes on from there', async (t) => {
   const out = tmp()
-  // 30 questions: far more than can finish between the first row and the signal, even on a loaded machine
-  const args = ['--model', E2E, '--bench', 'aime25', '--samples', '1', '--mode', 'baseline', '--round-tokens', '48', '--max-rounds', '1', '--out', out]
+  // 30 questions of ~3 s each: far more than can finish between the first row and the signal, even when the
+  // loaded test process notices the row seconds late (at 48 tokens a sample, all 30 once ended first in CI)
+  const args = ['--model', E2E, '--bench', 'aime25', '--samples', '1', '--mode', 'baseline', '--round-tokens', '400', '--max-rounds', '1', '--out', out]
   const child = spawn(process.execPath, cliArgs([...args, '--limit', '30']), { cwd: ROOT })
   let stderr = ''
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
