@@ -134,6 +134,27 @@ pub struct Coverage {
     pub width: usize,
     pub height: usize,
     pub alpha: Vec<u8>,
+    /// The same rows zero-padded to 16 bytes when the glyph is at most 16 pixels wide (nearly every
+    /// glyph at text sizes): the raster then blends a whole row in one fixed-width, vectorized step.
+    pub rows16: Vec<[u8; 16]>,
+}
+
+impl Coverage {
+    pub fn new(left: i32, top: i32, width: usize, height: usize, alpha: Vec<u8>) -> Coverage {
+        let rows16 = if width > 0 && width <= 16 {
+            alpha
+                .chunks_exact(width)
+                .map(|row| {
+                    let mut r = [0u8; 16];
+                    r[..width].copy_from_slice(row);
+                    r
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Coverage { left, top, width, height, alpha, rows16 }
+    }
 }
 
 impl FontSet {
@@ -185,7 +206,7 @@ impl FontSet {
         let font = self.faces[rg.face as usize].font();
         let glyph = rg.glyph.with_scale_and_position(scale, ab_glyph::point(x_offset, 0.0));
         let Some(outlined) = font.outline_glyph(glyph) else {
-            return Coverage { left: 0, top: 0, width: 0, height: 0, alpha: Vec::new() };
+            return Coverage::new(0, 0, 0, 0, Vec::new());
         };
         let b = outlined.px_bounds();
         let (width, height) = (b.width() as usize, b.height() as usize);
@@ -196,6 +217,6 @@ impl FontSet {
                 alpha[i] = (c.clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
             }
         });
-        Coverage { left: b.min.x as i32, top: b.min.y as i32, width, height, alpha }
+        Coverage::new(b.min.x as i32, b.min.y as i32, width, height, alpha)
     }
 }
