@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // Renderer throughput against the reference pipeline (reportlab + pdftoppm, ../shared/tools/ref_render.py),
 // both measured in this run on the same texts. Usage: node bench/render.js [N_TEXTS] [--no-ref]
+// Both sides write their files under TMPDIR (Node's os.tmpdir() and Python's tempfile honour it), so
+// `TMPDIR=/dev/shm node bench/render.js` measures both without disk file-creation costs.
 import { execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync, readFileSync, writeFileSync } from 'node:fs'
 import { availableParallelism, tmpdir } from 'node:os'
@@ -34,7 +36,7 @@ async function measure(label, opts, repeat) {
   return rate
 }
 
-console.log(`${texts.length} texts from golden/render/texts.jsonl, ${availableParallelism()} cores`)
+console.log(`${texts.length} texts from golden/render/texts.jsonl, ${availableParallelism()} cores, files under ${tmpdir()}`)
 const pngOne = await measure('vtc-r1, PNG files, 1 thread', { png: true, batch: { threads: 1, format: 'png' } }, 5)
 await measure(`vtc-r1, PNG files, ${availableParallelism()} threads`, { png: true, batch: { format: 'png' } }, 3)
 const rgbAll = await measure(`vtc-r1, raw RGB in memory, ${availableParallelism()} threads`, { batch: { channels: 3 } }, 5)

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod config;
 pub mod font;
 pub mod layout;
+pub mod deflate;
 pub mod png;
 pub mod prepare;
 pub mod raster;
