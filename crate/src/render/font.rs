@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use ab_glyph::{Font as _, FontArc, GlyphId, PxScale};
 
@@ -93,8 +94,21 @@ pub struct ResolvedGlyph {
 
 /// The main face (index 0) and the fallbacks tried in order for characters it lacks.
 pub struct FontSet {
+    /// Unique per font set made in this process, so per-thread memos of its glyphs can tell font sets
+    /// apart (an address could be reused by a later one).
+    id: u64,
     faces: Vec<Face>,
     raster_cache: RwLock<HashMap<u64, Arc<Coverage>, BuildHasherDefault<GlyphKeyHasher>>>,
+    /// `char_metrics` for the BMP in blocks of 256 characters, filled on first use and shared by every
+    /// text laid out with this font set.
+    metric_blocks: Box<[OnceLock<Box<[CharMetrics; 256]>>]>,
+}
+
+/// A character's width in 1/1000 em (reportlab's `face.charWidths`, or `defaultWidth`) and its glyph.
+#[derive(Clone, Copy)]
+pub struct CharMetrics {
+    pub units: f64,
+    pub glyph: ResolvedGlyph,
 }
 
 /// Glyph cache key: face, glyph id, sub-pixel step and scale packed into one u64.
@@ -161,7 +175,43 @@ impl FontSet {
     pub fn new(main: Face, fallbacks: Vec<Face>) -> FontSet {
         let mut faces = vec![main];
         faces.extend(fallbacks);
-        FontSet { faces, raster_cache: RwLock::new(HashMap::default()) }
+        let metric_blocks = (0..256).map(|_| OnceLock::new()).collect();
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        FontSet { id, faces, raster_cache: RwLock::new(HashMap::default()), metric_blocks }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Width and glyph of `c`, as reportlab's TTF font measures and draws it.
+    pub fn char_metrics(&self, c: char) -> CharMetrics {
+        let cp = c as u32;
+        match self.metric_blocks.get((cp >> 8) as usize) {
+            Some(block) => block.get_or_init(|| {
+                Box::new(std::array::from_fn(|i| {
+                    self.compute_metrics(char::from_u32(cp & !0xFF | i as u32).unwrap_or('\u{FFFD}'))
+                }))
+            })[(cp & 0xFF) as usize],
+            None => self.compute_metrics(c),
+        }
+    }
+
+    fn compute_metrics(&self, c: char) -> CharMetrics {
+        let main = self.main();
+        // ttfonts.TTFontFile: U+00A0 takes the space's glyph and width (and vice versa); splitString also
+        // draws nbsp as code 32.
+        let c = match c {
+            '\u{A0}' if main.glyph(' ').is_some() => ' ',
+            ' ' if main.glyph(' ').is_none() && main.glyph('\u{A0}').is_some() => '\u{A0}',
+            c => c,
+        };
+        let glyph = self.resolve(c);
+        // A character no font has: reportlab uses the font's defaultWidth (advance of glyph 0).
+        let (face, gid) = if glyph.missing { (main, GlyphId(0)) } else { (&self.faces[glyph.face as usize], glyph.glyph) };
+        let units = face.advance_units(gid) as f64 * (1000.0 / face.units_per_em() as f64);
+        CharMetrics { units, glyph }
     }
 
     pub fn faces(&self) -> &[Face] {

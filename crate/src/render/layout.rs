@@ -20,10 +20,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use ab_glyph::GlyphId;
-
 use crate::render::config::{Alignment, RenderConfig};
-use crate::render::font::{FontSet, ResolvedGlyph};
+use crate::render::font::{CharMetrics, FontSet, ResolvedGlyph};
 use crate::render::prepare::{cannot_start_line, is_cjk_text, is_py_space, is_zs, FragKind, Paragraphs, PreparedPara};
 
 /// One glyph to draw: `x` is the pen origin in pt from the left page edge.
@@ -84,67 +82,30 @@ fn py_f64(v: f32) -> f64 {
     v.to_string().parse().unwrap_or(v as f64)
 }
 
-#[derive(Clone, Copy)]
-struct CharInfo {
-    /// Width in 1/1000 em, as reportlab's `face.charWidths` (or `defaultWidth`).
-    units: f64,
-    glyph: ResolvedGlyph,
-}
-
-/// Per-character widths and glyphs, cached (a 256-entry block is filled on first use).
+/// Per-character widths and glyphs: the font set's shared table for the BMP, a local cache beyond.
 struct Metrics<'f> {
     fonts: &'f FontSet,
     /// `0.001*fontSize`: `stringWidth(s) = k * Σ units`.
     k: f64,
     /// Width of a space in pt (`stringWidth(' ')`).
     sw: f64,
-    blocks: Vec<Option<Box<[CharInfo; 256]>>>,
-    astral: HashMap<char, CharInfo>,
+    astral: HashMap<char, CharMetrics>,
 }
 
 impl<'f> Metrics<'f> {
     fn new(fonts: &'f FontSet, font_size: f64) -> Self {
-        let mut m = Metrics { fonts, k: 0.001 * font_size, sw: 0.0, blocks: vec![None; 256], astral: HashMap::new() };
+        let mut m = Metrics { fonts, k: 0.001 * font_size, sw: 0.0, astral: HashMap::new() };
         m.sw = m.k * m.info(' ').units;
         m
     }
 
-    fn compute(fonts: &FontSet, c: char) -> CharInfo {
-        let main = fonts.main();
-        // ttfonts.TTFontFile: U+00A0 takes the space's glyph and width (and vice versa); splitString also
-        // draws nbsp as code 32.
-        let c = match c {
-            '\u{A0}' if main.glyph(' ').is_some() => ' ',
-            ' ' if main.glyph(' ').is_none() && main.glyph('\u{A0}').is_some() => '\u{A0}',
-            c => c,
-        };
-        let glyph = fonts.resolve(c);
-        // A character no font has: reportlab uses the font's defaultWidth (advance of glyph 0).
-        let (face, gid) =
-            if glyph.missing { (main, GlyphId(0)) } else { (&fonts.faces()[glyph.face as usize], glyph.glyph) };
-        let units = face.advance_units(gid) as f64 * (1000.0 / face.units_per_em() as f64);
-        CharInfo { units, glyph }
-    }
-
     #[inline]
-    fn info(&mut self, c: char) -> CharInfo {
-        let cp = c as u32;
-        if cp < 0x10000 {
-            let (hi, lo) = ((cp >> 8) as usize, (cp & 0xFF) as usize);
-            if self.blocks[hi].is_none() {
-                let fonts = self.fonts;
-                let block: Vec<CharInfo> = (0..256u32)
-                    .map(|i| {
-                        let ch = char::from_u32((hi as u32) << 8 | i).unwrap_or('\u{FFFD}');
-                        Self::compute(fonts, ch)
-                    })
-                    .collect();
-                self.blocks[hi] = Some(block.into_boxed_slice().try_into().ok().expect("256 entries"));
-            }
-            self.blocks[hi].as_ref().expect("filled")[lo]
+    fn info(&mut self, c: char) -> CharMetrics {
+        if (c as u32) < 0x10000 {
+            self.fonts.char_metrics(c)
         } else {
             let fonts = self.fonts;
-            *self.astral.entry(c).or_insert_with(|| Self::compute(fonts, c))
+            *self.astral.entry(c).or_insert_with(|| fonts.char_metrics(c))
         }
     }
 

@@ -194,18 +194,32 @@ fn over16(dst: &mut [u8; 16], src: &[u8; 16]) {
     }
 }
 
-/// Glyph coverages already looked up on this page, by face, glyph and quarter-pixel step: a page draws
-/// thousands of glyphs from a few dozen masks, and this keeps the shared cache (a hash map behind a
-/// lock, reference counted) out of the per-glyph path.
-struct PageGlyphs {
+/// Glyph coverages this thread has drawn with one font set at one size, by face, glyph and
+/// quarter-pixel step: a page draws thousands of glyphs from a few hundred masks, and this keeps the
+/// shared cache (a hash map behind a lock, reference counted) out of the per-glyph path. It lives from
+/// page to page, and starts afresh when the font set or size changes.
+struct GlyphMemo {
+    owner: (u64, u32, u32),
     slots: Vec<(u64, Option<Arc<Coverage>>)>,
 }
 
-impl PageGlyphs {
-    const BITS: u32 = 9;
+thread_local! {
+    static GLYPH_MEMO: std::cell::RefCell<Option<GlyphMemo>> = const { std::cell::RefCell::new(None) };
+}
 
-    fn new() -> PageGlyphs {
-        PageGlyphs { slots: vec![(0, None); 1 << Self::BITS] }
+impl GlyphMemo {
+    const BITS: u32 = 10;
+
+    /// The thread's memo for `owner` (font set id, em size and horizontal scale bits).
+    fn take(owner: (u64, u32, u32)) -> GlyphMemo {
+        match GLYPH_MEMO.with(|m| m.borrow_mut().take()) {
+            Some(memo) if memo.owner == owner => memo,
+            _ => GlyphMemo { owner, slots: vec![(0, None); 1 << Self::BITS] },
+        }
+    }
+
+    fn give_back(self) {
+        let _ = GLYPH_MEMO.try_with(|m| *m.borrow_mut() = Some(self));
     }
 
     fn get(&mut self, glyph: ResolvedGlyph, sub: u32, miss: impl FnOnce() -> Arc<Coverage>) -> &Coverage {
@@ -225,7 +239,7 @@ pub fn rasterize(layout: &PageLayout, cfg: &RenderConfig, fonts: &FontSet, chann
     let mut ink = Ink::new(pw, ph);
     let em_px = cfg.font_size * px_per_pt;
     let scales: Vec<_> = fonts.faces().iter().map(|f| f.px_scale(em_px, cfg.horizontal_scale)).collect();
-    let mut glyphs = PageGlyphs::new();
+    let mut glyphs = GlyphMemo::take((fonts.id(), em_px.to_bits(), cfg.horizontal_scale.to_bits()));
     fonts.with_coverage(|coverage| {
         for line in &layout.lines {
             // Splash keeps baselines on whole pixels and truncates x to quarter pixels (SplashFont::getGlyph).
@@ -241,6 +255,7 @@ pub fn rasterize(layout: &PageLayout, cfg: &RenderConfig, fonts: &FontSet, chann
             }
         }
     });
+    glyphs.give_back();
     let colours = Colours::new(cfg, layout, px_per_pt);
     let (w, h) = crop_size(&ink, &colours, cfg, last);
     colours.paint(&ink, w, h, channels)
