@@ -112,12 +112,9 @@ impl Ink {
         let inside = x0 >= 0 && y0 >= 0 && x0 as usize + PAD <= b.stride && y0 as usize + cov.height <= b.height;
         if inside && !cov.rows16.is_empty() {
             let (x0, y0) = (x0 as usize, y0 as usize);
-            let xe = (x0 + cov.width).min(b.width) as u32;
             for (r, src) in cov.rows16.iter().enumerate() {
                 let at = (y0 + r) * b.stride + x0;
                 over16((&mut b.alpha[at..at + 16]).try_into().expect("16-byte row"), src);
-                let span = &mut b.touched[y0 + r];
-                *span = (span.0.min(x0 as u32), span.1.max(xe));
             }
             return;
         }
@@ -139,8 +136,20 @@ impl Ink {
             for (d, &s) in dst.iter_mut().zip(src) {
                 *d = over(*d, s);
             }
-            let span = &mut b.touched[y as usize];
-            *span = (span.0.min(xs as u32), span.1.max(xe as u32));
+        }
+    }
+
+    /// Records that glyphs were drawn in columns `xs` of rows `ys` (clipped to the page). Callers mark
+    /// a whole text line's box once rather than each glyph row: a span may then be wider than its ink,
+    /// which clearing, cropping and painting all tolerate (blank pixels stay blank).
+    fn mark(&mut self, xs: std::ops::Range<i32>, ys: std::ops::Range<i32>) {
+        let b = &mut self.buf;
+        let (x0, x1) = (xs.start.max(0) as u32, xs.end.clamp(0, b.width as i32) as u32);
+        if x0 >= x1 {
+            return;
+        }
+        for span in &mut b.touched[ys.start.max(0) as usize..ys.end.clamp(0, b.height as i32) as usize] {
+            *span = (span.0.min(x0), span.1.max(x1));
         }
     }
 }
@@ -178,6 +187,11 @@ fn over16(dst: &mut [u8; 16], src: &[u8; 16]) {
             let d = _mm_loadu_si128(dst.as_ptr() as *const __m128i);
             let s = _mm_loadu_si128(src.as_ptr() as *const __m128i);
             let zero = _mm_setzero_si128();
+            // Nothing drawn there yet (the usual case: glyph boxes rarely overlap): over(0, s) = s.
+            if _mm_movemask_epi8(_mm_cmpeq_epi8(d, zero)) == 0xFFFF {
+                _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, s);
+                return;
+            }
             let half = |d16: __m128i, s16: __m128i| {
                 let v = _mm_add_epi16(_mm_mullo_epi16(s16, _mm_sub_epi16(_mm_set1_epi16(255), d16)), _mm_set1_epi16(127));
                 let q = _mm_srli_epi16(_mm_add_epi16(_mm_add_epi16(v, _mm_set1_epi16(1)), _mm_srli_epi16(v, 8)), 8);
@@ -244,15 +258,20 @@ pub fn rasterize(layout: &PageLayout, cfg: &RenderConfig, fonts: &FontSet, chann
         for line in &layout.lines {
             // Splash keeps baselines on whole pixels and truncates x to quarter pixels (SplashFont::getGlyph).
             let baseline = (line.baseline * px_per_pt).round() as i32;
+            let (mut xs, mut ys) = (i32::MAX..i32::MIN, i32::MAX..i32::MIN);
             for g in &line.glyphs {
                 let quarter = (g.x * px_per_pt * SUBPIXEL_STEPS as f32).floor() as i64;
                 let whole = quarter.div_euclid(SUBPIXEL_STEPS as i64) as i32;
                 let sub = quarter.rem_euclid(SUBPIXEL_STEPS as i64) as u32;
                 let cov = glyphs.get(g.glyph, sub, || coverage(g.glyph, scales[g.glyph.face as usize], sub));
                 if cov.width > 0 {
-                    ink.blend(whole + cov.left, baseline + cov.top, cov);
+                    let (x, y) = (whole + cov.left, baseline + cov.top);
+                    ink.blend(x, y, cov);
+                    xs = xs.start.min(x)..xs.end.max(x + cov.width as i32);
+                    ys = ys.start.min(y)..ys.end.max(y + cov.height as i32);
                 }
             }
+            ink.mark(xs, ys);
         }
     });
     glyphs.give_back();
