@@ -182,18 +182,21 @@ impl RunMap {
                 self.repeat[k / 64] &= !(1 << (k % 64));
             }
         }
-        // Runs of 2, 4, … MIN_RUN set bits, each step ANDing the bits with themselves shifted; a run
-        // starting in word w ends by word w + 1, so each word needs only the next one.
+        // Runs of 2, 4, … MIN_RUN set bits, each step ANDing the bits with themselves shifted. A run
+        // starting in word w ends by word w + 1, so each word needs only the next one; and the bits of
+        // the next one that matter never need a third word, so its own steps may shift in zeros.
+        // Plain u64 lanes, so the loop vectorizes.
         const _: () = assert!(MIN_RUN.is_power_of_two() && MIN_RUN <= 64);
         self.starts.clear();
         self.starts.extend(self.repeat.windows(2).map(|pair| {
-            let mut x = pair[0] as u128 | (pair[1] as u128) << 64;
+            let (mut lo, mut hi) = (pair[0], pair[1]);
             let mut shift = 1;
             while shift < MIN_RUN {
-                x &= x >> shift;
+                lo &= lo >> shift | hi << (64 - shift);
+                hi &= hi >> shift;
                 shift *= 2;
             }
-            x as u64
+            lo
         }));
         self.starts.push(0);
     }
