@@ -27,6 +27,17 @@ pub const LINES_PER_PARAGRAPH: usize = 30;
 
 /// Characters the reference deletes before anything else.
 #[inline]
+/// ASCII that `prepare` passes through as text: printable or control, but not whitespace and not
+/// markup (`&`, `<`, `>`).
+fn is_plain_ascii(b: u8) -> bool {
+    b.is_ascii() && !matches!(b, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | 0x1C..=0x1F | b' ' | b'&' | b'<' | b'>')
+}
+
+/// The next character that is not removed, and its byte offset.
+fn next_kept(s: &str) -> Option<(usize, char)> {
+    s.char_indices().find(|&(_, c)| !is_removed(c))
+}
+
 pub fn is_removed(c: char) -> bool {
     c == '\u{AD}' || c == '\u{200B}'
 }
@@ -135,13 +146,26 @@ impl PreparedPara {
         self.text.clear();
         self.frags.clear();
         let mut ws_pending = false; // a collapsible whitespace run is open
-        let mut chars = src.chars().filter(|&c| !is_removed(c)).peekable();
-        while let Some(c) = chars.next() {
+        let mut i = 0;
+        while i < src.len() {
+            // Plain ASCII (no whitespace, no markup) is copied a run at a time: most text is.
+            let plain = src.as_bytes()[i..].iter().position(|&b| !is_plain_ascii(b)).unwrap_or(src.len() - i);
+            if plain > 0 {
+                self.flush_ws(&mut ws_pending);
+                self.push_text(&src[i..i + plain]);
+                i += plain;
+                continue;
+            }
+            let c = src[i..].chars().next().expect("at a char boundary");
+            i += c.len_utf8();
+            if is_removed(c) {
+                continue;
+            }
             if c == ' ' {
                 // Step 3 of the reference: a run of 2+ spaces becomes that many &nbsp; (after removals).
                 let mut run = 1usize;
-                while chars.peek() == Some(&' ') {
-                    chars.next();
+                while let Some(at) = next_kept(&src[i..]).filter(|&(_, c)| c == ' ').map(|(at, _)| at) {
+                    i += at + 1;
                     run += 1;
                 }
                 if run == 1 {
@@ -163,7 +187,7 @@ impl PreparedPara {
                 self.push_entity(c);
             } else {
                 self.flush_ws(&mut ws_pending);
-                self.push_text(c);
+                self.push_text(c.encode_utf8(&mut [0; 4]));
             }
         }
         // A trailing whitespace run is stripped (`cleanBlockQuotedText` strips the paragraph).
@@ -172,13 +196,13 @@ impl PreparedPara {
     /// Emit one collapsed space for an open whitespace run, unless it leads the paragraph (stripped).
     fn flush_ws(&mut self, ws_pending: &mut bool) {
         if std::mem::take(ws_pending) && !self.frags.is_empty() {
-            self.push_text(' ');
+            self.push_text(" ");
         }
     }
 
-    fn push_text(&mut self, c: char) {
+    fn push_text(&mut self, t: &str) {
         let start = self.text.len() as u32;
-        self.text.push(c);
+        self.text.push_str(t);
         let end = self.text.len() as u32;
         match self.frags.last_mut() {
             Some(f) if f.kind == FragKind::Text => f.end = end,
