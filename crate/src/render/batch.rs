@@ -146,13 +146,20 @@ fn render_one(
 }
 
 fn write_page(dir: &Path, stem: &str, n: usize, page: &Page, opts: &BatchOptions) -> Result<PathBuf> {
-    let (ext, bytes) = match opts.format {
-        PageFormat::Png => ("png", encode_png(page, opts.png_compression)?),
-        PageFormat::Raw => (if page.channels == 1 { "gray" } else { "rgb" }, page.data.clone()),
-    };
-    let path = dir.join(format!("{stem}_page_{n:03}.{ext}"));
-    write_atomic(&path, &bytes)?;
-    Ok(path)
+    let path = |ext: &str| dir.join(format!("{stem}_page_{n:03}.{ext}"));
+    match opts.format {
+        PageFormat::Png => {
+            let png = encode_png(page, opts.png_compression)?;
+            let path = path("png");
+            let written = write_atomic(&path, &png);
+            super::png::recycle(png);
+            written.map(|_| path)
+        }
+        PageFormat::Raw => {
+            let path = path(if page.channels == 1 { "gray" } else { "rgb" });
+            write_atomic(&path, &page.data).map(|_| path)
+        }
+    }
 }
 
 /// Writes through a temporary file in the same directory and renames it into place, so a crash or a

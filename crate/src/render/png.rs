@@ -59,7 +59,9 @@ fn encode_fast(page: &Page) -> Result<Vec<u8>> {
     if page.width == 0 || page.height == 0 {
         return Err(Error::Png(format!("cannot encode a {}×{} page: PNG images have at least one pixel", page.width, page.height)));
     }
-    let mut out = Vec::with_capacity(page.data.len() / 6 + 1024);
+    let mut out = SPARE_PNG.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    out.clear();
+    out.reserve(page.data.len() / 6 + 1024);
     out.extend_from_slice(b"\x89PNG\r\n\x1a\n");
     let mut ihdr = [0u8; 13];
     ihdr[..4].copy_from_slice(&(page.width as u32).to_be_bytes());
@@ -67,13 +69,38 @@ fn encode_fast(page: &Page) -> Result<Vec<u8>> {
     ihdr[8] = 8; // bit depth
     ihdr[9] = if page.channels == 1 { 0 } else { 2 }; // grey or RGB; compression, filter, interlace 0
     write_chunk(&mut out, b"IHDR", &ihdr);
-    let mut zlib = Vec::with_capacity(page.data.len() / 6 + 1024);
-    zlib_scanlines(&page.data, page.width * page.channels, page.channels, &mut zlib);
-    for part in zlib.chunks(MAX_CHUNK) {
-        write_chunk(&mut out, b"IDAT", part);
+    // The zlib stream goes straight into its IDAT chunk; the length is filled in afterwards.
+    let idat = out.len();
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(b"IDAT");
+    zlib_scanlines(&page.data, page.width * page.channels, page.channels, &mut out);
+    let len = out.len() - idat - 8;
+    if len <= MAX_CHUNK {
+        out[idat..idat + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        let crc = crc32fast::hash(&out[idat + 4..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    } else {
+        // Too long for one chunk (a page of gigapixels): split it.
+        let zlib = out.split_off(idat + 8);
+        out.truncate(idat);
+        for part in zlib.chunks(MAX_CHUNK) {
+            write_chunk(&mut out, b"IDAT", part);
+        }
     }
     write_chunk(&mut out, b"IEND", &[]);
     Ok(out)
+}
+
+thread_local! {
+    /// A written PNG's buffer handed back with `recycle`, for the next page on this thread.
+    static SPARE_PNG: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Gives an encoded PNG's buffer back for reuse by the next page encoded on this thread (batch
+/// rendering writes each file and drops it; a fresh buffer per page costs page faults whenever the
+/// allocator has returned the last one to the system).
+pub fn recycle(png: Vec<u8>) {
+    let _ = SPARE_PNG.try_with(|s| *s.borrow_mut() = png);
 }
 
 fn write_chunk(out: &mut Vec<u8>, kind: &[u8; 4], body: &[u8]) {
