@@ -415,26 +415,27 @@ fn crop_size(ink: &Ink, colours: &Colours, cfg: &RenderConfig, last: bool) -> (u
     let bg = luma(colours.pixel(ink, 0, 0)) as i32;
     let mut last_col: Option<usize> = None;
     let mut last_row: Option<usize> = None;
-    let mut note = |x: usize, y: usize| {
-        last_col = Some(last_col.map_or(x, |c| c.max(x)));
-        last_row = Some(y);
-    };
     match colours.uniform_grey() {
-        // Fast path: grey is monotone in coverage, so "differs by more than 5" is "coverage ≥ t".
+        // Fast path: grey is monotone in coverage, so "differs by more than 5" is "coverage ≥ t". Only
+        // columns right of the best so far can move the crop, and the last inked row is found from
+        // the bottom up.
         Some((pbg, fg)) => {
             if let Some(t) = (0..=255u8).find(|&a| (mix_grey(pbg, fg, a) as i32 - bg).abs() > 5) {
                 for y in 0..h {
                     let span = ink.span(y, w);
-                    if let Some(x) = ink.row(y)[span.clone()].iter().rposition(|&a| a >= t) {
-                        note(span.start + x, y);
+                    let from = last_col.map_or(span.start, |c| span.start.max(c + 1));
+                    if let Some(x) = ink.row(y)[from..span.end.max(from)].iter().rposition(|&a| a >= t) {
+                        last_col = Some(from + x);
                     }
                 }
+                last_row = (0..h).rev().find(|&y| ink.row(y)[ink.span(y, w)].iter().any(|&a| a >= t));
             }
         }
         None => {
             for y in 0..h {
                 if let Some(x) = (0..w).rev().find(|&x| (luma(colours.pixel(ink, x, y)) as i32 - bg).abs() > 5) {
-                    note(x, y);
+                    last_col = Some(last_col.map_or(x, |c| c.max(x)));
+                    last_row = Some(y);
                 }
             }
         }
