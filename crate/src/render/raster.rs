@@ -55,10 +55,11 @@ pub fn recycle(data: Vec<u8>) {
     SPARE_PAGE.with(|s| *s.borrow_mut() = data);
 }
 
-fn page_buffer(len: usize) -> Vec<u8> {
+/// `len` bytes of `value`, in the thread's spare buffer when there is one.
+fn page_buffer(len: usize, value: u8) -> Vec<u8> {
     let mut v = SPARE_PAGE.with(|s| std::mem::take(&mut *s.borrow_mut()));
     v.clear();
-    v.resize(len, 0);
+    v.resize(len, value);
     v
 }
 
@@ -362,10 +363,10 @@ impl Colours {
     /// The final pixels of the top-left `w × h` region.
     fn paint(&self, ink: &Ink, w: usize, h: usize, channels: Channels) -> Page {
         let ch = channels as usize;
-        let mut data = page_buffer(w * h * ch);
-        if let Some((bg, fg)) = self.uniform_grey() {
-            // Background everywhere, then colour only the spans glyphs touched.
-            data.fill(bg);
+        let uniform = self.uniform_grey();
+        let mut data = page_buffer(w * h * ch, uniform.map_or(0, |(bg, _)| bg));
+        if let Some((bg, fg)) = uniform {
+            // Background everywhere (above), then colour only the spans glyphs touched.
             for (y, dst) in data.chunks_exact_mut(w * ch).enumerate() {
                 let span = ink.span(y, w);
                 if span.is_empty() {
