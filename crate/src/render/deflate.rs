@@ -5,8 +5,8 @@
 //! here are "repeat the previous pixel" (distance = bytes per pixel), found with 16-byte compares into
 //! page-wide bitmaps, and everything else is a literal. One dynamic Huffman block, built from the
 //! symbol counts of every 8th row, makes the antialiased greys cheap. On golden/render/texts.jsonl it
-//! takes ~140 µs per page where fdeflate with the Up filter (the `png` crate's fastest level) took
-//! ~350, and its files are 30% smaller (67 vs 96 kB per page). It finds no repeats further back than
+//! takes less than half the time of fdeflate with the Up filter (the `png` crate's fastest level) and
+//! its files are 30% smaller (67 vs 96 kB per page; bench/render_phases.rs compares them). It finds no repeats further back than
 //! one pixel: a page of identical lines compresses far better at the `balanced` level.
 
 use std::cell::RefCell;

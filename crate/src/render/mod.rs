@@ -3,9 +3,9 @@
 
 pub mod batch;
 pub mod config;
+pub mod deflate;
 pub mod font;
 pub mod layout;
-pub mod deflate;
 pub mod png;
 pub mod prepare;
 pub mod raster;
