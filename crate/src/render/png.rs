@@ -100,7 +100,10 @@ thread_local! {
 /// rendering writes each file and drops it; a fresh buffer per page costs page faults whenever the
 /// allocator has returned the last one to the system).
 pub fn recycle(png: Vec<u8>) {
-    let _ = SPARE_PNG.try_with(|s| *s.borrow_mut() = png);
+    // A huge page's buffer is not kept around for the pages after it.
+    if png.capacity() <= 64 << 20 {
+        let _ = SPARE_PNG.try_with(|s| *s.borrow_mut() = png);
+    }
 }
 
 fn write_chunk(out: &mut Vec<u8>, kind: &[u8; 4], body: &[u8]) {
