@@ -48,9 +48,6 @@ const LENGTH_CODES: [(u16, u8, u8); 256] = {
 /// uniform, and counting every row would cost as much as encoding it.
 const SAMPLE_EVERY: usize = 8;
 
-/// Scratch kept between pages up to this size (an A4 page at 72 dpi needs ~0.6 MB).
-const KEEP_SCRATCH_BYTES: usize = 64 << 20;
-
 /// Buffers reused page after page (fresh ones per page would cost page faults).
 #[derive(Default)]
 struct Scratch {
@@ -118,8 +115,7 @@ pub fn zlib_scanlines(data: &[u8], row_bytes: usize, pixel_bytes: usize, out: &m
         bits.put(eob as u64, n);
         let len = bits.finish();
         out.extend_from_slice(&stream[..len]);
-        // A huge page's buffers are not kept around for the pages after it.
-        if stream.len() > KEEP_SCRATCH_BYTES {
+        if stream.len() > super::KEEP_BUFFER_BYTES {
             *stream = Vec::new();
             *runs = RunMap::default();
         }

@@ -12,6 +12,10 @@ pub mod raster;
 
 use std::path::PathBuf;
 
+/// Per-thread buffers (page pixels, PNG output, encoder scratch) are kept for the next page up to this
+/// size; an A4 page at 72 dpi needs well under 1 MB, and a huge page's buffers are let go.
+pub const KEEP_BUFFER_BYTES: usize = 64 << 20;
+
 pub use config::RenderConfig;
 pub use font::{Face, FontSet};
 pub use layout::PageLayout;

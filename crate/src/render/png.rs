@@ -100,8 +100,7 @@ thread_local! {
 /// rendering writes each file and drops it; a fresh buffer per page costs page faults whenever the
 /// allocator has returned the last one to the system).
 pub fn recycle(png: Vec<u8>) {
-    // A huge page's buffer is not kept around for the pages after it.
-    if png.capacity() <= 64 << 20 {
+    if png.capacity() <= super::KEEP_BUFFER_BYTES {
         let _ = SPARE_PNG.try_with(|s| *s.borrow_mut() = png);
     }
 }

@@ -52,8 +52,7 @@ thread_local! {
 /// Gives a page's pixels back for reuse by the next page rendered on this thread (batch rendering
 /// writes a page and drops it; reusing its buffer avoids fresh page faults).
 pub fn recycle(data: Vec<u8>) {
-    // A huge page's buffer is not kept around for the pages after it.
-    if data.capacity() <= 64 << 20 {
+    if data.capacity() <= super::KEEP_BUFFER_BYTES {
         let _ = SPARE_PAGE.try_with(|s| *s.borrow_mut() = data);
     }
 }
