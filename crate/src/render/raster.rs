@@ -159,6 +159,9 @@ impl Ink {
 
 impl Drop for Ink {
     fn drop(&mut self) {
+        if self.buf.alpha.capacity() > super::KEEP_BUFFER_BYTES {
+            return;
+        }
         let buf = InkBuffer {
             alpha: std::mem::take(&mut self.buf.alpha),
             touched: std::mem::take(&mut self.buf.touched),
