@@ -1,9 +1,9 @@
 //! Raster: draws a laid-out page the way pdftoppm does at the configured dpi (anti-aliased, unhinted
 //! glyphs at quarter-pixel x positions, whole-pixel baselines), then applies the reference auto-crop.
 
-use super::config::{RenderConfig, Rgb};
 use std::sync::Arc;
 
+use super::config::{RenderConfig, Rgb};
 use super::font::{Coverage, FontSet, ResolvedGlyph, SUBPIXEL_STEPS};
 use super::layout::PageLayout;
 
@@ -147,12 +147,13 @@ impl Ink {
     /// which clearing, cropping and painting all tolerate (blank pixels stay blank).
     fn mark(&mut self, xs: std::ops::Range<i32>, ys: std::ops::Range<i32>) {
         let b = &mut self.buf;
-        let (x0, x1) = (xs.start.max(0) as u32, xs.end.clamp(0, b.width as i32) as u32);
-        if x0 >= x1 {
+        let clip = |r: std::ops::Range<i32>, size: usize| r.start.clamp(0, size as i32) as usize..r.end.clamp(0, size as i32) as usize;
+        let (xs, ys) = (clip(xs, b.width), clip(ys, b.height));
+        if xs.is_empty() || ys.is_empty() {
             return;
         }
-        for span in &mut b.touched[ys.start.max(0) as usize..ys.end.clamp(0, b.height as i32) as usize] {
-            *span = (span.0.min(x0), span.1.max(x1));
+        for span in &mut b.touched[ys] {
+            *span = (span.0.min(xs.start as u32), span.1.max(xs.end as u32));
         }
     }
 }
@@ -264,7 +265,8 @@ pub fn rasterize(layout: &PageLayout, cfg: &RenderConfig, fonts: &FontSet, chann
         for line in &layout.lines {
             // Splash keeps baselines on whole pixels and truncates x to quarter pixels (SplashFont::getGlyph).
             let baseline = (line.baseline * px_per_pt).round() as i32;
-            let (mut xs, mut ys) = (i32::MAX..i32::MIN, i32::MAX..i32::MIN);
+            // The line's ink box; left empty (min > max) when it draws nothing.
+            let (mut left, mut right, mut top, mut bottom) = (i32::MAX, i32::MIN, i32::MAX, i32::MIN);
             for g in &line.glyphs {
                 let quarter = floor_i64(g.x * px_per_pt * SUBPIXEL_STEPS as f32);
                 let whole = quarter.div_euclid(SUBPIXEL_STEPS as i64) as i32;
@@ -273,11 +275,11 @@ pub fn rasterize(layout: &PageLayout, cfg: &RenderConfig, fonts: &FontSet, chann
                 if cov.width > 0 {
                     let (x, y) = (whole + cov.left, baseline + cov.top);
                     ink.blend(x, y, cov);
-                    xs = xs.start.min(x)..xs.end.max(x + cov.width as i32);
-                    ys = ys.start.min(y)..ys.end.max(y + cov.height as i32);
+                    (left, right) = (left.min(x), right.max(x + cov.width as i32));
+                    (top, bottom) = (top.min(y), bottom.max(y + cov.height as i32));
                 }
             }
-            ink.mark(xs, ys);
+            ink.mark(left..right, top..bottom);
         }
     });
     glyphs.give_back();
