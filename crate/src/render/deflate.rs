@@ -52,7 +52,7 @@ const SAMPLE_EVERY: usize = 8;
 #[derive(Default)]
 struct Scratch {
     /// The deflate stream, sized for the worst case.
-    out: Vec<u8>,
+    stream: Vec<u8>,
     runs: RunMap,
 }
 
@@ -67,7 +67,7 @@ pub fn zlib_scanlines(data: &[u8], row_bytes: usize, pixel_bytes: usize, out: &m
     let rows = data.len() / row_bytes;
     out.extend_from_slice(&[0x78, 0x01]); // deflate, 32K window, fastest-compression hint
     SCRATCH.with(|s| {
-        let Scratch { out: stream, runs } = &mut *s.borrow_mut();
+        let Scratch { stream, runs } = &mut *s.borrow_mut();
         runs.build(data, row_bytes, pixel_bytes);
         let row = |r: usize| r * row_bytes..(r + 1) * row_bytes;
 
@@ -100,9 +100,8 @@ pub fn zlib_scanlines(data: &[u8], row_bytes: usize, pixel_bytes: usize, out: &m
         }
         let mut bits = BitWriter { buf: stream, pos: 0, acc: 0, n: 0 };
         let codes = write_block_header(&mut bits, &counts, pixel_bytes);
-        let filter = codes.literals[0];
         for r in 0..rows {
-            bits.put(filter as u64 & 0xFFFF, filter >> 16);
+            bits.literals(&[0], &codes.literals); // the filter byte
             runs.segment(data, row(r), |lits, run| {
                 bits.literals(lits, &codes.literals);
                 for len in match_lengths(run) {

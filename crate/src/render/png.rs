@@ -69,16 +69,11 @@ fn encode_fast(page: &Page) -> Result<Vec<u8>> {
     ihdr[8] = 8; // bit depth
     ihdr[9] = if page.channels == 1 { 0 } else { 2 }; // grey or RGB; compression, filter, interlace 0
     write_chunk(&mut out, b"IHDR", &ihdr);
-    // The zlib stream goes straight into its IDAT chunk; the length is filled in afterwards.
-    let idat = out.len();
-    out.extend_from_slice(&[0, 0, 0, 0]);
-    out.extend_from_slice(b"IDAT");
+    // The zlib stream goes straight into its IDAT chunk.
+    let idat = begin_chunk(&mut out, b"IDAT");
     zlib_scanlines(&page.data, page.width * page.channels, page.channels, &mut out);
-    let len = out.len() - idat - 8;
-    if len <= MAX_CHUNK {
-        out[idat..idat + 4].copy_from_slice(&(len as u32).to_be_bytes());
-        let crc = crc32fast::hash(&out[idat + 4..]);
-        out.extend_from_slice(&crc.to_be_bytes());
+    if out.len() - idat - 8 <= MAX_CHUNK {
+        end_chunk(&mut out, idat);
     } else {
         // Too long for one chunk (a page of gigapixels): split it.
         let zlib = out.split_off(idat + 8);
@@ -106,13 +101,26 @@ pub fn recycle(png: Vec<u8>) {
 }
 
 fn write_chunk(out: &mut Vec<u8>, kind: &[u8; 4], body: &[u8]) {
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(kind);
+    let start = begin_chunk(out, kind);
     out.extend_from_slice(body);
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(kind);
-    crc.update(body);
-    out.extend_from_slice(&crc.finalize().to_be_bytes());
+    end_chunk(out, start);
+}
+
+/// Appends a chunk's length (filled in by `end_chunk`) and type; the body follows. Returns where the
+/// chunk starts.
+fn begin_chunk(out: &mut Vec<u8>, kind: &[u8; 4]) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(kind);
+    start
+}
+
+/// Fills in the length of the chunk at `start`, whose body ends the buffer, and appends its CRC.
+fn end_chunk(out: &mut Vec<u8>, start: usize) {
+    let len = out.len() - start - 8;
+    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    let crc = crc32fast::hash(&out[start + 4..]);
+    out.extend_from_slice(&crc.to_be_bytes());
 }
 
 #[cfg(test)]

@@ -25,12 +25,10 @@
 /// Source lines per reportlab paragraph (the reference joins 30 lines with `<br/>`).
 pub const LINES_PER_PARAGRAPH: usize = 30;
 
-/// Characters the reference deletes before anything else.
+/// ASCII that `prepare` passes through as text: not whitespace and not markup (`&`, `<`, `>`).
 #[inline]
-/// ASCII that `prepare` passes through as text: printable or control, but not whitespace and not
-/// markup (`&`, `<`, `>`).
 fn is_plain_ascii(b: u8) -> bool {
-    b.is_ascii() && !matches!(b, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | 0x1C..=0x1F | b' ' | b'&' | b'<' | b'>')
+    b.is_ascii() && !is_collapsible_ws(b as char) && !matches!(b, b'&' | b'<' | b'>')
 }
 
 /// The next character that is not removed, and its byte offset.
@@ -38,6 +36,8 @@ fn next_kept(s: &str) -> Option<(usize, char)> {
     s.char_indices().find(|&(_, c)| !is_removed(c))
 }
 
+/// Characters the reference deletes before anything else.
+#[inline]
 pub fn is_removed(c: char) -> bool {
     c == '\u{AD}' || c == '\u{200B}'
 }
