@@ -2,12 +2,14 @@
 //!
 //! General-purpose encoders spend their time searching for matches; a text page has none worth finding
 //! except runs: blank rows and the gaps between glyphs repeat the previous pixel. So the only matches
-//! here are "repeat the previous pixel" (distance = bytes per pixel), found with 16-byte compares into
-//! page-wide bitmaps, and everything else is a literal. One dynamic Huffman block, built from the
-//! symbol counts of every 8th row, makes the antialiased greys cheap. On golden/render/texts.jsonl it
-//! takes less than half the time of fdeflate with the Up filter (the `png` crate's fastest level) and
-//! its files are 30% smaller (67 vs 96 kB per page; bench/render_phases.rs compares them). It finds no repeats further back than
-//! one pixel: a page of identical lines compresses far better at the `balanced` level.
+//! here are "repeat the previous pixel" (distance = bytes per pixel), found by byte compares into
+//! per-row bitmaps, and everything else is a literal. One dynamic Huffman block, built from the
+//! symbol counts of every 8th row, makes the antialiased greys cheap. Where the CPU has AVX-512, one
+//! pass of 64-byte compares fills the bitmaps and computes the Adler-32 together (16-byte SSE2
+//! compares and simd-adler32 elsewhere). On golden/render/texts.jsonl it takes about a third of the
+//! time of fdeflate with the Up filter (the `png` crate's fastest level) and its files are 30% smaller
+//! (67 vs 96 kB per page; bench/render_phases.rs compares them). It finds no repeats further back
+//! than one pixel: a page of identical lines compresses far better at the `balanced` level.
 
 use std::cell::RefCell;
 
@@ -19,9 +21,12 @@ const MAX_MATCH: usize = 258;
 const END_OF_BLOCK: usize = 256;
 /// Literal/length alphabet: 256 literals, end of block, 29 length codes.
 const LITLEN_SYMBOLS: usize = 286;
-/// Literal/length codes are limited to 12 bits (DEFLATE allows 15) so four literals fit one flush;
-/// on text pages only symbols too rare to matter ever need more.
+/// Literal/length codes are limited to 12 bits (DEFLATE allows 15) so four literals fit one flush
+/// (4 × 12 bits + 7 left over ≤ 64; five per flush with 11-bit codes measured slower); on text pages
+/// only symbols too rare to matter ever need more.
 const MAX_CODE_BITS: u32 = 12;
+const LITERALS_PER_FLUSH: usize = 4;
+const _: () = assert!(LITERALS_PER_FLUSH as u32 * MAX_CODE_BITS + 7 <= 64);
 const MAX_CODE_LENGTH_BITS: u32 = 7;
 /// Order in which the code-length code's lengths are sent (RFC 1951, 3.2.7).
 const CODE_LENGTH_ORDER: [usize; 19] = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15];
@@ -68,8 +73,7 @@ pub fn zlib_scanlines(data: &[u8], row_bytes: usize, pixel_bytes: usize, out: &m
     out.extend_from_slice(&[0x78, 0x01]); // deflate, 32K window, fastest-compression hint
     SCRATCH.with(|s| {
         let Scratch { stream, runs } = &mut *s.borrow_mut();
-        runs.build(data, row_bytes, pixel_bytes);
-        let row = |r: usize| r * row_bytes..(r + 1) * row_bytes;
+        let adler = runs.build(data, row_bytes, pixel_bytes);
 
         // Every symbol keeps a code (sampled rows may miss some), so each count starts at 1. Literals
         // go to four interleaved tables: runs of one value (the background) would otherwise chain
@@ -78,7 +82,7 @@ pub fn zlib_scanlines(data: &[u8], row_bytes: usize, pixel_bytes: usize, out: &m
         let mut lanes = [[0u32; 256]; 4];
         for r in (0..rows).step_by(SAMPLE_EVERY) {
             counts[0] += 1; // the filter byte
-            runs.segment(data, row(r), |lits, run| {
+            for (lits, run) in runs.segments(&data[r * row_bytes..(r + 1) * row_bytes], r) {
                 let mut quads = lits.chunks_exact(4);
                 for q in &mut quads {
                     for (lane, &b) in lanes.iter_mut().zip(q) {
@@ -87,7 +91,7 @@ pub fn zlib_scanlines(data: &[u8], row_bytes: usize, pixel_bytes: usize, out: &m
                 }
                 quads.remainder().iter().for_each(|&b| lanes[0][b as usize] += 1);
                 match_lengths(run).for_each(|len| counts[LENGTH_CODES[len - 3].0 as usize] += 1);
-            });
+            }
         }
         for lane in &lanes {
             counts[..256].iter_mut().zip(lane).for_each(|(c, &n)| *c += n);
@@ -100,31 +104,45 @@ pub fn zlib_scanlines(data: &[u8], row_bytes: usize, pixel_bytes: usize, out: &m
         }
         let mut bits = BitWriter { buf: stream, pos: 0, acc: 0, n: 0 };
         let codes = write_block_header(&mut bits, &counts, pixel_bytes);
-        for r in 0..rows {
-            bits.literals(&[0], &codes.literals); // the filter byte
-            runs.segment(data, row(r), |lits, run| {
-                bits.literals(lits, &codes.literals);
-                for len in match_lengths(run) {
-                    let (code, n) = codes.matches[len - 3];
-                    bits.put(code as u64, n);
-                }
-            });
-        }
+        encode_rows(&mut bits, data, row_bytes, runs, &codes);
         let (eob, n) = codes.end_of_block;
         bits.put(eob as u64, n);
         let len = bits.finish();
         out.extend_from_slice(&stream[..len]);
+        out.extend_from_slice(&adler.to_be_bytes());
         if stream.len() > super::KEEP_BUFFER_BYTES {
             *stream = Vec::new();
             *runs = RunMap::default();
         }
     });
-    let mut adler = simd_adler32::Adler32::new();
-    for row in data.chunks_exact(row_bytes) {
-        adler.write(&[0]);
-        adler.write(row);
+}
+
+/// Every row's filter byte, literals and runs. The shifts by a register amount are most of the work:
+/// BMI2's `shlx`/`shrx` (where the CPU has it) do them without the baseline's fixed `cl` register.
+fn encode_rows(bits: &mut BitWriter, data: &[u8], row_bytes: usize, runs: &RunMap, codes: &Codes) {
+    #[inline(always)]
+    fn encode(bits: &mut BitWriter, data: &[u8], row_bytes: usize, runs: &RunMap, codes: &Codes) {
+        for (r, row) in data.chunks_exact(row_bytes).enumerate() {
+            bits.literals(&[0], &codes.literals); // the filter byte
+            for (lits, run) in runs.segments(row, r) {
+                bits.literals(lits, &codes.literals);
+                for len in match_lengths(run) {
+                    let (code, n) = codes.matches[len - 3];
+                    bits.put(code as u64, n);
+                }
+            }
+        }
     }
-    out.extend_from_slice(&adler.finish().to_be_bytes());
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("bmi2") {
+        #[target_feature(enable = "bmi2")]
+        fn with_bmi2(bits: &mut BitWriter, data: &[u8], row_bytes: usize, runs: &RunMap, codes: &Codes) {
+            encode(bits, data, row_bytes, runs, codes)
+        }
+        // SAFETY: the CPU has BMI2, checked just above.
+        return unsafe { with_bmi2(bits, data, row_bytes, runs, codes) };
+    }
+    encode(bits, data, row_bytes, runs, codes)
 }
 
 /// A run as match lengths (3..=258), never leaving the 1–2 bytes no match can take.
@@ -140,82 +158,216 @@ fn match_lengths(mut left: usize) -> impl Iterator<Item = usize> {
     })
 }
 
-/// Page-wide bitmaps. Bit `k` of `repeat`: byte `k` equals the byte `d` before it in the same row
-/// (never in a row's first pixel: rows are encoded on their own). Bit `k` of `starts`: MIN_RUN such
-/// bytes begin at `k`. Both end with a zero word, so scans stop there.
+/// Per-row bitmaps, `words` u64s a row, the last always zero so scans stop there. Bit `x` of a row's
+/// `repeat`: byte `x` equals the byte `d` before it (never in the row's first pixel: rows are encoded
+/// on their own). Bit `x` of `starts`: MIN_RUN such bytes begin at `x`.
 #[derive(Default)]
 struct RunMap {
+    words: usize,
     repeat: Vec<u64>,
     starts: Vec<u64>,
 }
 
 impl RunMap {
-    fn build(&mut self, data: &[u8], row_bytes: usize, d: usize) {
-        let len = data.len();
-        let words = len.div_ceil(64);
-        // Bits of the 16 bytes at 16·c: one 16-byte compare each, shifted into place at the ends.
-        let edge_chunk = |c: usize| -> u64 {
-            let start = 16 * c;
-            if start >= len {
-                0
-            } else if len < 16 + d {
-                (start.max(d)..(start + 16).min(len)).fold(0, |m, k| m | ((data[k] == data[k - d]) as u64) << (k - start))
-            } else if start == 0 {
-                (equal16(&data[d..], data) as u64) << d & 0xFFFF
-            } else if start + 16 <= len {
-                equal16(&data[start..], &data[start - d..]) as u64
-            } else {
-                let tail = len - 16;
-                (equal16(&data[tail..], &data[tail - d..]) >> (start - tail)) as u64
-            }
-        };
-        self.repeat.clear();
-        self.repeat.extend((0..words).map(|w| {
-            let base = 64 * w;
-            if base >= 16 && base + 64 <= len {
-                let block = &data[base - d..base + 64];
-                let q = |i: usize| equal16(&block[d + 16 * i..], &block[16 * i..]) as u64;
-                q(0) | q(1) << 16 | q(2) << 32 | q(3) << 48
-            } else {
-                (0..4).fold(0, |word, i| word | edge_chunk(4 * w + i) << (16 * i))
-            }
-        }));
-        self.repeat.push(0);
-        for first in (row_bytes..len).step_by(row_bytes) {
-            for k in first..first + d.min(row_bytes) {
-                self.repeat[k / 64] &= !(1 << (k % 64));
-            }
-        }
-        // Runs of 2, 4, … MIN_RUN set bits, each step ANDing the bits with themselves shifted. A run
-        // starting in word w ends by word w + 1, so each word needs only the next one; and the bits of
-        // the next one that matter never need a third word, so its own steps may shift in zeros.
-        // Plain u64 lanes, so the loop vectorizes.
-        const _: () = assert!(MIN_RUN.is_power_of_two() && MIN_RUN <= 64);
-        self.starts.clear();
-        self.starts.extend(self.repeat.windows(2).map(|pair| {
-            let (mut lo, mut hi) = (pair[0], pair[1]);
-            let mut shift = 1;
-            while shift < MIN_RUN {
-                lo &= lo >> shift | hi << (64 - shift);
-                hi &= hi >> shift;
-                shift *= 2;
-            }
-            lo
-        }));
-        self.starts.push(0);
+    /// Fills the bitmaps for `data` and returns the Adler-32 of its scanlines (each row after a zero
+    /// filter byte): one pass reads the page for both where the CPU has AVX-512.
+    fn build(&mut self, data: &[u8], row_bytes: usize, d: usize) -> u32 {
+        #[cfg(target_arch = "x86_64")]
+        let wide = std::arch::is_x86_feature_detected!("avx512bw");
+        #[cfg(not(target_arch = "x86_64"))]
+        let wide = false;
+        self.build_with(data, row_bytes, d, wide)
     }
 
-    /// Splits row `range` of `data` into literal stretches, each followed by a run (0 after the last).
-    #[inline(always)]
-    fn segment(&self, data: &[u8], range: std::ops::Range<usize>, mut piece: impl FnMut(&[u8], usize)) {
-        let (mut pending, mut pos) = (range.start, range.start); // pending: literals not yet handed out
-        while let Some(k) = next_set(&self.starts, pos).filter(|&k| k < range.end) {
-            let len = ones_from(&self.repeat, k);
-            piece(&data[pending..k], len);
-            pos = k + len;
-            pending = pos;
+    /// `build`, on the AVX-512 path when `wide` (which the caller has checked the CPU supports).
+    fn build_with(&mut self, data: &[u8], row_bytes: usize, d: usize, wide: bool) -> u32 {
+        self.words = row_bytes.div_ceil(64) + 1;
+        self.repeat.clear();
+        self.repeat.resize(data.len() / row_bytes * self.words, 0);
+        let rows = data.chunks_exact(row_bytes).zip(self.repeat.chunks_exact_mut(self.words));
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            let mut adler = Adler { a: 1, b: 0 };
+            // SAFETY: the CPU has AVX-512BW (and so AVX-512F), checked just above.
+            unsafe {
+                rows.for_each(|(row, bits)| scan_row_avx512(row, d, bits, &mut adler));
+                find_starts_avx512(&self.repeat, &mut self.starts);
+            }
+            return adler.value();
         }
-        piece(&data[pending..range.end], 0);
+        let mut adler = simd_adler32::Adler32::new();
+        for (row, bits) in rows {
+            repeat_bits(row, d, bits);
+            adler.write(&[0]);
+            adler.write(row);
+        }
+        find_starts(&self.repeat, &mut self.starts);
+        adler.finish()
+    }
+
+    /// Row `r` (the bytes `row`) as literal stretches, each followed by a run (0 after the last). An
+    /// iterator, not a callback, so its loop body compiles with its caller's target features.
+    #[inline(always)]
+    fn segments<'a>(&'a self, row: &'a [u8], r: usize) -> Segments<'a> {
+        let words = r * self.words..(r + 1) * self.words;
+        Segments { row, starts: &self.starts[words.clone()], repeat: &self.repeat[words], pos: 0, done: false }
+    }
+}
+
+struct Segments<'a> {
+    row: &'a [u8],
+    starts: &'a [u64],
+    repeat: &'a [u64],
+    /// Where the literals not yet handed out begin.
+    pos: usize,
+    done: bool,
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = (&'a [u8], usize);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<(&'a [u8], usize)> {
+        if self.done {
+            return None;
+        }
+        let pending = self.pos;
+        match next_set(self.starts, pending) {
+            Some(k) => {
+                let len = ones_from(self.repeat, k);
+                self.pos = k + len;
+                Some((&self.row[pending..k], len))
+            }
+            None => {
+                self.done = true;
+                Some((&self.row[pending..], 0))
+            }
+        }
+    }
+}
+
+/// `starts` from `repeat`: runs of 2, 4, … MIN_RUN set bits, each step ANDing the bits with
+/// themselves shifted. A run starting in word w ends by word w + 1, so each word needs only the next
+/// one; and the bits of the next one that matter never need a third word, so its own steps may shift
+/// in zeros. A row's zero last word keeps runs from reaching into the next row. Plain u64 lanes, so
+/// the loop vectorizes.
+#[inline(always)]
+fn find_starts(repeat: &[u64], starts: &mut Vec<u64>) {
+    const _: () = assert!(MIN_RUN.is_power_of_two() && MIN_RUN <= 64);
+    starts.clear();
+    starts.resize(repeat.len(), 0);
+    for (start, pair) in starts.iter_mut().zip(repeat.windows(2)) {
+        let (mut lo, mut hi) = (pair[0], pair[1]);
+        let mut shift = 1;
+        while shift < MIN_RUN {
+            lo &= lo >> shift | hi << (64 - shift);
+            hi &= hi >> shift;
+            shift *= 2;
+        }
+        *start = lo;
+    }
+}
+
+/// `find_starts` in 512-bit lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn find_starts_avx512(repeat: &[u64], starts: &mut Vec<u64>) {
+    find_starts(repeat, starts)
+}
+
+/// Adler-32 state (RFC 1950): `a` = 1 + the bytes' sum, `b` = the sum of the `a`s, both mod 65521.
+#[cfg(target_arch = "x86_64")]
+struct Adler {
+    a: u32,
+    b: u32,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Adler {
+    const MOD: u64 = 65521;
+
+    fn value(&self) -> u32 {
+        self.b << 16 | self.a
+    }
+}
+
+/// One row's `repeat` bits (as `repeat_bits`) and its scanline (zero filter byte, then `row`) added to
+/// `adler`, reading each 64 bytes once. Per 4096-byte chunk, in exact integers: with `a0` the sum
+/// before it and `x_j` its bytes, a grows by Σ x_j and b by n·a0 + Σ (n − j)·x_j. Each 64-byte block
+/// adds 64 × (the sum of the blocks before it) + Σ (64 − j)·x_j; a short last block, padded with
+/// zeros, adds (64 − m) × the final a too many, taken off at the end.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512bw")]
+unsafe fn scan_row_avx512(row: &[u8], d: usize, bits: &mut [u64], adler: &mut Adler) {
+    use std::arch::x86_64::*;
+    const CHUNK_WORDS: usize = 64;
+    let len = row.len();
+    let weights = _mm512_set_epi8(
+        1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34,
+        35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64,
+    );
+    let (mut a, mut b) = (adler.a as u64, adler.b as u64 + adler.a as u64); // the filter byte adds a to b
+    let words = len.div_ceil(64);
+    for chunk in (0..words).step_by(CHUNK_WORDS) {
+        let (mut sums, mut prefix, mut weighted) = (_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512());
+        let end = (chunk + CHUNK_WORDS).min(words);
+        for (i, word) in bits[chunk..end].iter_mut().enumerate() {
+            let start = 64 * (chunk + i);
+            let n = len.min(start + 64) - start;
+            let keep = u64::MAX >> (64 - n);
+            // SAFETY: the masked loads touch only bytes inside `row`: the `n` at `start`, and for the
+            // compare the bytes at lo and lo - d up to the row's end.
+            unsafe {
+                let v = _mm512_maskz_loadu_epi8(keep, row.as_ptr().add(start) as *const i8);
+                prefix = _mm512_add_epi64(prefix, sums);
+                sums = _mm512_add_epi64(sums, _mm512_sad_epu8(v, _mm512_setzero_si512()));
+                weighted = _mm512_add_epi32(weighted, _mm512_madd_epi16(_mm512_maddubs_epi16(v, weights), _mm512_set1_epi16(1)));
+                // Bytes k in lo..start + n have a byte d before them in the row (lo > start only in word 0).
+                let lo = start.max(d);
+                *word = if lo == start {
+                    _mm512_cmpeq_epi8_mask(v, _mm512_maskz_loadu_epi8(keep, row.as_ptr().add(start - d) as *const i8)) & keep
+                } else if lo < start + n {
+                    let m = u64::MAX >> (64 - (start + n - lo));
+                    let x = _mm512_maskz_loadu_epi8(m, row.as_ptr().add(lo) as *const i8);
+                    let y = _mm512_maskz_loadu_epi8(m, row.as_ptr().add(lo - d) as *const i8);
+                    (_mm512_cmpeq_epi8_mask(x, y) & m) << (lo - start)
+                } else {
+                    0
+                };
+            }
+        }
+        let bytes = (64 * end).min(len) - 64 * chunk;
+        let short = (64 * (end - chunk) - bytes) as u64; // zero padding in the last block
+        let sum = _mm512_reduce_add_epi64(sums) as u64;
+        let full = b + 64 * (end - chunk) as u64 * a + 64 * _mm512_reduce_add_epi64(prefix) as u64 + _mm512_reduce_add_epi32(weighted) as u32 as u64;
+        a += sum;
+        b = (full - short * a) % Adler::MOD;
+        a %= Adler::MOD;
+    }
+    *adler = Adler { a: a as u32, b: (b % Adler::MOD) as u32 };
+}
+
+/// One row's `repeat` bits, 16 bytes per compare (SSE2, the x86-64 baseline).
+fn repeat_bits(row: &[u8], d: usize, bits: &mut [u64]) {
+    let len = row.len();
+    // Bits of the 16 bytes at 16·c; the row's ends are shifted into place or done bytewise.
+    let chunk = |c: usize| -> u64 {
+        let start = 16 * c;
+        if start >= len {
+            0
+        } else if start >= d && start + 16 <= len {
+            equal16(&row[start..], &row[start - d..]) as u64
+        } else if len < 16 + d {
+            (start.max(d)..(start + 16).min(len)).fold(0, |m, k| m | ((row[k] == row[k - d]) as u64) << (k - start))
+        } else if start == 0 {
+            (equal16(&row[d..], row) as u64) << d & 0xFFFF
+        } else {
+            let tail = len - 16;
+            (equal16(&row[tail..], &row[tail - d..]) >> (start - tail)) as u64
+        }
+    };
+    for (w, word) in bits[..len.div_ceil(64)].iter_mut().enumerate() {
+        *word = (0..4).fold(0, |acc, i| acc | chunk(4 * w + i) << (16 * i));
     }
 }
 
@@ -330,7 +482,8 @@ fn code_lengths(counts: &[u32], limit: u32) -> Vec<u8> {
     for s in (0..counts.len()).filter(|&s| counts[s] == 0).take(2usize.saturating_sub(leaves.len())) {
         leaves.push((1, s));
     }
-    leaves.sort_unstable();
+    // By count, then symbol: one u64 compare each (tuple compares cost a few µs a page here).
+    leaves.sort_unstable_by_key(|&(f, s)| (f as u64) << 32 | s as u64);
     let depths = huffman_depths(&leaves);
     // Codes deeper than the limit move up to it; the code is then over-full, and each step below
     // takes one code off the limit level and splits a shorter one in two, until it is complete again
@@ -446,8 +599,8 @@ impl BitWriter<'_> {
         self.n -= whole;
     }
 
-    /// Literal codes, four per flush (4 × 12 bits + 7 left over fit the accumulator). The state lives
-    /// in registers for the loop, not behind `self`.
+    /// Literal codes, LITERALS_PER_FLUSH per flush. The state lives in registers for the loop, not
+    /// behind `self`.
     #[inline(always)]
     fn literals(&mut self, bytes: &[u8], codes: &[u32; 256]) {
         let mut w = BitWriter { buf: &mut *self.buf, pos: self.pos, acc: self.acc, n: self.n };
@@ -456,15 +609,14 @@ impl BitWriter<'_> {
             w.acc |= ((c & 0xFFFF) as u64) << w.n;
             w.n += c >> 16;
         };
-        let mut quads = bytes.chunks_exact(4);
-        for q in &mut quads {
-            add(&mut w, q[0]);
-            add(&mut w, q[1]);
-            add(&mut w, q[2]);
-            add(&mut w, q[3]);
+        let (groups, rest) = bytes.as_chunks::<LITERALS_PER_FLUSH>();
+        for group in groups {
+            for &b in group {
+                add(&mut w, b);
+            }
             w.flush();
         }
-        for &b in quads.remainder() {
+        for &b in rest {
             add(&mut w, b);
             w.flush();
         }
@@ -521,7 +673,7 @@ mod tests {
                     // Runs of several values and lengths, including every split around 258.
                     let mut runs = Vec::new();
                     for (i, n) in [1usize, 2, 3, 7, 8, 9, 257, 258, 259, 260, 261, 516, 517, 1000].iter().cycle().take(40).enumerate() {
-                        runs.extend(std::iter::repeat((i * 37) as u8).take(*n));
+                        runs.extend(std::iter::repeat_n((i * 37) as u8, *n));
                     }
                     runs.resize(len, 255);
                     round_trip(&runs, row_bytes, pixel_bytes);
@@ -529,6 +681,55 @@ mod tests {
                     let ink: Vec<u8> = noise(len, 99).iter().map(|&b| if b < 20 { b } else { 255 }).collect();
                     round_trip(&ink, row_bytes, pixel_bytes);
                 }
+            }
+        }
+    }
+
+    /// The SSE2 compare kernel against the definition, byte by byte; the fused AVX-512 kernel (where
+    /// the CPU has it) against both that and simd-adler32's checksum, over rows past its 4096-byte chunks.
+    #[test]
+    fn row_scans_match_their_definition() {
+        for len in [1, 2, 3, 4, 15, 16, 17, 19, 31, 63, 64, 65, 67, 128, 131, 589, 1767, 4096, 4097, 9000] {
+            for d in [1, 3] {
+                let rows: Vec<Vec<u8>> = (0..3).map(|r| noise(len, len as u64 * 31 + d as u64 + r).iter().map(|b| [0, 128, 255][(b % 3) as usize]).collect()).collect();
+                let mut adler = simd_adler32::Adler32::new();
+                #[cfg(target_arch = "x86_64")]
+                let mut fused = Adler { a: 1, b: 0 };
+                for row in &rows {
+                    let mut want = vec![0u64; len.div_ceil(64) + 1];
+                    for k in d..len {
+                        want[k / 64] |= ((row[k] == row[k - d]) as u64) << (k % 64);
+                    }
+                    let mut got = vec![0u64; want.len()];
+                    repeat_bits(row, d, &mut got);
+                    assert_eq!(got, want, "SSE2, {len} bytes, distance {d}");
+                    adler.write(&[0]);
+                    adler.write(row);
+                    #[cfg(target_arch = "x86_64")]
+                    if std::arch::is_x86_feature_detected!("avx512bw") {
+                        let mut got = vec![0u64; want.len()];
+                        // SAFETY: AVX-512BW checked above.
+                        unsafe { scan_row_avx512(row, d, &mut got, &mut fused) };
+                        assert_eq!(got, want, "AVX-512, {len} bytes, distance {d}");
+                        assert_eq!(fused.value(), adler.clone().finish(), "AVX-512 Adler-32, {len}-byte rows");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Both paths of `RunMap::build` (AVX-512 where the CPU has it, the baseline everywhere) give the
+    /// same bitmaps and checksum on a page-like image.
+    #[test]
+    fn both_scan_paths_agree() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512bw") {
+            for (row_bytes, d) in [(589, 1), (1767, 3), (5000, 1)] {
+                let page: Vec<u8> = noise(row_bytes * 40, row_bytes as u64).iter().map(|&b| if b < 40 { b } else { 255 }).collect();
+                let (mut base, mut wide) = (RunMap::default(), RunMap::default());
+                let adler = base.build_with(&page, row_bytes, d, false);
+                assert_eq!(wide.build_with(&page, row_bytes, d, true), adler, "Adler-32, {row_bytes}-byte rows");
+                assert!(base.repeat == wide.repeat && base.starts == wide.starts, "run bitmaps, {row_bytes}-byte rows");
             }
         }
     }
