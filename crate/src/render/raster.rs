@@ -381,7 +381,7 @@ impl Colours {
                 }
                 let (src, dst) = (&ink.row(y)[span.clone()], &mut dst[span.start * ch..span.end * ch]);
                 match channels {
-                    Channels::Grey => dst.iter_mut().zip(src).for_each(|(d, &a)| *d = mix_grey(bg, fg, a)),
+                    Channels::Grey => mix_grey_row(dst, src, bg, fg),
                     Channels::Rgb => dst.chunks_exact_mut(3).zip(src).for_each(|(d, &a)| d.fill(mix_grey(bg, fg, a))),
                 }
             }
@@ -406,6 +406,26 @@ impl Colours {
 fn mix_grey(bg: u8, fg: u8, a: u8) -> u8 {
     let v = bg as u16 * (255 - a as u16) + fg as u16 * a as u16 + 127;
     ((v + 1 + (v >> 8)) >> 8) as u8
+}
+
+/// `mix_grey` over a row of coverages, in 512-bit lanes where the CPU has AVX-512 (four times the
+/// baseline's 128).
+#[inline(always)]
+fn mix_grey_row(dst: &mut [u8], src: &[u8], bg: u8, fg: u8) {
+    #[inline(always)]
+    fn mix(dst: &mut [u8], src: &[u8], bg: u8, fg: u8) {
+        dst.iter_mut().zip(src).for_each(|(d, &a)| *d = mix_grey(bg, fg, a));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512bw") {
+        #[target_feature(enable = "avx512bw")]
+        fn wide(dst: &mut [u8], src: &[u8], bg: u8, fg: u8) {
+            mix(dst, src, bg, fg)
+        }
+        // SAFETY: the CPU has AVX-512BW, checked just above.
+        return unsafe { wide(dst, src, bg, fg) };
+    }
+    mix(dst, src, bg, fg)
 }
 
 /// PIL's `convert("L")`: ITU-R 601-2 luma.
