@@ -410,6 +410,12 @@ struct LineRec {
     frag_line: bool,
 }
 
+/// The line text built so far, leaving an empty one as large: the next line's text then needs one
+/// allocation, not a string grown a few bytes at a time.
+fn take_text(text: &mut String) -> String {
+    std::mem::replace(text, String::with_capacity(text.capacity()))
+}
+
 /// `Paragraph.breakLines`, kind 1 (several frags), as a line-at-a-time state machine.
 struct FragBreaker {
     feed: Feed,
@@ -453,7 +459,7 @@ impl FragBreaker {
 
     fn line(&mut self, line_break: bool) -> LineRec {
         LineRec {
-            text: std::mem::take(&mut self.text),
+            text: take_text(&mut self.text),
             start: self.sfw,
             end: 0,
             extra_space: self.max_width() - self.current_width,
@@ -636,7 +642,7 @@ impl TextBreaker {
 
     fn line(&mut self, extra_space: f64) -> LineRec {
         LineRec {
-            text: std::mem::take(&mut self.text),
+            text: take_text(&mut self.text),
             start: self.line_start,
             end: 0,
             extra_space,
