@@ -192,7 +192,10 @@ fn file_stems(items: &[(String, String)]) -> Result<Vec<String>> {
                 .chars()
                 .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
                 .collect();
-            let stem = if stem.starts_with('.') { format!("_{}", &stem[1..]) } else { stem };
+            let stem = match stem.strip_prefix('.') {
+                Some(rest) => format!("_{rest}"),
+                None => stem,
+            };
             if let Some(other) = seen.insert(stem.clone(), id.clone()) {
                 return Err(Error::invalid("id", format!("ids {other:?} and {id:?} map to the same file name {stem:?}")));
             }

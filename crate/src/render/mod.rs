@@ -56,7 +56,7 @@ impl Renderer {
     pub fn natural_channels(&self) -> Channels {
         let grey = |c: config::Rgb| c[0] == c[1] && c[1] == c[2];
         let c = &self.config;
-        if grey(c.font_color) && grey(c.page_bg_color) && grey(c.para_bg_color) && c.border_color.map_or(true, grey) {
+        if grey(c.font_color) && grey(c.page_bg_color) && grey(c.para_bg_color) && c.border_color.is_none_or(grey) {
             Channels::Grey
         } else {
             Channels::Rgb
