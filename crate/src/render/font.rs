@@ -189,13 +189,21 @@ impl FontSet {
     pub fn char_metrics(&self, c: char) -> CharMetrics {
         let cp = c as u32;
         match self.metric_blocks.get((cp >> 8) as usize) {
-            Some(block) => block.get_or_init(|| {
-                Box::new(std::array::from_fn(|i| {
-                    self.compute_metrics(char::from_u32(cp & !0xFF | i as u32).unwrap_or('\u{FFFD}'))
-                }))
-            })[(cp & 0xFF) as usize],
+            Some(block) => self.metric_block(block, cp >> 8)[(cp & 0xFF) as usize],
             None => self.compute_metrics(c),
         }
+    }
+
+    /// `char_metrics` of U+0000..U+00FF as one table, for callers that look up characters one by one
+    /// (most text is in it).
+    pub fn latin1_metrics(&self) -> &[CharMetrics; 256] {
+        self.metric_block(&self.metric_blocks[0], 0)
+    }
+
+    fn metric_block<'a>(&self, block: &'a OnceLock<Box<[CharMetrics; 256]>>, index: u32) -> &'a [CharMetrics; 256] {
+        block.get_or_init(|| {
+            Box::new(std::array::from_fn(|i| self.compute_metrics(char::from_u32(index << 8 | i as u32).unwrap_or('\u{FFFD}'))))
+        })
     }
 
     fn compute_metrics(&self, c: char) -> CharMetrics {

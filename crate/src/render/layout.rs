@@ -85,6 +85,7 @@ fn py_f64(v: f32) -> f64 {
 /// Per-character widths and glyphs: the font set's shared table for the BMP, a local cache beyond.
 struct Metrics<'f> {
     fonts: &'f FontSet,
+    latin1: &'f [CharMetrics; 256],
     /// `0.001*fontSize`: `stringWidth(s) = k * Σ units`.
     k: f64,
     /// Width of a space in pt (`stringWidth(' ')`).
@@ -94,14 +95,16 @@ struct Metrics<'f> {
 
 impl<'f> Metrics<'f> {
     fn new(fonts: &'f FontSet, font_size: f64) -> Self {
-        let mut m = Metrics { fonts, k: 0.001 * font_size, sw: 0.0, astral: HashMap::new() };
+        let mut m = Metrics { fonts, latin1: fonts.latin1_metrics(), k: 0.001 * font_size, sw: 0.0, astral: HashMap::new() };
         m.sw = m.k * m.info(' ').units;
         m
     }
 
     #[inline]
     fn info(&mut self, c: char) -> CharMetrics {
-        if (c as u32) < 0x10000 {
+        if (c as u32) < 0x100 {
+            self.latin1[c as usize]
+        } else if (c as u32) < 0x10000 {
             self.fonts.char_metrics(c)
         } else {
             let fonts = self.fonts;
