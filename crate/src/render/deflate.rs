@@ -420,10 +420,15 @@ fn ones_from(bits: &[u64], pos: usize) -> usize {
     }
 }
 
-/// The block's codes, ready to write (LSB first). Literals pack `code | bits << 16`; a match's code
-/// has its extra bits and the distance code folded in.
+/// The block's codes, ready to write (LSB first). A literal's code and length sit in two tables (one
+/// load each, no unpacking); a match's code has its extra bits and the distance code folded in.
+struct LiteralCodes {
+    code: [u16; 256],
+    bits: [u8; 256],
+}
+
 struct Codes {
-    literals: [u32; 256],
+    literals: LiteralCodes,
     matches: [(u32, u32); 256],
     end_of_block: (u32, u32),
 }
@@ -461,10 +466,10 @@ fn write_block_header(bits: &mut BitWriter, counts: &[u32; LITLEN_SYMBOLS], pixe
         bits.put(cl_codes[l as usize] as u64, cl[l as usize] as u32);
     }
 
-    let mut literals = [0u32; 256];
-    for (b, c) in literals.iter_mut().enumerate() {
-        *c = litlen_codes[b] | (litlen[b] as u32) << 16;
-    }
+    let literals = LiteralCodes {
+        code: std::array::from_fn(|b| litlen_codes[b] as u16),
+        bits: std::array::from_fn(|b| litlen[b]),
+    };
     let mut matches = [(0u32, 0u32); 256];
     for len in 3..=MAX_MATCH {
         let (sym, extra_bits, extra) = LENGTH_CODES[len - 3];
@@ -602,12 +607,11 @@ impl BitWriter<'_> {
     /// Literal codes, LITERALS_PER_FLUSH per flush. The state lives in registers for the loop, not
     /// behind `self`.
     #[inline(always)]
-    fn literals(&mut self, bytes: &[u8], codes: &[u32; 256]) {
+    fn literals(&mut self, bytes: &[u8], codes: &LiteralCodes) {
         let mut w = BitWriter { buf: &mut *self.buf, pos: self.pos, acc: self.acc, n: self.n };
         let add = |w: &mut BitWriter, b: u8| {
-            let c = codes[b as usize];
-            w.acc |= ((c & 0xFFFF) as u64) << w.n;
-            w.n += c >> 16;
+            w.acc |= (codes.code[b as usize] as u64) << w.n;
+            w.n += codes.bits[b as usize] as u32;
         };
         let (groups, rest) = bytes.as_chunks::<LITERALS_PER_FLUSH>();
         for group in groups {

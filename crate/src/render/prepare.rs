@@ -144,6 +144,7 @@ impl PreparedPara {
     /// Prepare the source text of one paragraph (its lines separated by `\n`), reusing the buffers.
     pub fn prepare(&mut self, src: &str) {
         self.text.clear();
+        self.text.reserve(src.len()); // collapsing only shrinks; `&` `<` `>` stay one character each
         self.frags.clear();
         let mut ws_pending = false; // a collapsible whitespace run is open
         let mut i = 0;
