@@ -185,10 +185,12 @@ impl RunMap {
         self.repeat.clear();
         self.repeat.resize(data.len() / row_bytes * self.words, 0);
         let rows = data.chunks_exact(row_bytes).zip(self.repeat.chunks_exact_mut(self.words));
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = wide;
         #[cfg(target_arch = "x86_64")]
         if wide {
             let mut adler = Adler { a: 1, b: 0 };
-            // SAFETY: the CPU has AVX-512BW (and so AVX-512F), checked just above.
+            // SAFETY: the caller checked that the CPU has AVX-512BW (and so AVX-512F).
             unsafe {
                 rows.for_each(|(row, bits)| scan_row_avx512(row, d, bits, &mut adler));
                 find_starts_avx512(&self.repeat, &mut self.starts);
