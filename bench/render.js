@@ -42,7 +42,7 @@ async function measure(label, opts, repeat) {
 console.log(`${texts.length} texts from golden/render/texts.jsonl, ${availableParallelism()} cores, files under ${tmpdir()}`)
 const pngOne = await measure('vtc-r1, PNG files, 1 thread', { png: true, batch: { threads: 1, format: 'png' } }, 9)
 // Writing 3000+ PNG files a second is 200+ MB/s: on a VM disk that is often the limit (file creation
-// there ranges from 40 to 900 µs). The same run on tmpfs shows the renderer's own speed.
+// there ranges from 35 to 900 µs). The same run on tmpfs shows the renderer's own speed.
 const shm = '/dev/shm'
 const onTmpfs = tmpdir().startsWith(shm) || !existsSync(shm)
 const pngOneShm = onTmpfs

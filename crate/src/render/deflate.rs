@@ -15,7 +15,7 @@ use std::cell::RefCell;
 
 /// Runs shorter than this stay literals. The background's literal code is 1–2 bits, so short matches
 /// save few bits, and each costs more time than the literals it replaces (measured: 32 is faster than
-/// 8 and 16, with files within 1%). A power of two, for the doubling in `RunMap::build`.
+/// 8 and 16, with files within 1%). A power of two, for the doubling in `find_starts`.
 const MIN_RUN: usize = 32;
 const MAX_MATCH: usize = 258;
 const END_OF_BLOCK: usize = 256;
@@ -426,13 +426,14 @@ fn ones_from(bits: &[u64], pos: usize) -> usize {
     }
 }
 
-/// The block's codes, ready to write (LSB first). A literal's code and length sit in two tables (one
-/// load each, no unpacking); a match's code has its extra bits and the distance code folded in.
+/// Literal codes and their lengths in two tables: one load each, no unpacking per literal.
 struct LiteralCodes {
     code: [u16; 256],
     bits: [u8; 256],
 }
 
+/// The block's codes, ready to write (LSB first). A match's code has its extra bits and the distance
+/// code folded in.
 struct Codes {
     literals: LiteralCodes,
     matches: [(u32, u32); 256],

@@ -374,17 +374,7 @@ impl Colours {
         let mut data = page_buffer(w * h * ch, uniform.map_or(0, |(bg, _)| bg));
         if let Some((bg, fg)) = uniform {
             // Background everywhere (above), then colour only the spans glyphs touched.
-            for (y, dst) in data.chunks_exact_mut(w * ch).enumerate() {
-                let span = ink.span(y, w);
-                if span.is_empty() {
-                    continue;
-                }
-                let (src, dst) = (&ink.row(y)[span.clone()], &mut dst[span.start * ch..span.end * ch]);
-                match channels {
-                    Channels::Grey => mix_grey_row(dst, src, bg, fg),
-                    Channels::Rgb => dst.chunks_exact_mut(3).zip(src).for_each(|(d, &a)| d.fill(mix_grey(bg, fg, a))),
-                }
-            }
+            paint_grey_spans(ink, &mut data, w, channels, bg, fg);
         } else {
             for (y, dst) in data.chunks_exact_mut(w * ch).enumerate() {
                 for (x, d) in dst.chunks_exact_mut(ch).enumerate() {
@@ -408,24 +398,34 @@ fn mix_grey(bg: u8, fg: u8, a: u8) -> u8 {
     ((v + 1 + (v >> 8)) >> 8) as u8
 }
 
-/// `mix_grey` over a row of coverages, in 512-bit lanes where the CPU has AVX-512 (four times the
-/// baseline's 128).
-#[inline(always)]
-fn mix_grey_row(dst: &mut [u8], src: &[u8], bg: u8, fg: u8) {
+/// Colours the spans glyphs touched in `data` (the top-left `w`-pixel-wide region of the page, already
+/// filled with `bg`), in 512-bit lanes where the CPU has AVX-512 (four times the baseline's 128).
+fn paint_grey_spans(ink: &Ink, data: &mut [u8], w: usize, channels: Channels, bg: u8, fg: u8) {
     #[inline(always)]
-    fn mix(dst: &mut [u8], src: &[u8], bg: u8, fg: u8) {
-        dst.iter_mut().zip(src).for_each(|(d, &a)| *d = mix_grey(bg, fg, a));
+    fn paint(ink: &Ink, data: &mut [u8], w: usize, channels: Channels, bg: u8, fg: u8) {
+        let ch = channels as usize;
+        for (y, dst) in data.chunks_exact_mut(w * ch).enumerate() {
+            let span = ink.span(y, w);
+            if span.is_empty() {
+                continue;
+            }
+            let (src, dst) = (&ink.row(y)[span.clone()], &mut dst[span.start * ch..span.end * ch]);
+            match channels {
+                Channels::Grey => dst.iter_mut().zip(src).for_each(|(d, &a)| *d = mix_grey(bg, fg, a)),
+                Channels::Rgb => dst.chunks_exact_mut(3).zip(src).for_each(|(d, &a)| d.fill(mix_grey(bg, fg, a))),
+            }
+        }
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512bw") {
         #[target_feature(enable = "avx512bw")]
-        fn wide(dst: &mut [u8], src: &[u8], bg: u8, fg: u8) {
-            mix(dst, src, bg, fg)
+        fn wide(ink: &Ink, data: &mut [u8], w: usize, channels: Channels, bg: u8, fg: u8) {
+            paint(ink, data, w, channels, bg, fg)
         }
         // SAFETY: the CPU has AVX-512BW, checked just above.
-        return unsafe { wide(dst, src, bg, fg) };
+        return unsafe { wide(ink, data, w, channels, bg, fg) };
     }
-    mix(dst, src, bg, fg)
+    paint(ink, data, w, channels, bg, fg)
 }
 
 /// PIL's `convert("L")`: ITU-R 601-2 luma.
