@@ -15,6 +15,8 @@ export declare class NativeEngine {
   static load(dir: string, options?: NativeLoadOptions | undefined | null, signal?: AbortSignal | undefined | null): Promise<NativeEngine>
   /** The model directory's name. */
   get name(): string
+  /** `config.json`'s `model_type`: the model family (`qwen3_vl`, `glm4v`). */
+  get modelType(): string
   /** Prompt plus generated tokens the model accepts. */
   get contextLength(): number
   /**
@@ -148,6 +150,10 @@ export interface NativeLoadOptions {
   prefixReuse?: boolean
   /** Images whose vision features are cached (default 16; 0 turns the cache off). */
   visionCacheImages?: number
+  /** Pixel budget per image, overriding `preprocessor_config.json` (`size.longest_edge`). */
+  maxPixels?: number
+  /** Smallest pixel count per image, overriding `preprocessor_config.json` (`size.shortest_edge`). */
+  minPixels?: number
 }
 
 export interface NativeMessage {

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::json_file::read_json;
 
 /// One chat message. `content` is either plain text or a list of parts (text and image placeholders),
 /// the shape transformers' processors accept.
@@ -37,6 +38,18 @@ impl Message {
     pub fn text(role: &str, text: &str) -> Self {
         Self { role: role.into(), content: Content::Text(text.into()) }
     }
+    /// The message with a content of text parts only turned into one string, the parts joined with no
+    /// separator (what templates that accept both forms print for either). Content with images is kept.
+    pub fn text_parts_joined(&self) -> Message {
+        match &self.content {
+            Content::Parts(parts) if parts.iter().all(|p| matches!(p, Part::Text { .. })) => {
+                let text = parts.iter().map(|p| if let Part::Text { text } = p { text.as_str() } else { "" }).collect();
+                Message { role: self.role.clone(), content: Content::Text(text) }
+            }
+            _ => self.clone(),
+        }
+    }
+
     /// Number of image parts.
     pub fn image_count(&self) -> usize {
         match &self.content {
@@ -221,12 +234,6 @@ fn strftime_now(fmt: String) -> String {
     out
 }
 
-/// Reads a model directory's JSON file; a syntax error is reported against the file.
-pub(crate) fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::ModelConfig { path: path.to_path_buf(), key: "(file)".into(), message: format!("invalid JSON: {e}") })
-}
-
 /// `tokenizer.json` plus the chat template and the special-token strings templates expect.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
@@ -234,6 +241,8 @@ pub struct Tokenizer {
     template: Option<ChatTemplate>,
     /// Variables from `tokenizer_config.json` passed to the template (bos_token, eos_token, ...).
     template_vars: serde_json::Map<String, Value>,
+    /// See [`set_text_content_as_string`](Self::set_text_content_as_string).
+    text_content_as_string: bool,
 }
 
 impl Tokenizer {
@@ -266,7 +275,7 @@ impl Tokenizer {
         }
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| Error::Tokenizer { path: path.to_path_buf(), message: e.to_string() })?;
-        Ok(Self { inner, path: path.to_path_buf(), template: None, template_vars: Default::default() })
+        Ok(Self { inner, path: path.to_path_buf(), template: None, template_vars: Default::default(), text_content_as_string: false })
     }
 
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
@@ -313,7 +322,17 @@ impl Tokenizer {
         for (k, v) in extra {
             vars.insert(k.clone(), v.clone());
         }
+        if self.text_content_as_string {
+            let joined: Vec<Message> = messages.iter().map(Message::text_parts_joined).collect();
+            return t.render(&joined, add_generation_prompt, &vars);
+        }
         t.render(messages, add_generation_prompt, &vars)
+    }
+
+    /// Pass messages whose parts are all text to the template as one string (see
+    /// [`Message::text_parts_joined`]); for templates that read `content` as a string.
+    pub fn set_text_content_as_string(&mut self, on: bool) {
+        self.text_content_as_string = on;
     }
 }
 

@@ -119,7 +119,7 @@ fn engine_cancels_and_reports_bad_requests() {
     let e = engine.generate(r).unwrap_err();
     assert_eq!(e.code(), "ERR_VTC_IMAGE", "{e}");
     let mut p = greedy(2);
-    p.sampling.top_p = 0.0;
+    p.sampling.top_p = Some(0.0);
     assert!(engine.submit(request(&gj, &[], p), |_| {}).is_err());
     assert_eq!(engine.submit(request(&gj, &[], greedy(0)), |_| {}).err().unwrap().code(), "ERR_VTC_INVALID_ARGUMENT");
     let mut r = request(&gj, &["x.png"], greedy(2));
@@ -130,7 +130,14 @@ fn engine_cancels_and_reports_bad_requests() {
     // Seeded sampling is reproducible.
     let sampled = |seed| {
         let mut p = greedy(12);
-        p.sampling = vtc_r1::generate::SamplingParams { temperature: 1.0, top_p: 0.95, top_k: 50, presence_penalty: 0.5, seed, ..Default::default() };
+        p.sampling = vtc_r1::generate::SamplingRequest {
+            temperature: Some(1.0),
+            top_p: Some(0.95),
+            top_k: Some(50),
+            presence_penalty: Some(0.5),
+            seed: Some(seed),
+            ..Default::default()
+        };
         engine.generate(request(&gj, &[], p)).unwrap().tokens
     };
     let a = sampled(7);
@@ -199,4 +206,35 @@ fn prefix_reuse_and_vision_cache_leave_the_rounds_unchanged() {
     assert_eq!(on[1].usage.cached_images, 0);
     assert!(on[2].usage.cached_tokens >= question_end + 468, "{:?}", on[2].usage);
     assert_eq!(on[2].usage.cached_images, 1);
+}
+
+/// `generation_config.json`'s sampling values apply to every value a request leaves unset, and only to
+/// those: a checkpoint that ships `do_sample: true` (GLM-4.1V does) samples unless the request asks for
+/// greedy decoding.
+#[test]
+fn generation_config_defaults_fill_what_the_request_leaves_unset() {
+    let dir = TempDir::new("gen-defaults");
+    for entry in std::fs::read_dir(e2e_dir()).unwrap() {
+        let p = entry.unwrap().path();
+        std::os::unix::fs::symlink(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::remove_file(dir.path().join("generation_config.json")).unwrap();
+    let defaults = r#"{"do_sample": true, "temperature": 0.8, "top_k": 20, "eos_token_id": [151645, 151643]}"#;
+    std::fs::write(dir.path().join("generation_config.json"), defaults).unwrap();
+    let engine = Engine::load(dir.path(), EngineOptions::default()).unwrap();
+    let gj = golden_json();
+    let run = |sampling: vtc_r1::generate::SamplingRequest| {
+        engine.generate(request(&gj, &[], GenerationParams { sampling, ..greedy(16) })).unwrap().tokens
+    };
+    use vtc_r1::generate::SamplingRequest as S;
+    let unset = run(S { seed: Some(3), ..Default::default() });
+    let explicit = run(S { temperature: Some(0.8), top_k: Some(20), top_p: Some(1.0), seed: Some(3), ..Default::default() });
+    assert_eq!(unset, explicit, "unset values take generation_config.json's");
+    let greedy_tokens = Golden::load(&e2e_dir()).ids("text.greedy_tokens")[..16].to_vec();
+    assert_ne!(unset, greedy_tokens, "do_sample: true samples");
+    assert_eq!(run(S { temperature: Some(0.0), ..Default::default() }), greedy_tokens, "a request's temperature 0 is greedy");
+    // Without generation_config.json decoding is greedy.
+    let plain = Engine::load(e2e_dir(), EngineOptions::default()).unwrap();
+    let c = plain.generate(request(&gj, &[], GenerationParams { sampling: S::default(), ..greedy(16) })).unwrap();
+    assert_eq!(c.tokens, greedy_tokens);
 }

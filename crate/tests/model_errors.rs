@@ -10,7 +10,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use common::*;
 use serde_json::{json, Value};
-use vtc_r1::model::{Qwen3VL, VisionLanguageModel};
+use vtc_r1::model::VisionLanguageModel;
 use vtc_r1::tokenizer::Tokenizer;
 use vtc_r1::vision::{ImageInput, RgbImage};
 use vtc_r1::Error;
@@ -31,8 +31,8 @@ fn model_dir(tag: &str, config: &Value, tensors: &HashMap<String, Tensor>) -> Te
     d
 }
 
-fn load(dir: &Path) -> Result<Qwen3VL, Error> {
-    Qwen3VL::load(dir, &Device::Cpu, DType::F32)
+fn load(dir: &Path) -> Result<Box<dyn VisionLanguageModel>, Error> {
+    vtc_r1::model::load(dir, &Device::Cpu, DType::F32)
 }
 
 fn load_err(dir: &Path) -> String {
@@ -43,7 +43,7 @@ fn load_err(dir: &Path) -> String {
 }
 
 /// Last-position logits of the unit "image" case, to compare loads of equivalent checkpoints.
-fn image_logits(model: &Qwen3VL) -> Tensor {
+fn image_logits(model: &Box<dyn VisionLanguageModel>) -> Tensor {
     let g = Golden::load(&unit_dir());
     let v = model.encode_images(g.get("image.pixel_values"), &g.grids("image.image_grid_thw")).unwrap();
     let prompt = model.prepare_prompt(&g.ids("image.input_ids"), Some(v)).unwrap();

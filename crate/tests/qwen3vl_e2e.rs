@@ -7,7 +7,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::*;
 use serde_json::Value;
-use vtc_r1::model::{Qwen3VL, Trace, VisionLanguageModel};
+use vtc_r1::model::Trace;
 use vtc_r1::tokenizer::{expand_image_tokens, Content, Message, Part, Tokenizer};
 use vtc_r1::vision::{preprocess, to_tensor, ImageInput, PreprocessorConfig, RgbImage};
 
@@ -41,7 +41,8 @@ fn build_case(tok: &Tokenizer, gj: &Value, g: &Golden, name: &str) -> Case {
     let text = tok.apply_chat_template(&messages(gj, pages.len()), true, &Default::default()).unwrap();
     assert_eq!(text, c["template_output"].as_str().unwrap(), "{name}: template output");
 
-    let mut cfg = PreprocessorConfig::from_file(&e2e_dir().join("preprocessor_config.json")).unwrap();
+    let family = vtc_r1::model::load(&e2e_dir(), &Device::Cpu, DType::F32).unwrap().spec().image_processor.clone();
+    let mut cfg = PreprocessorConfig::from_file(&e2e_dir().join("preprocessor_config.json"), &family).unwrap();
     cfg.min_pixels = c["min_pixels"].as_u64().unwrap() as usize;
     cfg.max_pixels = c["max_pixels"].as_u64().unwrap() as usize;
     let images: Vec<_> = pages
@@ -72,7 +73,7 @@ const CASES: [&str; 4] = ["text", "one_page", "one_page_capped", "two_pages"];
 #[test]
 fn e2e_cases_match_transformers() {
     let tok = Tokenizer::from_dir(&e2e_dir()).unwrap();
-    let model = Qwen3VL::load(&e2e_dir(), &Device::Cpu, DType::F32).unwrap();
+    let model = vtc_r1::model::load(&e2e_dir(), &Device::Cpu, DType::F32).unwrap();
     let gj = golden_json();
     let g = Golden::load(&e2e_dir());
     for name in CASES {
@@ -116,7 +117,7 @@ fn e2e_cases_match_transformers() {
 #[test]
 fn e2e_bf16_agrees_on_top1() {
     let tok = Tokenizer::from_dir(&e2e_dir()).unwrap();
-    let model = Qwen3VL::load(&e2e_dir(), &Device::Cpu, DType::BF16).unwrap();
+    let model = vtc_r1::model::load(&e2e_dir(), &Device::Cpu, DType::BF16).unwrap();
     let gj = golden_json();
     let g = Golden::load(&e2e_dir());
     for name in CASES {

@@ -1,5 +1,5 @@
 /**
- * The embedded backend: Qwen3-VL running in-process in the native engine (crate/src/engine.rs, bound in
+ * The embedded backend: a vision-language model (Qwen3-VL or GLM-4.1V / Glyph) running in-process in the native engine (crate/src/engine.rs, bound in
  * crate/src/node/). This file only adapts the binding to the `Backend` interface; the binding it expects is
  * `NativeEngineBinding` below. Until the native module exports it, `loadModel` fails with
  * `ERR_VTC_ENGINE_UNAVAILABLE`.
@@ -32,12 +32,18 @@ export interface NativeLoadOptions {
   prefixReuse?: boolean
   /** Images whose vision features are cached (default 16; 0: off). */
   visionCacheImages?: number
+  /** Pixel budget per image, overriding `preprocessor_config.json`'s `size.longest_edge`. */
+  maxPixels?: number
+  /** Smallest pixel count per image, overriding `preprocessor_config.json`'s `size.shortest_edge`. */
+  minPixels?: number
 }
 
 /** One loaded model on its own worker thread, with a request queue. */
 export interface NativeEngine {
   /** The model's name (directory name or `_name_or_path`). */
   readonly name: string
+  /** `config.json`'s `model_type`: `qwen3_vl` or `glm4v`. */
+  readonly modelType: string
   /** `max_position_embeddings` of the text model. */
   readonly contextLength: number
   /**
@@ -131,6 +137,15 @@ export interface LoadModelOptions {
   prefixReuse?: boolean
   /** Cache vision features per page image so each is encoded once per run: `true` (default, 16 images), a number of images, or `false`. */
   visionCache?: boolean | number
+  /**
+   * Pixel budget per image: the image processor's `max_pixels` (`size.longest_edge` of `preprocessor_config.json`),
+   * which an image larger than it is resized under. GLM-4.1V's processor counts the two temporal frames of a still
+   * image, so for it the budget per image is half this number. See the README's "Models" section for what VTC-R1
+   * checkpoints use.
+   */
+  maxPixels?: number
+  /** Smallest pixel count per image (`size.shortest_edge`); smaller images are scaled up. */
+  minPixels?: number
   signal?: AbortSignal
 }
 
@@ -145,14 +160,21 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
     )
   }
   if (typeof dir !== 'string' || !dir) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', 'loadModel: give the model directory')
-  const { signal, prefixReuse, visionCache, ...rest } = options
+  const { signal, prefixReuse, visionCache, maxPixels, minPixels, ...rest } = options
   if (prefixReuse !== undefined && typeof prefixReuse !== 'boolean') {
     throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `loadModel: prefixReuse must be a boolean, got ${JSON.stringify(prefixReuse)}`)
   }
   if (visionCache !== undefined && typeof visionCache !== 'boolean' && !(Number.isInteger(visionCache) && visionCache >= 0 && visionCache < 2 ** 32)) {
     throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `loadModel: visionCache must be a boolean or a whole number of images, got ${JSON.stringify(visionCache)}`)
   }
+  for (const [name, v] of [['maxPixels', maxPixels], ['minPixels', minPixels]] as const) {
+    if (v !== undefined && !(Number.isInteger(v) && v > 0 && v < 2 ** 31)) {
+      throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `loadModel: ${name} must be a positive whole number of pixels, got ${JSON.stringify(v)}`)
+    }
+  }
   const load: NativeLoadOptions = {
+    ...(maxPixels !== undefined ? { maxPixels } : {}),
+    ...(minPixels !== undefined ? { minPixels } : {}),
     ...rest,
     ...(prefixReuse !== undefined ? { prefixReuse } : {}),
     ...(visionCache === false ? { visionCacheImages: 0 } : typeof visionCache === 'number' ? { visionCacheImages: visionCache } : {}),
@@ -174,6 +196,11 @@ export class EmbeddedBackend implements ChatModel {
 
   get contextLength(): number {
     return this.engine.contextLength
+  }
+
+  /** The model family, as `config.json` names it: `qwen3_vl` or `glm4v`. */
+  get modelType(): string {
+    return this.engine.modelType
   }
 
   /** `generate` with the messages first: `for await (const ev of model.chat(messages, { maxTokens }))`. */

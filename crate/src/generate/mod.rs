@@ -1,7 +1,10 @@
-//! Text generation: KV cache, sampling, stop rules, `generation_config.json` defaults, and the
-//! prefill + decode loop that streams text deltas.
+//! Text generation: sampling, stop rules, `generation_config.json` defaults, and the prefill + decode loop
+//! that streams text deltas.
+//!
+//! Sampling values are resolved per value, in this order: what the request sets; else the checkpoint's
+//! `generation_config.json` (temperature, top_p and top_k only where it says `do_sample: true`, as
+//! transformers does; repetition_penalty always); else greedy decoding with no penalties.
 
-pub mod kv_cache;
 pub mod sampler;
 pub mod stop;
 
@@ -11,12 +14,12 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-pub use kv_cache::KvCache;
-pub use sampler::{logprobs, SamplingParams, TokenLogprob};
+pub use sampler::{logprobs, SamplingParams, SamplingRequest, TokenLogprob};
 pub use stop::StopRules;
 
 use crate::error::{Error, Result};
-use crate::model::{Prompt, VisionLanguageModel};
+use crate::json_file::read_json;
+use crate::model::{KvCache, Prompt, VisionLanguageModel};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
 /// Defaults a checkpoint ships in `generation_config.json`.
@@ -36,12 +39,7 @@ impl GenerationDefaults {
         if !path.is_file() {
             return Ok(Self::default());
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let json: Value = serde_json::from_str(&text).map_err(|e| Error::ModelConfig {
-            path: path.clone(),
-            key: "(file)".into(),
-            message: format!("invalid JSON: {e}"),
-        })?;
+        let json = read_json(&path)?;
         let err = |key: &str, v: &Value| Error::ModelConfig { path: path.clone(), key: key.into(), message: format!("unexpected value {v}") };
         let num = |key: &str, default: f64| -> Result<f64> {
             match json.get(key) {
@@ -71,13 +69,9 @@ impl GenerationDefaults {
 }
 
 impl GenerationDefaults {
-    /// Request parameters starting from these defaults.
+    /// Request parameters that take every default of the checkpoint.
     pub fn params(&self) -> GenerationParams {
-        GenerationParams {
-            sampling: self.sampling.clone(),
-            max_tokens: self.max_new_tokens.unwrap_or(GenerationParams::default().max_tokens),
-            ..Default::default()
-        }
+        GenerationParams { max_tokens: self.max_new_tokens.unwrap_or(GenerationParams::default().max_tokens), ..Default::default() }
     }
 }
 
@@ -85,7 +79,8 @@ impl GenerationDefaults {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationParams {
     pub max_tokens: usize,
-    pub sampling: SamplingParams,
+    /// Values left unset take the checkpoint's defaults (see the module docs).
+    pub sampling: SamplingRequest,
     /// Stop when the text contains one of these (the stop string is not returned).
     pub stop: Vec<String>,
     /// Extra token ids that end generation, besides the model's EOS ids.
@@ -101,7 +96,7 @@ impl Default for GenerationParams {
     fn default() -> Self {
         Self {
             max_tokens: 512,
-            sampling: SamplingParams::default(),
+            sampling: SamplingRequest::default(),
             stop: Vec::new(),
             stop_token_ids: Vec::new(),
             ignore_eos: false,
@@ -170,6 +165,8 @@ pub struct Generator<'a> {
     pub model: &'a dyn VisionLanguageModel,
     pub tokenizer: &'a Tokenizer,
     pub eos_ids: &'a [u32],
+    /// The checkpoint's sampling defaults, for values the request leaves unset.
+    pub defaults: &'a SamplingParams,
     /// Prompt tokens per prefill step (cancellation is checked between steps).
     pub prefill_chunk: usize,
 }
@@ -186,7 +183,7 @@ impl Generator<'_> {
         cancel: &AtomicBool,
         on_token: &mut dyn FnMut(&TokenEvent),
     ) -> Result<Generation> {
-        let max_ctx = self.model.max_context().min(cache.max_len());
+        let max_ctx = self.model.spec().max_context.min(cache.max_len());
         if prompt.len() >= max_ctx {
             return Err(Error::ContextLength { tokens: prompt.len(), max: max_ctx });
         }
@@ -194,7 +191,7 @@ impl Generator<'_> {
             return Err(Error::Internal("the cache already covers the whole prompt".into()));
         }
         params.validate()?;
-        let mut sampler = sampler::Sampler::new(params.sampling.clone(), &prompt.ids)?;
+        let mut sampler = sampler::Sampler::new(params.sampling.resolve(self.defaults), &prompt.ids)?;
         let eos = if params.ignore_eos { Vec::new() } else { self.eos_ids.to_vec() };
         let rules = StopRules::new(eos.into_iter().chain(params.stop_token_ids.iter().copied()), params.stop.clone());
 

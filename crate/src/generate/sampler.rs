@@ -56,6 +56,40 @@ impl SamplingParams {
     }
 }
 
+/// The sampling values one request sets. Each one left `None` takes the checkpoint's default
+/// (`generation_config.json`, see [`GenerationDefaults`](super::GenerationDefaults)), and where that is
+/// silent too, the built-in one of [`SamplingParams::default`] (greedy, no penalties).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SamplingRequest {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<usize>,
+    pub repetition_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub seed: Option<u64>,
+}
+
+impl SamplingRequest {
+    /// The request's values over `defaults`.
+    pub fn resolve(&self, defaults: &SamplingParams) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature.unwrap_or(defaults.temperature),
+            top_p: self.top_p.unwrap_or(defaults.top_p),
+            top_k: self.top_k.unwrap_or(defaults.top_k),
+            repetition_penalty: self.repetition_penalty.unwrap_or(defaults.repetition_penalty),
+            presence_penalty: self.presence_penalty.unwrap_or(defaults.presence_penalty),
+            frequency_penalty: self.frequency_penalty.unwrap_or(defaults.frequency_penalty),
+            seed: self.seed.unwrap_or(defaults.seed),
+        }
+    }
+
+    /// Checks the values that are set (each against the same rule as the resolved parameters).
+    pub fn validate(&self) -> Result<()> {
+        self.resolve(&SamplingParams::default()).validate()
+    }
+}
+
 /// Log-probability of a chosen token and the most likely alternatives, from the model's
 /// distribution (log-softmax of the raw logits, before penalties and sampling filters).
 #[derive(Debug, Clone, PartialEq)]
@@ -287,6 +321,16 @@ mod tests {
         assert!(SamplingParams { top_p: 0.0, ..Default::default() }.validate().is_err());
         assert!(SamplingParams { temperature: -1.0, ..Default::default() }.validate().is_err());
         assert!(SamplingParams { repetition_penalty: 0.0, ..Default::default() }.validate().is_err());
+    }
+
+    #[test]
+    fn request_values_override_defaults_one_by_one() {
+        let defaults = SamplingParams { temperature: 0.7, top_p: 0.8, top_k: 20, repetition_penalty: 1.1, ..Default::default() };
+        let req = SamplingRequest { temperature: Some(0.0), top_k: Some(5), seed: Some(9), ..Default::default() };
+        let got = req.resolve(&defaults);
+        assert_eq!(got, SamplingParams { temperature: 0.0, top_p: 0.8, top_k: 5, repetition_penalty: 1.1, seed: 9, ..Default::default() });
+        assert_eq!(SamplingRequest::default().resolve(&defaults), defaults);
+        assert!(SamplingRequest { top_p: Some(1.5), ..Default::default() }.validate().is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::model::is_cpu_with;
+use crate::weights::Weights;
 
 pub struct Linear {
     /// `[in, out]`.
@@ -20,6 +21,13 @@ impl Linear {
     /// `weight` as stored by transformers, `[out, in]`; `bias` `[out]`.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
         Ok(Self { weight_t: weight.t()?.contiguous()?, bias })
+    }
+
+    /// Loads `{name}.weight` `[out_dim, in_dim]` and, with `bias`, `{name}.bias` `[out_dim]`.
+    pub fn load(w: &Weights, name: &str, out_dim: usize, in_dim: usize, bias: bool) -> Result<Self> {
+        let weight = w.get(&format!("{name}.weight"), &[out_dim, in_dim])?;
+        let bias = if bias { Some(w.get(&format!("{name}.bias"), &[out_dim])?) } else { None };
+        Self::new(weight, bias)
     }
 
     /// `x · Wᵀ + b` over the last dimension of `x`.

@@ -1,16 +1,31 @@
-//! Models the engine can run. Today only Qwen3-VL; the engine drives it through [`VisionLanguageModel`]
-//! so later families (e.g. GLM-4V) plug in beside it. No I/O here beyond reading the model directory.
+//! Models the engine can run. [`load`] reads a model directory's `config.json`, picks the family by its
+//! `model_type` and opens the weights; each family lives in its own folder, builds from its parsed config and
+//! a weight source, and does no I/O. The engine drives every family through [`VisionLanguageModel`] and
+//! learns what it needs (token ids, image geometry, template quirks) from its [`ModelSpec`].
 
 pub mod activation;
+pub mod kv_cache;
 pub mod linear;
+pub mod norm;
+pub mod prompt;
 pub mod qwen3_vl;
+pub mod rope;
+pub mod vision_tower;
 
-use candle_core::{DType, Tensor, D};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::generate::KvCache;
+use crate::json_file::{read_json, Keys};
+use crate::vision::PreprocessorConfig;
+use crate::weights::Weights;
 
-pub use qwen3_vl::{Prompt, Qwen3VL, VisionFeatures};
+pub use kv_cache::KvCache;
+pub use norm::{rms_norm, LayerNorm};
+pub use prompt::{Prompt, VisionFeatures};
+pub use qwen3_vl::Qwen3VL;
 
 impl From<candle_core::Error> for Error {
     fn from(e: candle_core::Error) -> Self {
@@ -18,22 +33,153 @@ impl From<candle_core::Error> for Error {
     }
 }
 
+/// Bounds on config values: far above any real checkpoint, low enough that a corrupt value cannot ask
+/// for absurd allocations.
+pub(crate) const MAX_DIM: usize = 1 << 16;
+pub(crate) const MAX_VOCAB: usize = 1 << 22;
+pub(crate) const MAX_LAYERS: usize = 1024;
+
+/// A model family: how `config.json` names it, and how to build it from that config and the weights.
+struct Family {
+    model_type: &'static str,
+    /// The `architectures` entry of checkpoints without a `model_type`.
+    architecture: &'static str,
+    build: fn(config: &Value, path: &Path, weights: &Weights) -> Result<Box<dyn VisionLanguageModel>>,
+}
+
+/// Every family the engine runs. A new family is one folder and one entry here.
+const FAMILIES: &[Family] = &[
+    Family { model_type: "qwen3_vl", architecture: "Qwen3VLForConditionalGeneration", build: qwen3_vl::build },
+];
+
+/// Loads a Hugging Face model directory: `config.json` picks the family, the weights (`model.safetensors`
+/// or shards with an index) are converted to `dtype` on `device`.
+pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Box<dyn VisionLanguageModel>> {
+    if !dir.is_dir() {
+        return Err(Error::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found")));
+    }
+    let path = dir.join("config.json");
+    let config = read_json(&path)?;
+    let family = family_of(&Keys::new(&path, &config))?;
+    let weights = Weights::from_dir(dir, device, dtype)?;
+    (family.build)(&config, &path, &weights)
+    // `weights` (the mappings) is dropped here: the model holds its own tensors.
+}
+
+/// The family named by `model_type` (or, without one, by `architectures`).
+fn family_of(k: &Keys) -> Result<&'static Family> {
+    let supported = || FAMILIES.iter().map(|f| format!("\"{}\"", f.model_type)).collect::<Vec<_>>().join(", ");
+    if let Some(mt) = k.get("model_type") {
+        let name = mt.as_str().ok_or_else(|| k.err("model_type", format!("expected a string, got {mt}")))?;
+        return FAMILIES
+            .iter()
+            .find(|f| f.model_type == name)
+            .ok_or_else(|| k.err("model_type", format!("unsupported architecture \"{name}\" (supported: {})", supported())));
+    }
+    if let Some(archs) = k.get("architectures") {
+        let names: Vec<&str> = archs.as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect()).unwrap_or_default();
+        return FAMILIES.iter().find(|f| names.contains(&f.architecture)).ok_or_else(|| {
+            k.err("architectures", format!("unsupported architecture {archs} (supported model_type: {})", supported()))
+        });
+    }
+    Err(k.err("model_type", format!("missing (supported: {})", supported())))
+}
+
+/// What the engine needs to know about a model, in terms no family owns.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// `config.json`'s `model_type`.
+    pub model_type: &'static str,
+    pub vocab_size: usize,
+    pub num_layers: usize,
+    /// Longest sequence (prompt + generated) the model accepts.
+    pub max_context: usize,
+    /// The placeholder the chat template writes for an image, expanded to one token per merged patch.
+    pub image_token_id: u32,
+    /// Image preprocessing as the family's checkpoints do it (patch, merge and temporal patch sizes,
+    /// pixel budget, mean/std); a model directory's `preprocessor_config.json` overrides it key by key.
+    pub image_processor: PreprocessorConfig,
+    /// Tokens that always end generation, by their text (looked up in the tokenizer), besides
+    /// `generation_config.json`'s `eos_token_id`.
+    pub stop_tokens: &'static [&'static str],
+    /// The chat template reads message content as a string (GLM-4.1V's does for system and assistant
+    /// turns): messages whose parts are all text are passed as one string, the parts joined, as vLLM does
+    /// for such templates. Otherwise a list would be printed as its Python repr.
+    pub text_content_as_string: bool,
+}
+
 /// What a model must offer the engine: encode images, lay out a prompt, run chunks of it through the
 /// decoder filling a KV cache, then single decode steps.
 pub trait VisionLanguageModel: Send {
-    /// Longest sequence (prompt + generated) the model accepts.
-    fn max_context(&self) -> usize;
-    fn num_layers(&self) -> usize;
-    fn image_token_id(&self) -> u32;
-    /// Runs the vision encoder on preprocessed pixels of one or more images.
-    fn encode_images(&self, pixel_values: &Tensor, grids: &[[usize; 3]]) -> Result<VisionFeatures>;
+    fn spec(&self) -> &ModelSpec;
+
+    /// Runs the vision encoder on preprocessed pixels of one or more images (`[n_patches, C·T·P·P]` in the
+    /// processor's block-major order, `grids` in patches), recording intermediate tensors in `trace`.
+    fn encode_images_traced(&self, pixel_values: &Tensor, grids: &[[usize; 3]], trace: &mut Trace) -> Result<VisionFeatures>;
+
+    /// Runs prompt tokens `[cache.len(), end)` through the decoder, appending to the cache; returns their
+    /// final-normed hidden states `[n, hidden]`.
+    fn forward_prompt(&self, cache: &mut KvCache, prompt: &Prompt, end: usize, trace: &mut Trace) -> Result<Tensor>;
+
+    /// One generated token at KV index `cache.len()` (every rotary axis at `cache.len() + rope_delta`);
+    /// returns its final hidden state `[1, hidden]`.
+    fn forward_token(&self, cache: &mut KvCache, prompt: &Prompt, token: u32) -> Result<Tensor>;
+
+    /// f32 logits `[n, vocab]` of final hidden states `[n, hidden]`.
+    fn logits(&self, hidden: &Tensor) -> Result<Tensor>;
+
+    fn encode_images(&self, pixel_values: &Tensor, grids: &[[usize; 3]]) -> Result<VisionFeatures> {
+        self.encode_images_traced(pixel_values, grids, &mut Trace::off())
+    }
+
     /// Positions and image-row mapping of a token sequence (image tokens already expanded).
-    fn prepare_prompt(&self, ids: &[u32], vision: Option<VisionFeatures>) -> Result<Prompt>;
+    fn prepare_prompt(&self, ids: &[u32], vision: Option<VisionFeatures>) -> Result<Prompt> {
+        let s = self.spec();
+        Prompt::new(ids, vision, s.image_token_id, s.image_processor.merge_size, s.vocab_size)
+    }
+
+    /// An empty KV cache sized for this model.
+    fn new_cache(&self) -> KvCache {
+        KvCache::new(self.spec().num_layers, self.spec().max_context)
+    }
+
     /// Runs prompt tokens `[cache.len(), end)` through the decoder. When `end` is the prompt's end,
     /// returns the f32 logits `[vocab]` of its last token (the output head is skipped otherwise).
-    fn prefill(&self, cache: &mut KvCache, prompt: &Prompt, end: usize) -> Result<Option<Tensor>>;
+    fn prefill(&self, cache: &mut KvCache, prompt: &Prompt, end: usize) -> Result<Option<Tensor>> {
+        let hidden = self.forward_prompt(cache, prompt, end, &mut Trace::off())?;
+        if end < prompt.len() {
+            return Ok(None);
+        }
+        let last = hidden.narrow(0, hidden.dim(0)? - 1, 1)?;
+        Ok(Some(self.logits(&last)?.squeeze(0)?))
+    }
+
     /// One generated token at the end of the cache; returns its f32 logits `[vocab]`.
-    fn decode(&self, cache: &mut KvCache, prompt: &Prompt, token: u32) -> Result<Tensor>;
+    fn decode(&self, cache: &mut KvCache, prompt: &Prompt, token: u32) -> Result<Tensor> {
+        let hidden = self.forward_token(cache, prompt, token)?;
+        Ok(self.logits(&hidden)?.squeeze(0)?)
+    }
+}
+
+/// The checks every family's `forward_prompt` starts with: a non-empty range inside the prompt that fits
+/// the cache.
+pub(crate) fn check_prompt_range(cache: &KvCache, prompt: &Prompt, end: usize) -> Result<usize> {
+    let start = cache.len();
+    if end > prompt.len() || start >= end {
+        return Err(Error::Internal(format!("prefill range {start}..{end} outside prompt of {}", prompt.len())));
+    }
+    if end > cache.max_len() {
+        return Err(Error::ContextLength { tokens: end, max: cache.max_len() });
+    }
+    Ok(start)
+}
+
+/// The check every family's `forward_token` starts with.
+pub(crate) fn check_token(token: u32, vocab_size: usize) -> Result<()> {
+    if token as usize >= vocab_size {
+        return Err(Error::invalid("token", format!("id {token} is outside the vocabulary")));
+    }
+    Ok(())
 }
 
 /// Records named intermediate tensors when enabled (fidelity tests); free otherwise.
@@ -175,15 +321,6 @@ fn causal_mask(first: usize, c: usize, lk: usize, device: &candle_core::Device) 
         }
     }
     Ok(Tensor::from_vec(m, (c, lk), device)?)
-}
-
-/// RMSNorm with transformers' arithmetic: normalise in f32, cast back, then scale by the weight.
-pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    let dtype = x.dtype();
-    let xf = x.to_dtype(DType::F32)?;
-    let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
-    let normed = xf.broadcast_mul(&(var + eps)?.sqrt()?.recip()?)?;
-    Ok(normed.to_dtype(dtype)?.broadcast_mul(weight)?)
 }
 
 /// Maximum |a - b| over all elements (both converted to f32); for tests and diagnostics.

@@ -1,4 +1,4 @@
-//! JS bindings of the Qwen3-VL engine: `NativeEngine.load(dir)` and `engine.generate(request, onEvent)`,
+//! JS bindings of the engine: `NativeEngine.load(dir)` and `engine.generate(request, onEvent)`,
 //! in the shape `src/backends/embedded.ts` adapts to the `Backend` interface.
 
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ use napi_derive::napi;
 use super::guarded;
 use crate::engine::{ChatRequest, DeviceKind, Engine, EngineOptions, ImageData, WeightDtype};
 use crate::error::Error;
-use crate::generate::GenerationParams;
+use crate::generate::{GenerationParams, SamplingRequest};
 use crate::tokenizer::{Content, Message, Part};
 
 #[napi(object)]
@@ -27,6 +27,10 @@ pub struct NativeLoadOptions {
     pub prefix_reuse: Option<bool>,
     /// Images whose vision features are cached (default 16; 0 turns the cache off).
     pub vision_cache_images: Option<u32>,
+    /// Pixel budget per image, overriding `preprocessor_config.json` (`size.longest_edge`).
+    pub max_pixels: Option<u32>,
+    /// Smallest pixel count per image, overriding `preprocessor_config.json` (`size.shortest_edge`).
+    pub min_pixels: Option<u32>,
 }
 
 #[napi(object)]
@@ -103,6 +107,7 @@ pub struct NativeGenerationResult {
 pub struct NativeEngine {
     inner: Mutex<Option<Arc<Engine>>>,
     name: String,
+    model_type: String,
     context_length: u32,
 }
 
@@ -129,6 +134,8 @@ impl NativeEngine {
             dtype,
             reuse_prefix: o.prefix_reuse.unwrap_or(defaults.reuse_prefix),
             vision_cache_images: o.vision_cache_images.map_or(defaults.vision_cache_images, |n| n as usize),
+            max_pixels: o.max_pixels.map(|n| n as usize),
+            min_pixels: o.min_pixels.map(|n| n as usize),
             ..defaults
         };
         Ok(AsyncTask::with_optional_signal(LoadTask { dir: PathBuf::from(dir), options }, signal))
@@ -138,6 +145,12 @@ impl NativeEngine {
     #[napi(getter)]
     pub fn name(&self) -> String {
         self.name.clone()
+    }
+
+    /// `config.json`'s `model_type`: the model family (`qwen3_vl`, `glm4v`).
+    #[napi(getter)]
+    pub fn model_type(&self) -> String {
+        self.model_type.clone()
     }
 
     /// Prompt plus generated tokens the model accepts.
@@ -208,25 +221,16 @@ fn chat_request(r: NativeGenerateRequest) -> crate::Result<ChatRequest> {
         messages.push(Message { role: msg.role, content: Content::Parts(parts) });
     }
     let mut params = GenerationParams { max_tokens: r.max_tokens as usize, ..GenerationParams::default() };
-    let s = &mut params.sampling;
-    if let Some(t) = r.temperature {
-        s.temperature = t as f32;
-    }
-    if let Some(p) = r.top_p {
-        s.top_p = p as f32;
-    }
-    if let Some(k) = r.top_k {
-        s.top_k = k as usize;
-    }
-    if let Some(p) = r.repetition_penalty {
-        s.repetition_penalty = p as f32;
-    }
-    if let Some(p) = r.presence_penalty {
-        s.presence_penalty = p as f32;
-    }
-    if let Some(seed) = r.seed {
-        s.seed = seed as u64;
-    }
+    // Unset values take the checkpoint's generation_config.json defaults in the engine.
+    params.sampling = SamplingRequest {
+        temperature: r.temperature.map(|t| t as f32),
+        top_p: r.top_p.map(|p| p as f32),
+        top_k: r.top_k.map(|k| k as usize),
+        repetition_penalty: r.repetition_penalty.map(|p| p as f32),
+        presence_penalty: r.presence_penalty.map(|p| p as f32),
+        frequency_penalty: None,
+        seed: r.seed.map(|s| s as u64),
+    };
     params.stop = r.stop.unwrap_or_default();
     params.ignore_eos = r.ignore_eos.unwrap_or(false);
     if r.logprobs.unwrap_or(false) {
@@ -270,7 +274,8 @@ impl Task for LoadTask {
     fn resolve(&mut self, _env: Env, engine: Self::Output) -> napi::Result<Self::JsValue> {
         let name = self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
         let context_length = engine.info().max_context.min(u32::MAX as usize) as u32;
-        Ok(NativeEngine { inner: Mutex::new(Some(Arc::new(engine))), name, context_length })
+        let model_type = engine.info().model_type.clone();
+        Ok(NativeEngine { inner: Mutex::new(Some(Arc::new(engine))), name, model_type, context_length })
     }
 }
 

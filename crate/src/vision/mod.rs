@@ -10,6 +10,7 @@ use candle_core::{Device, Tensor};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::json_file::{read_json, Keys};
 
 /// Largest decoded image accepted, in pixels (a 16K × 16K page); larger inputs are refused before
 /// anything big is allocated.
@@ -17,7 +18,8 @@ pub const MAX_INPUT_PIXELS: u64 = 1 << 28;
 /// Largest accepted side, in pixels.
 pub const MAX_INPUT_SIDE: u32 = 1 << 16;
 
-/// `preprocessor_config.json` values that shape the pixels.
+/// `preprocessor_config.json` values that shape the pixels. Each model family supplies the values its
+/// checkpoints use; keys a file lacks keep them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreprocessorConfig {
     pub min_pixels: usize,
@@ -31,93 +33,45 @@ pub struct PreprocessorConfig {
     pub do_resize: bool,
     pub do_rescale: bool,
     pub do_normalize: bool,
-}
-
-impl Default for PreprocessorConfig {
-    /// The values Qwen3-VL checkpoints ship (not the class defaults of transformers, which are
-    /// Qwen2-VL's).
-    fn default() -> Self {
-        Self {
-            min_pixels: 65536,
-            max_pixels: 16_777_216,
-            patch_size: 16,
-            temporal_patch_size: 2,
-            merge_size: 2,
-            image_mean: [0.5; 3],
-            image_std: [0.5; 3],
-            rescale_factor: 1.0 / 255.0,
-            do_resize: true,
-            do_rescale: true,
-            do_normalize: true,
-        }
-    }
+    /// Frames the pixel budget counts: GLM-4.1V's `smart_resize` compares `2·h·w` (the still image
+    /// repeated over the temporal patch) with `min_pixels`/`max_pixels`; Qwen's compares `h·w` (1).
+    pub budget_frames: usize,
+    /// Scale an image with a side below the resize factor up to it first (GLM-4.1V in transformers ≥ 5;
+    /// otherwise such a side is rounded like any other).
+    pub upscale_small: bool,
 }
 
 impl PreprocessorConfig {
-    /// Reads `preprocessor_config.json`; keys it lacks keep the Qwen3-VL values.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        Self::from_json(&crate::tokenizer::read_json(path)?, path)
+    /// Reads `preprocessor_config.json`; keys it lacks keep the values of `defaults`.
+    pub fn from_file(path: &Path, defaults: &PreprocessorConfig) -> Result<Self> {
+        Self::from_json(&read_json(path)?, path, defaults)
     }
 
-    pub fn from_json(json: &Value, path: &Path) -> Result<Self> {
-        let err = |key: &str, message: String| Error::ModelConfig { path: path.to_path_buf(), key: key.into(), message };
-        let get = |key: &str| -> Option<&Value> {
-            let mut v = json;
-            for part in key.split('.') {
-                v = v.get(part)?;
-            }
-            (!v.is_null()).then_some(v)
-        };
-        let uint = |keys: &[&str], default: usize, max: usize| -> Result<usize> {
-            for &k in keys {
-                if let Some(v) = get(k) {
-                    let x = v.as_u64().ok_or_else(|| err(k, format!("expected a non-negative integer, got {v}")))? as usize;
-                    if x == 0 || x > max {
-                        return Err(err(k, format!("{x} is out of range 1..={max}")));
-                    }
-                    return Ok(x);
-                }
-            }
-            Ok(default)
-        };
-        let boolean = |k: &str, default: bool| -> Result<bool> {
-            get(k).map(|v| v.as_bool().ok_or_else(|| err(k, format!("expected true or false, got {v}")))).unwrap_or(Ok(default))
-        };
-        let triple = |k: &str, default: [f32; 3]| -> Result<[f32; 3]> {
-            match get(k) {
-                None => Ok(default),
-                Some(v) => {
-                    let a = v.as_array().filter(|a| a.len() == 3).ok_or_else(|| err(k, format!("expected 3 numbers, got {v}")))?;
-                    let mut out = [0f32; 3];
-                    for (i, x) in a.iter().enumerate() {
-                        out[i] = x.as_f64().ok_or_else(|| err(k, format!("expected numbers, got {x}")))? as f32;
-                    }
-                    Ok(out)
-                }
-            }
-        };
-        let d = Self::default();
+    pub fn from_json(json: &Value, path: &Path, defaults: &PreprocessorConfig) -> Result<Self> {
+        let k = Keys::new(path, json);
+        let d = defaults;
+        let uint = |keys: &[&str], default: usize, max: usize| k.usize_in(keys, Some(default), 1..=max);
+        let rescale_factor = k.f64_in(&["rescale_factor"], Some(d.rescale_factor as f64), 0.0, 1.0)? as f32;
         let cfg = Self {
             min_pixels: uint(&["size.shortest_edge", "min_pixels"], d.min_pixels, 1 << 30)?,
             max_pixels: uint(&["size.longest_edge", "max_pixels"], d.max_pixels, 1 << 30)?,
             patch_size: uint(&["patch_size"], d.patch_size, 256)?,
             temporal_patch_size: uint(&["temporal_patch_size"], d.temporal_patch_size, 16)?,
             merge_size: uint(&["merge_size"], d.merge_size, 16)?,
-            image_mean: triple("image_mean", d.image_mean)?,
-            image_std: triple("image_std", d.image_std)?,
-            rescale_factor: match get("rescale_factor") {
-                Some(v) => v.as_f64().ok_or_else(|| err("rescale_factor", format!("expected a number, got {v}")))? as f32,
-                None => d.rescale_factor,
-            },
-            do_resize: boolean("do_resize", true)?,
-            do_rescale: boolean("do_rescale", true)?,
-            do_normalize: boolean("do_normalize", true)?,
+            image_mean: k.f32s("image_mean")?.unwrap_or(d.image_mean),
+            image_std: k.f32s("image_std")?.unwrap_or(d.image_std),
+            rescale_factor,
+            do_resize: k.bool_or(&["do_resize"], d.do_resize)?,
+            do_rescale: k.bool_or(&["do_rescale"], d.do_rescale)?,
+            do_normalize: k.bool_or(&["do_normalize"], d.do_normalize)?,
+            budget_frames: d.budget_frames,
+            upscale_small: d.upscale_small,
         };
         if cfg.min_pixels > cfg.max_pixels {
-            return Err(err("size.shortest_edge", format!("min pixels {} exceed max pixels {}", cfg.min_pixels, cfg.max_pixels)));
+            return Err(k.err("size.shortest_edge", format!("min pixels {} exceed max pixels {}", cfg.min_pixels, cfg.max_pixels)));
         }
-        if cfg.image_std.iter().any(|&s| s == 0.0 || !s.is_finite()) {
-            return Err(err("image_std", "must be finite and non-zero".into()));
+        if cfg.image_std.iter().any(|&s| s == 0.0) {
+            return Err(k.err("image_std", "must be non-zero"));
         }
         Ok(cfg)
     }
@@ -231,24 +185,32 @@ fn check_dims(width: u32, height: u32, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Target `(height, width)`: multiples of `factor` with the area inside `[min_pixels, max_pixels]` and
-/// the aspect ratio kept. Python's `round` (ties to even) is reproduced.
-pub fn smart_resize(height: usize, width: usize, factor: usize, min_pixels: usize, max_pixels: usize) -> Result<(usize, usize)> {
-    let (h, w, f) = (height as f64, width as f64, factor as f64);
+/// Target `(height, width)`: multiples of the resize factor with the area (times `budget_frames`) inside
+/// `[min_pixels, max_pixels]` and the aspect ratio kept. Python's `round` (ties to even) is reproduced.
+pub fn smart_resize(height: usize, width: usize, cfg: &PreprocessorConfig) -> Result<(usize, usize)> {
     if height == 0 || width == 0 {
         return Err(Error::invalid("image", format!("empty image ({width}×{height})")));
+    }
+    let f = cfg.factor() as f64;
+    let (mut h, mut w) = (height as f64, width as f64);
+    if cfg.upscale_small && (h < f || w < f) {
+        let s = (f / h).max(f / w);
+        // Python's int() truncates
+        (h, w) = ((h * s).trunc(), (w * s).trunc());
     }
     if h.max(w) / h.min(w) > 200.0 {
         return Err(Error::invalid("image", format!("aspect ratio of {width}×{height} exceeds 200")));
     }
+    let frames = cfg.budget_frames.max(1) as f64;
+    let (min_pixels, max_pixels) = (cfg.min_pixels as f64, cfg.max_pixels as f64);
     let mut hb = (h / f).round_ties_even() * f;
     let mut wb = (w / f).round_ties_even() * f;
-    if hb * wb > max_pixels as f64 {
-        let beta = (h * w / max_pixels as f64).sqrt();
+    if frames * hb * wb > max_pixels {
+        let beta = (frames * h * w / max_pixels).sqrt();
         hb = f.max((h / beta / f).floor() * f);
         wb = f.max((w / beta / f).floor() * f);
-    } else if hb * wb < min_pixels as f64 {
-        let beta = (min_pixels as f64 / (h * w)).sqrt();
+    } else if frames * hb * wb < min_pixels {
+        let beta = (min_pixels / (frames * h * w)).sqrt();
         hb = (h * beta / f).ceil() * f;
         wb = (w * beta / f).ceil() * f;
     }
@@ -279,7 +241,7 @@ impl ProcessedImage {
 pub fn preprocess(img: &RgbImage, cfg: &PreprocessorConfig) -> Result<ProcessedImage> {
     let factor = cfg.factor();
     let (h, w) = if cfg.do_resize {
-        smart_resize(img.height, img.width, factor, cfg.min_pixels, cfg.max_pixels)?
+        smart_resize(img.height, img.width, cfg)?
     } else {
         (img.height, img.width)
     };
@@ -352,16 +314,54 @@ pub fn to_tensor(images: &[ProcessedImage], device: &Device) -> Result<(Tensor, 
 mod tests {
     use super::*;
 
+    /// The Qwen2-VL / Qwen3-VL geometry (patch 16, merge 2, budget counts one frame).
+    fn qwen(min_pixels: usize, max_pixels: usize) -> PreprocessorConfig {
+        PreprocessorConfig {
+            min_pixels,
+            max_pixels,
+            patch_size: 16,
+            temporal_patch_size: 2,
+            merge_size: 2,
+            image_mean: [0.5; 3],
+            image_std: [0.5; 3],
+            rescale_factor: 1.0 / 255.0,
+            do_resize: true,
+            do_rescale: true,
+            do_normalize: true,
+            budget_frames: 1,
+            upscale_small: false,
+        }
+    }
+
+    /// GLM-4.1V's geometry: patch 14, two frames counted in the budget, small images scaled up.
+    fn glm(min_pixels: usize, max_pixels: usize) -> PreprocessorConfig {
+        PreprocessorConfig { patch_size: 14, budget_frames: 2, upscale_small: true, ..qwen(min_pixels, max_pixels) }
+    }
+
     #[test]
     fn smart_resize_matches_the_reference_examples() {
-        let f = 32;
-        let (min, max) = (256 * 256, 4096 * 4096);
-        assert_eq!(smart_resize(480, 640, f, min, max).unwrap(), (480, 640));
-        assert_eq!(smart_resize(100, 100, f, min, max).unwrap(), (256, 256));
-        assert_eq!(smart_resize(1080, 1920, f, min, max).unwrap(), (1088, 1920));
+        let q = qwen(256 * 256, 4096 * 4096);
+        assert_eq!(smart_resize(480, 640, &q).unwrap(), (480, 640));
+        assert_eq!(smart_resize(100, 100, &q).unwrap(), (256, 256));
+        assert_eq!(smart_resize(1080, 1920, &q).unwrap(), (1088, 1920));
         // ties go to even: 48/32 = 1.5 -> 2, 80/32 = 2.5 -> 2
-        assert_eq!(smart_resize(48, 80, f, 1, max).unwrap(), (64, 64));
-        assert!(smart_resize(10, 2100, f, min, max).is_err());
+        assert_eq!(smart_resize(48, 80, &qwen(1, 4096 * 4096)).unwrap(), (64, 64));
+        assert!(smart_resize(10, 2100, &q).is_err());
+    }
+
+    #[test]
+    fn glm_smart_resize_counts_two_frames_in_the_budget() {
+        // spec/glm4v.md §5 examples (h×w in, max_pixels -> resized)
+        for max in [47_040_000, 9_633_792, 11_760_000] {
+            assert_eq!(smart_resize(842, 589, &glm(12544, max)).unwrap(), (840, 588));
+            assert_eq!(smart_resize(480, 640, &glm(12544, max)).unwrap(), (476, 644));
+            assert_eq!(smart_resize(100, 100, &glm(12544, max)).unwrap(), (112, 112));
+            assert_eq!(smart_resize(1080, 1920, &glm(12544, max)).unwrap(), (1092, 1932));
+        }
+        assert_eq!(smart_resize(4000, 6000, &glm(12544, 47_040_000)).unwrap(), (3948, 5936));
+        assert_eq!(smart_resize(4000, 6000, &glm(12544, 9_633_792)).unwrap(), (1792, 2688));
+        // an image narrower than 28 px is scaled up first instead of refused
+        assert_eq!(smart_resize(20, 100, &glm(12544, 47_040_000)).unwrap().0 % 28, 0);
     }
 
     #[test]
@@ -370,7 +370,7 @@ mod tests {
         let (w, h) = (32usize, 64usize);
         let data: Vec<u8> = (0..h).flat_map(|y| (0..w).flat_map(move |x| [(y / 16 * 10 + x / 16) as u8, 0, 0])).collect();
         let img = RgbImage { width: w, height: h, data };
-        let cfg = PreprocessorConfig { min_pixels: 1, do_normalize: false, do_rescale: false, ..Default::default() };
+        let cfg = PreprocessorConfig { do_normalize: false, do_rescale: false, ..qwen(1, 4096 * 4096) };
         let out = preprocess(&img, &cfg).unwrap();
         assert_eq!(out.grid_thw, [1, 4, 2]);
         let firsts: Vec<f32> = out.pixel_values.chunks(out.patch_dim).map(|r| r[0]).collect();

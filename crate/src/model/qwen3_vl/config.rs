@@ -2,11 +2,13 @@
 //! transformers 4.57 (`text_config.rope_theta` + `text_config.rope_scaling`) and 5.x
 //! (`text_config.rope_parameters`). Every value is range-checked here so the model code can trust it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::json_file::{read_json, Keys};
+use crate::model::{MAX_DIM, MAX_LAYERS, MAX_VOCAB};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextConfig {
@@ -67,93 +69,16 @@ pub struct Qwen3VLConfig {
     pub tie_word_embeddings: bool,
 }
 
-/// Reads dotted keys from the parsed JSON, turning every problem into an error naming file and key.
-struct Keys<'a> {
-    path: &'a Path,
-    root: &'a Value,
-}
-
-impl<'a> Keys<'a> {
-    fn err(&self, key: &str, message: impl Into<String>) -> Error {
-        Error::ModelConfig { path: self.path.to_path_buf(), key: key.to_string(), message: message.into() }
-    }
-
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        let mut v = self.root;
-        for part in key.split('.') {
-            v = v.get(part)?;
-        }
-        if v.is_null() {
-            None
-        } else {
-            Some(v)
-        }
-    }
-
-    /// First present key among `keys` (aliases), or None.
-    fn first(&self, keys: &[&str]) -> Option<(String, &'a Value)> {
-        keys.iter().find_map(|k| self.get(k).map(|v| (k.to_string(), v)))
-    }
-
-    fn usize_of(&self, key: &str, v: &Value) -> Result<usize> {
-        v.as_u64().map(|x| x as usize).ok_or_else(|| self.err(key, format!("expected a non-negative integer, got {v}")))
-    }
-
-    fn usize_in(&self, keys: &[&str], default: Option<usize>, range: std::ops::RangeInclusive<usize>) -> Result<usize> {
-        match self.first(keys) {
-            Some((k, v)) => {
-                let x = self.usize_of(&k, v)?;
-                if !range.contains(&x) {
-                    return Err(self.err(&k, format!("{x} is out of range {}..={}", range.start(), range.end())));
-                }
-                Ok(x)
-            }
-            None => default.ok_or_else(|| self.err(keys[0], "missing")),
-        }
-    }
-
-    fn f64_in(&self, keys: &[&str], default: Option<f64>, min_exclusive: f64, max: f64) -> Result<f64> {
-        match self.first(keys) {
-            Some((k, v)) => {
-                let x = v.as_f64().ok_or_else(|| self.err(&k, format!("expected a number, got {v}")))?;
-                if !(x > min_exclusive && x <= max) {
-                    return Err(self.err(&k, format!("{x} is out of range ({min_exclusive}, {max}]")));
-                }
-                Ok(x)
-            }
-            None => default.ok_or_else(|| self.err(keys[0], "missing")),
-        }
-    }
-
-    fn bool_or(&self, keys: &[&str], default: bool) -> Result<bool> {
-        match self.first(keys) {
-            Some((k, v)) => v.as_bool().ok_or_else(|| self.err(&k, format!("expected true or false, got {v}"))),
-            None => Ok(default),
-        }
-    }
-
-    fn str_or(&self, keys: &[&str], default: &'a str) -> Result<(String, &'a str)> {
-        match self.first(keys) {
-            Some((k, v)) => Ok((k.clone(), v.as_str().ok_or_else(|| self.err(&k, format!("expected a string, got {v}")))?)),
-            None => Ok((keys[0].to_string(), default)),
-        }
-    }
-}
-
-const MAX_DIM: usize = 1 << 16;
-const MAX_VOCAB: usize = 1 << 22;
-const MAX_LAYERS: usize = 1024;
-
 impl Qwen3VLConfig {
     /// Reads and validates `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        Self::from_json(&crate::tokenizer::read_json(path)?, path)
+        Self::from_json(&read_json(path)?, path)
     }
 
     /// Validates an already parsed config; `path` is only used in error messages.
     pub fn from_json(json: &Value, path: &Path) -> Result<Self> {
-        let k = Keys { path, root: json };
-        check_architecture(&k)?;
+        let k = Keys::new(path, json);
+        check_sections(&k)?;
 
         let tc = "text_config.";
         let t = |name: &str| format!("{tc}{name}");
@@ -213,22 +138,8 @@ impl Qwen3VLConfig {
     }
 }
 
-fn check_architecture(k: &Keys) -> Result<()> {
-    if let Some(mt) = k.get("model_type") {
-        if mt.as_str() != Some("qwen3_vl") {
-            return Err(k.err("model_type", format!("unsupported architecture {mt} (this engine runs qwen3_vl)")));
-        }
-    } else if let Some(archs) = k.get("architectures") {
-        let ok = archs
-            .as_array()
-            .map(|a| a.iter().any(|x| x.as_str() == Some("Qwen3VLForConditionalGeneration")))
-            .unwrap_or(false);
-        if !ok {
-            return Err(k.err("architectures", format!("unsupported architecture {archs} (this engine runs Qwen3VLForConditionalGeneration)")));
-        }
-    } else {
-        return Err(k.err("model_type", "missing (expected \"qwen3_vl\")"));
-    }
+/// Both sub-configs are present (the loader has already matched `model_type`).
+pub(crate) fn check_sections(k: &Keys) -> Result<()> {
     if k.get("text_config").map(|v| !v.is_object()).unwrap_or(true) {
         return Err(k.err("text_config", "missing or not an object"));
     }
@@ -253,17 +164,7 @@ fn read_rope(k: &Keys, head_dim: usize) -> Result<(f64, [usize; 3])> {
         return Err(k.err(&type_key, format!("unsupported rope_type `{rope_type}` (only \"default\" is implemented)")));
     }
     let sec_key = format!("{params_key}.mrope_section");
-    let section = match k.get(&sec_key) {
-        None => [24, 20, 20],
-        Some(v) => {
-            let arr = v.as_array().filter(|a| a.len() == 3).ok_or_else(|| k.err(&sec_key, format!("expected 3 integers, got {v}")))?;
-            let mut s = [0usize; 3];
-            for (i, x) in arr.iter().enumerate() {
-                s[i] = k.usize_of(&sec_key, x)?;
-            }
-            s
-        }
-    };
+    let section = k.usizes::<3>(&sec_key)?.unwrap_or([24, 20, 20]);
     if section.iter().any(|&s| s > head_dim / 2) {
         return Err(k.err(&sec_key, format!("{section:?} exceeds head_dim/2 = {}", head_dim / 2)));
     }
@@ -335,9 +236,4 @@ fn read_vision(k: &Keys, text: &TextConfig) -> Result<VisionConfig> {
         deepstack_visual_indexes,
         gelu_tanh,
     })
-}
-
-/// `config.json` inside a model directory.
-pub fn config_path(dir: &Path) -> PathBuf {
-    dir.join("config.json")
 }

@@ -4,11 +4,11 @@
 use candle_core::{DType, Tensor};
 
 use super::config::TextConfig;
-use super::rope::{inv_freq, mrope_cos_sin};
+use super::rope::mrope_axes;
 use crate::error::Result;
-use crate::generate::KvCache;
 use crate::model::linear::{self, Linear};
-use crate::model::{activation, attention, rms_norm, Trace};
+use crate::model::rope::{inv_freq, mrope_cos_sin};
+use crate::model::{activation, attention, rms_norm, KvCache, Trace};
 use crate::weights::Weights;
 
 struct Layer {
@@ -40,13 +40,9 @@ pub struct TextModel {
     /// `[vocab, hidden]`; the same storage as `embed_tokens` when tied.
     lm_head: Tensor,
     inv_freq: Vec<f32>,
+    /// The (t, h, w) axis of each rotary frequency.
+    axes: Vec<usize>,
     dtype: DType,
-}
-
-fn linear(w: &Weights, name: &str, out_dim: usize, in_dim: usize, bias: bool) -> Result<Linear> {
-    let weight = w.get(&format!("{name}.weight"), &[out_dim, in_dim])?;
-    let bias = if bias { Some(w.get(&format!("{name}.bias"), &[out_dim])?) } else { None };
-    Linear::new(weight, bias)
 }
 
 impl TextModel {
@@ -61,15 +57,15 @@ impl TextModel {
             layers.push(Layer {
                 input_norm: w.get(&format!("{p}.input_layernorm.weight"), &[h])?,
                 post_attn_norm: w.get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
-                q_proj: linear(w, &format!("{p}.self_attn.q_proj"), nq, h, bias)?,
-                k_proj: linear(w, &format!("{p}.self_attn.k_proj"), nkv, h, bias)?,
-                v_proj: linear(w, &format!("{p}.self_attn.v_proj"), nkv, h, bias)?,
-                o_proj: linear(w, &format!("{p}.self_attn.o_proj"), h, nq, bias)?,
+                q_proj: Linear::load(w, &format!("{p}.self_attn.q_proj"), nq, h, bias)?,
+                k_proj: Linear::load(w, &format!("{p}.self_attn.k_proj"), nkv, h, bias)?,
+                v_proj: Linear::load(w, &format!("{p}.self_attn.v_proj"), nkv, h, bias)?,
+                o_proj: Linear::load(w, &format!("{p}.self_attn.o_proj"), h, nq, bias)?,
                 q_norm: w.get(&format!("{p}.self_attn.q_norm.weight"), &[hd])?,
                 k_norm: w.get(&format!("{p}.self_attn.k_norm.weight"), &[hd])?,
-                gate_proj: linear(w, &format!("{p}.mlp.gate_proj"), i, h, false)?,
-                up_proj: linear(w, &format!("{p}.mlp.up_proj"), i, h, false)?,
-                down_proj: linear(w, &format!("{p}.mlp.down_proj"), h, i, false)?,
+                gate_proj: Linear::load(w, &format!("{p}.mlp.gate_proj"), i, h, false)?,
+                up_proj: Linear::load(w, &format!("{p}.mlp.up_proj"), i, h, false)?,
+                down_proj: Linear::load(w, &format!("{p}.mlp.down_proj"), h, i, false)?,
             });
         }
         let norm = w.get(&format!("{prefix}.norm.weight"), &[h])?;
@@ -78,6 +74,7 @@ impl TextModel {
         let lm_head = if tie_word_embeddings { embed_tokens.clone() } else { w.get("lm_head.weight", &[cfg.vocab_size, h])? };
         Ok(Self {
             inv_freq: inv_freq(cfg.rope_theta, hd),
+            axes: mrope_axes(hd / 2, cfg.mrope_section),
             cfg: cfg.clone(),
             embed_tokens,
             layers,
@@ -108,7 +105,7 @@ impl TextModel {
         deepstack: Option<&DeepstackChunk>,
         trace: &mut Trace,
     ) -> Result<Tensor> {
-        let (cos, sin) = mrope_cos_sin(pos, &self.inv_freq, self.cfg.mrope_section, self.dtype, x.device())?;
+        let (cos, sin) = mrope_cos_sin(pos, &self.inv_freq, &self.axes, self.dtype, x.device())?;
         let offset = cache.len();
         let mut x = x.clone();
         trace.record(|| "decoder.hidden0".into(), &x);

@@ -4,59 +4,21 @@
 use candle_core::{DType, Tensor};
 
 use super::config::VisionConfig;
-use super::rope::vision_cos_sin;
+use crate::model::rope::vision_cos_sin;
 use crate::error::{Error, Result};
 use crate::model::linear::Linear;
-use crate::model::{activation, attention, Trace};
+use crate::model::vision_tower::{block_major, block_major_coords, check_inputs, segmented_rotary_attention, segments};
+use crate::model::{activation, LayerNorm, Trace, VisionFeatures};
 use crate::weights::Weights;
 
-/// Image embeddings for the decoder plus the DeepStack features injected after its first layers.
-#[derive(Debug, Clone)]
-pub struct VisionFeatures {
-    /// `[n_tokens, out_hidden]`, one row per image placeholder token, images in order.
-    pub embeds: Tensor,
-    /// One `[n_tokens, out_hidden]` tensor per DeepStack tap.
-    pub deepstack: Vec<Tensor>,
-    /// Grids in patches `(t, h, w)`, one per image.
-    pub grids: Vec<[usize; 3]>,
-}
-
-impl VisionFeatures {
-    /// Features of several images (each encoded separately) as if encoded together.
-    pub fn concat(parts: &[VisionFeatures]) -> Result<Self> {
-        let first = parts.first().ok_or_else(|| Error::invalid("images", "no images"))?;
-        let embeds = Tensor::cat(&parts.iter().map(|p| &p.embeds).collect::<Vec<_>>(), 0)?;
-        let deepstack = (0..first.deepstack.len())
-            .map(|k| Ok(Tensor::cat(&parts.iter().map(|p| &p.deepstack[k]).collect::<Vec<_>>(), 0)?))
-            .collect::<Result<Vec<_>>>()?;
-        let grids = parts.iter().flat_map(|p| p.grids.iter().copied()).collect();
-        Ok(Self { embeds, deepstack, grids })
-    }
-
-    /// Placeholder tokens covered (rows of `embeds`).
-    pub fn num_tokens(&self) -> usize {
-        self.embeds.dim(0).unwrap_or(0)
-    }
-}
-
+/// Vision layers all have biases.
 fn linear(w: &Weights, name: &str, out_dim: usize, in_dim: usize) -> Result<Linear> {
-    let weight = w.get(&format!("{name}.weight"), &[out_dim, in_dim])?;
-    let bias = w.get(&format!("{name}.bias"), &[out_dim])?;
-    Linear::new(weight, Some(bias))
+    Linear::load(w, name, out_dim, in_dim, true)
 }
 
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl LayerNorm {
-    fn load(w: &Weights, name: &str, dim: usize) -> Result<Self> {
-        Ok(Self { weight: w.get(&format!("{name}.weight"), &[dim])?, bias: w.get(&format!("{name}.bias"), &[dim])? })
-    }
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, 1e-6)?)
-    }
+/// Qwen3-VL's vision LayerNorms use eps 1e-6.
+fn layer_norm(w: &Weights, name: &str, dim: usize) -> Result<LayerNorm> {
+    LayerNorm::load(w, name, dim, 1e-6)
 }
 
 struct Block {
@@ -84,7 +46,7 @@ impl Merger {
         let wide = cfg.hidden_size * group;
         let norm_dim = if postshuffle_norm { wide } else { cfg.hidden_size };
         Ok(Self {
-            norm: LayerNorm::load(w, &format!("{name}.norm"), norm_dim)?,
+            norm: layer_norm(w, &format!("{name}.norm"), norm_dim)?,
             fc1: linear(w, &format!("{name}.linear_fc1"), wide, wide)?,
             fc2: linear(w, &format!("{name}.linear_fc2"), cfg.out_hidden_size, wide)?,
             postshuffle_norm,
@@ -130,8 +92,8 @@ impl VisionModel {
         for i in 0..cfg.depth {
             let b = format!("{prefix}.blocks.{i}");
             blocks.push(Block {
-                norm1: LayerNorm::load(w, &format!("{b}.norm1"), d)?,
-                norm2: LayerNorm::load(w, &format!("{b}.norm2"), d)?,
+                norm1: layer_norm(w, &format!("{b}.norm1"), d)?,
+                norm2: layer_norm(w, &format!("{b}.norm2"), d)?,
                 qkv: linear(w, &format!("{b}.attn.qkv"), 3 * d, d)?,
                 proj: linear(w, &format!("{b}.attn.proj"), d, d)?,
                 fc1: linear(w, &format!("{b}.mlp.linear_fc1"), cfg.intermediate_size, d)?,
@@ -150,22 +112,7 @@ impl VisionModel {
     pub fn forward(&self, pixel_values: &Tensor, grids: &[[usize; 3]], trace: &mut Trace) -> Result<VisionFeatures> {
         let cfg = &self.cfg;
         let m = cfg.spatial_merge_size;
-        let mut total = 0;
-        for (i, g) in grids.iter().enumerate() {
-            if g.contains(&0) || g[1] % m != 0 || g[2] % m != 0 {
-                return Err(Error::invalid("grid_thw", format!("image {i}: grid {g:?} must be positive with h and w divisible by {m}")));
-            }
-            total += g[0] * g[1] * g[2];
-        }
-        let (rows, cols) = pixel_values.dims2().map_err(|_| {
-            Error::invalid("pixel_values", format!("expected a 2-D tensor, got shape {:?}", pixel_values.dims()))
-        })?;
-        if rows != total || cols != cfg.patch_dim() {
-            return Err(Error::invalid(
-                "pixel_values",
-                format!("shape [{rows}, {cols}] does not match the grids: expected [{total}, {}]", cfg.patch_dim()),
-            ));
-        }
+        check_inputs(pixel_values, grids, m, cfg.patch_dim())?;
 
         let x = self.patch_embed.forward(&pixel_values.to_dtype(self.dtype)?)?;
         trace.record(|| "vision.patch_embed".into(), &x);
@@ -175,7 +122,7 @@ impl VisionModel {
         let mut x = (x.to_dtype(DType::F32)? + pos)?.to_dtype(self.dtype)?;
 
         let (cos, sin) = vision_cos_sin(&coords, cfg.head_dim(), x.device())?;
-        let segments: Vec<usize> = grids.iter().flat_map(|g| std::iter::repeat_n(g[1] * g[2], g[0])).collect();
+        let segments = segments(grids);
 
         let mut deepstack = Vec::with_capacity(self.deepstack.len());
         for (i, block) in self.blocks.iter().enumerate() {
@@ -189,36 +136,12 @@ impl VisionModel {
         }
         let embeds = self.merger.forward(&x)?;
         trace.record(|| "vision.merger".into(), &embeds);
-        Ok(VisionFeatures { embeds, deepstack, grids: grids.to_vec() })
+        Ok(VisionFeatures { embeds, per_layer: deepstack, grids: grids.to_vec() })
     }
 
     fn block_forward(&self, b: &Block, x: &Tensor, cos: &Tensor, sin: &Tensor, segments: &[usize]) -> Result<Tensor> {
-        let (n, d) = x.dims2()?;
-        let heads = self.cfg.num_heads;
-        let hd = d / heads;
         let h = b.norm1.forward(x)?;
-        // [n, 3·d] -> q, k, v each [heads, n, hd]; rotary applied in f32 as transformers does.
-        let qkv = b.qkv.forward(&h)?.reshape((n, 3, heads, hd))?.permute((1, 2, 0, 3))?;
-        let rot = |t: Tensor| -> Result<Tensor> {
-            let t = t.to_dtype(DType::F32)?.contiguous()?.unsqueeze(0)?;
-            Ok(candle_nn::rotary_emb::rope(&t, cos, sin)?.squeeze(0)?.to_dtype(self.dtype)?)
-        };
-        let q = rot(qkv.get(0)?)?;
-        let k = rot(qkv.get(1)?)?;
-        let v = qkv.get(2)?.contiguous()?;
-
-        // Attention never crosses images (or video frames): one segment per cu_seqlens entry.
-        let scale = 1.0 / (hd as f64).sqrt();
-        let mut outs = Vec::with_capacity(segments.len());
-        let mut start = 0;
-        for &len in segments {
-            let qs = q.narrow(1, start, len)?.unsqueeze(1)?; // [heads, 1, len, hd]
-            let ks = k.narrow(1, start, len)?;
-            let vs = v.narrow(1, start, len)?;
-            outs.push(attention(&qs, &ks, &vs, scale, None)?.squeeze(1)?);
-            start += len;
-        }
-        let attn = Tensor::cat(&outs, 1)?.transpose(0, 1)?.reshape((n, d))?;
+        let attn = segmented_rotary_attention(&b.qkv.forward(&h)?, self.cfg.num_heads, cos, sin, segments, self.dtype)?;
         let x = (x + b.proj.forward(&attn)?)?;
 
         let h = b.fc1.forward(&b.norm2.forward(&x)?)?;
@@ -278,23 +201,4 @@ fn linspace(side: usize, n: usize) -> Vec<f32> {
     let step = end / (n - 1) as f32;
     let half = n / 2;
     (0..n).map(|i| if i < half { step * i as f32 } else { end - step * (n - 1 - i) as f32 }).collect()
-}
-
-/// Raster `(row, col)` of each patch in the processor's order: 2×2 (merge × merge) blocks, block rows
-/// outer, then block columns, then the rows and columns inside a block.
-pub fn block_major(h: usize, w: usize, m: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..h / m).flat_map(move |br| {
-        (0..w / m).flat_map(move |bc| (0..m).flat_map(move |ir| (0..m).map(move |ic| (br * m + ir, bc * m + ic))))
-    })
-}
-
-/// Patch coordinates of all images (frames repeated) in block-major order, for the rotary table.
-fn block_major_coords(grids: &[[usize; 3]], m: usize) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    for g in grids {
-        for _ in 0..g[0] {
-            out.extend(block_major(g[1], g[2], m));
-        }
-    }
-    out
 }

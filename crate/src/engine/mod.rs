@@ -1,0 +1,218 @@
+//! A loaded model on its own worker thread. Requests queue up and run one at a time; each has a
+//! cancellation flag and streams tokens through a callback (called on the worker thread). The worker
+//! keeps the KV cache of the last conversation so a follow-up sharing its prefix (same text and same
+//! images) only prefills the new part, and caches vision features per image so a page is encoded once.
+//! No candle types cross this API, and no model family is named here: the model's [`ModelSpec`] says
+//! what the engine needs to know.
+//!
+//! [`ModelSpec`]: crate::model::ModelSpec
+
+mod prefix_cache;
+mod request;
+mod worker;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use serde_json::Value;
+
+pub use request::{ChatRequest, Completion, ImageData, RequestHandle, Usage};
+
+use crate::error::{catch_panic, Error, Result};
+use crate::generate::{GenerationDefaults, TokenEvent};
+use crate::tokenizer::{Message, Tokenizer};
+use crate::vision::PreprocessorConfig;
+use request::Job;
+use worker::Worker;
+
+/// Default number of prompt tokens per prefill step: bounds activation memory on long prompts, and
+/// cancellation is checked between steps.
+pub const DEFAULT_PREFILL_CHUNK: usize = 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Cpu,
+    /// A CUDA device by ordinal (needs the `cuda` cargo feature).
+    Cuda(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightDtype {
+    F32,
+    BF16,
+    F16,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub device: DeviceKind,
+    pub dtype: WeightDtype,
+    /// Prompt tokens per prefill step.
+    pub prefill_chunk: usize,
+    /// Override `preprocessor_config.json`'s pixel budget per image.
+    pub min_pixels: Option<usize>,
+    pub max_pixels: Option<usize>,
+    /// Images whose vision features are kept for reuse (0: encode every image every time).
+    pub vision_cache_images: usize,
+    /// Reuse the previous request's KV cache up to the longest shared prefix (off: prefill every
+    /// prompt from scratch, for measuring what reuse saves).
+    pub reuse_prefix: bool,
+    /// Cap on prompt + generated tokens (defaults to the model's maximum).
+    pub max_context: Option<usize>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            device: DeviceKind::Cpu,
+            dtype: WeightDtype::F32,
+            prefill_chunk: DEFAULT_PREFILL_CHUNK,
+            min_pixels: None,
+            max_pixels: None,
+            vision_cache_images: 16,
+            reuse_prefix: true,
+            max_context: None,
+        }
+    }
+}
+
+/// What was loaded.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub dir: PathBuf,
+    pub model_type: String,
+    pub device: String,
+    pub dtype: String,
+    pub max_context: usize,
+    pub vocab_size: usize,
+    pub eos_token_ids: Vec<u32>,
+    pub defaults: GenerationDefaults,
+    pub preprocessor: PreprocessorConfig,
+}
+
+/// Cancellation flags of requests not yet finished, so shutting down stops them promptly.
+type LiveFlags = Arc<std::sync::Mutex<Vec<Arc<AtomicBool>>>>;
+
+pub struct Engine {
+    jobs: Option<mpsc::Sender<Job>>,
+    worker: Option<JoinHandle<()>>,
+    info: ModelInfo,
+    tokenizer: Arc<Tokenizer>,
+    queued: Arc<AtomicUsize>,
+    live: LiveFlags,
+}
+
+impl Engine {
+    /// Loads a model directory (config, weights, tokenizer, chat template, preprocessor and
+    /// generation configs) on a new worker thread and returns once it is ready.
+    pub fn load(dir: impl AsRef<Path>, options: EngineOptions) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(ModelInfo, Arc<Tokenizer>)>>();
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let queued_w = queued.clone();
+        let live: LiveFlags = Arc::default();
+        let live_w = live.clone();
+        let worker = std::thread::Builder::new()
+            .name("vtc-r1-engine".into())
+            .spawn(move || {
+                let worker = match catch_panic(|| Worker::load(&dir, &options)) {
+                    Ok(w) => {
+                        let _ = ready_tx.send(Ok((w.info.clone(), w.tokenizer.clone())));
+                        w
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                worker.serve(jobs_rx, queued_w, live_w);
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the engine thread: {e}")))?;
+        let (info, tokenizer) = ready_rx.recv().unwrap_or_else(|_| Err(Error::Internal("the engine thread died while loading".into())))?;
+        Ok(Self { jobs: Some(jobs_tx), worker: Some(worker), info, tokenizer, queued, live })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Requests waiting or running.
+    pub fn queue_len(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// The prompt text the chat template produces (no model work; runs on the caller's thread).
+    pub fn render_prompt(&self, messages: &[Message], add_generation_prompt: bool, kwargs: &serde_json::Map<String, Value>) -> Result<String> {
+        self.tokenizer.apply_chat_template(messages, add_generation_prompt, kwargs)
+    }
+
+    /// Token ids of plain text.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text)
+    }
+
+    pub fn detokenize(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.tokenizer.decode(ids, skip_special_tokens)
+    }
+
+    /// Queues a request; `on_token` is called on the worker thread for every generated token.
+    pub fn submit(&self, request: ChatRequest, on_token: impl FnMut(&TokenEvent) + Send + 'static) -> Result<RequestHandle> {
+        self.submit_with_cancel(request, Arc::new(AtomicBool::new(false)), on_token)
+    }
+
+    /// Like [`submit`](Self::submit), stopped when the caller's `cancel` flag is set (for example by a
+    /// JS AbortSignal that exists before the request is queued).
+    pub fn submit_with_cancel(
+        &self,
+        request: ChatRequest,
+        cancel: Arc<AtomicBool>,
+        on_token: impl FnMut(&TokenEvent) + Send + 'static,
+    ) -> Result<RequestHandle> {
+        request.params.validate()?;
+        let (reply, result) = mpsc::channel();
+        let job = Job { request, on_token: Box::new(on_token), cancel: cancel.clone(), reply, queued_at: Instant::now() };
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        lock(&self.live).push(cancel.clone());
+        let sent = self.jobs.as_ref().map(|j| j.send(job).is_ok()).unwrap_or(false);
+        if !sent {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(Error::Internal("the engine worker stopped".into()));
+        }
+        Ok(RequestHandle { cancel, result })
+    }
+
+    /// Runs a request to completion (blocking), without streaming.
+    pub fn generate(&self, request: ChatRequest) -> Result<Completion> {
+        self.submit(request, |_| {})?.wait()
+    }
+
+    /// Cancels running and queued requests, stops the worker and frees the model (also on drop).
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for flag in lock(&self.live).iter() {
+            flag.store(true, Ordering::Relaxed);
+        }
+        self.jobs.take();
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
