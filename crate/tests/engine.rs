@@ -17,13 +17,18 @@ fn golden_json() -> Value {
 }
 
 fn request(gj: &Value, pages: &[&str], params: GenerationParams) -> ChatRequest {
+    request_in(&e2e_dir(), gj, pages, params)
+}
+
+/// A round of the optical-memory loop on a fixture: system prompt, question and `pages` of `dir`.
+fn request_in(dir: &std::path::Path, gj: &Value, pages: &[&str], params: GenerationParams) -> ChatRequest {
     let mut parts = vec![Part::Text { text: gj["question"].as_str().unwrap().into() }];
     parts.extend(pages.iter().map(|_| Part::Image));
     let messages = vec![
         Message::text("system", gj["system_prompt"].as_str().unwrap()),
         Message { role: "user".into(), content: Content::Parts(parts) },
     ];
-    let images = pages.iter().map(|p| ImageData::File(e2e_dir().join(p))).collect();
+    let images = pages.iter().map(|p| ImageData::File(dir.join(p))).collect();
     ChatRequest::new(messages, images, params)
 }
 
@@ -237,4 +242,39 @@ fn generation_config_defaults_fill_what_the_request_leaves_unset() {
     let plain = Engine::load(e2e_dir(), EngineOptions::default()).unwrap();
     let c = plain.generate(request(&gj, &[], GenerationParams { sampling: S::default(), ..greedy(16) })).unwrap();
     assert_eq!(c.tokens, greedy_tokens);
+}
+
+/// GLM-4.1V through the engine: the family is picked from config.json, its end-of-turn tokens are
+/// always stop tokens, the greedy output equals transformers', and `max_pixels` sets the page budget
+/// (262,144 pixels: the fixture's capped case).
+#[test]
+fn glm4v_engine_reproduces_golden_and_honours_the_page_budget() {
+    let dir = family_dir("glm4v").join("e2e");
+    let gj: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let g = Golden::load(&dir);
+    let engine = Engine::load(&dir, EngineOptions::default()).unwrap();
+    assert_eq!(engine.info().model_type, "glm4v");
+    for id in [151329, 151336, 151338] {
+        assert!(engine.info().eos_token_ids.contains(&id), "{:?}", engine.info().eos_token_ids);
+    }
+    for (case, pages) in [("text", &[][..]), ("one_page", &["m500-060_page_001.png"][..]), ("two_pages", &["m500-060_page_001.png", "openr1-0_page_002.png"][..])] {
+        let c = engine.generate(request_in(&dir, &gj, pages, greedy(24))).unwrap();
+        assert_eq!(c.tokens, g.ids(&format!("{case}.greedy_tokens")), "{case}");
+        assert_eq!(c.usage.prompt_tokens as u64, gj["cases"][case]["n_prompt_tokens"].as_u64().unwrap(), "{case}");
+        assert_eq!(c.text, gj["cases"][case]["greedy_text"].as_str().unwrap(), "{case}");
+    }
+    // The system prompt as a list of text parts (VTC-R1's inference code) gives the same prompt.
+    let mut r = request_in(&dir, &gj, &[], greedy(4));
+    let system = gj["system_prompt"].as_str().unwrap();
+    let (a, b) = system.split_at(20);
+    r.messages[0].content = Content::Parts(vec![Part::Text { text: a.into() }, Part::Text { text: b.into() }]);
+    let c = engine.generate(r).unwrap();
+    assert_eq!(c.usage.prompt_tokens, 74);
+    assert_eq!(c.tokens, g.ids("text.greedy_tokens")[..4].to_vec());
+
+    let capped = Engine::load(&dir, EngineOptions { max_pixels: Some(262_144), ..Default::default() }).unwrap();
+    let c = capped.generate(request_in(&dir, &gj, &["m500-060_page_001.png"], greedy(24))).unwrap();
+    assert_eq!(c.tokens, g.ids("one_page_capped.greedy_tokens"));
+    assert_eq!(c.usage.prompt_tokens, 226);
+    assert_eq!(c.usage.vision_tokens, 150);
 }

@@ -23,14 +23,6 @@ fn unit_tensors() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(unit_dir().join("model.safetensors"), &Device::Cpu).unwrap()
 }
 
-/// A model directory with the given config and tensors.
-fn model_dir(tag: &str, config: &Value, tensors: &HashMap<String, Tensor>) -> TempDir {
-    let d = TempDir::new(tag);
-    std::fs::write(d.path().join("config.json"), serde_json::to_string_pretty(config).unwrap()).unwrap();
-    candle_core::safetensors::save(tensors, d.path().join("model.safetensors")).unwrap();
-    d
-}
-
 fn load(dir: &Path) -> Result<Box<dyn VisionLanguageModel>, Error> {
     vtc_r1::model::load(dir, &Device::Cpu, DType::F32)
 }
@@ -43,7 +35,7 @@ fn load_err(dir: &Path) -> String {
 }
 
 /// Last-position logits of the unit "image" case, to compare loads of equivalent checkpoints.
-fn image_logits(model: &Box<dyn VisionLanguageModel>) -> Tensor {
+fn image_logits(model: &dyn VisionLanguageModel) -> Tensor {
     let g = Golden::load(&unit_dir());
     let v = model.encode_images(g.get("image.pixel_values"), &g.grids("image.image_grid_thw")).unwrap();
     let prompt = model.prepare_prompt(&g.ids("image.input_ids"), Some(v)).unwrap();
@@ -51,18 +43,9 @@ fn image_logits(model: &Box<dyn VisionLanguageModel>) -> Tensor {
     model.prefill(&mut cache, &prompt, prompt.len()).unwrap().unwrap()
 }
 
-fn set(v: &mut Value, path: &str, x: Value) {
-    let mut cur = v;
-    let parts: Vec<&str> = path.split('.').collect();
-    for p in &parts[..parts.len() - 1] {
-        cur = cur.get_mut(*p).unwrap();
-    }
-    cur.as_object_mut().unwrap().insert(parts[parts.len() - 1].to_string(), x);
-}
-
 #[test]
 fn config_schemas_and_embedding_variants_load() {
-    let reference = image_logits(&load(&unit_dir()).unwrap());
+    let reference = image_logits(&*load(&unit_dir()).unwrap());
 
     // transformers 4.57 schema: rope_theta + rope_scaling, tie flag only inside text_config.
     let mut cfg = unit_config();
@@ -76,7 +59,7 @@ fn config_schemas_and_embedding_variants_load() {
     let ch = v.remove("in_channels").unwrap();
     v.insert("in_chans".into(), ch);
     let d = model_dir("schema457", &cfg, &unit_tensors());
-    assert_eq!(max_diff(&image_logits(&load(d.path()).unwrap()), &reference), 0.0);
+    assert_eq!(max_diff(&image_logits(&*load(d.path()).unwrap()), &reference), 0.0);
 
     // Untied head: an explicit lm_head.weight equal to the embeddings gives the same logits.
     let mut cfg = unit_config();
@@ -85,7 +68,7 @@ fn config_schemas_and_embedding_variants_load() {
     let mut t = unit_tensors();
     t.insert("lm_head.weight".into(), t["model.language_model.embed_tokens.weight"].clone());
     let d = model_dir("untied", &cfg, &t);
-    assert_eq!(max_diff(&image_logits(&load(d.path()).unwrap()), &reference), 0.0);
+    assert_eq!(max_diff(&image_logits(&*load(d.path()).unwrap()), &reference), 0.0);
     // ... and without it the error names the missing tensor.
     t.remove("lm_head.weight");
     let d = model_dir("untied-missing", &cfg, &t);
@@ -105,7 +88,7 @@ fn config_schemas_and_embedding_variants_load() {
     candle_core::safetensors::save(&a, d.path().join("model-00001-of-00002.safetensors")).unwrap();
     candle_core::safetensors::save(&b, d.path().join("model-00002-of-00002.safetensors")).unwrap();
     std::fs::write(d.path().join("model.safetensors.index.json"), json!({"metadata": {}, "weight_map": map}).to_string()).unwrap();
-    assert_eq!(max_diff(&image_logits(&load(d.path()).unwrap()), &reference), 0.0);
+    assert_eq!(max_diff(&image_logits(&*load(d.path()).unwrap()), &reference), 0.0);
     // A shard that is listed but absent is named.
     std::fs::remove_file(d.path().join("model-00002-of-00002.safetensors")).unwrap();
     let e = load_err(d.path());
@@ -115,7 +98,7 @@ fn config_schemas_and_embedding_variants_load() {
     let t: HashMap<String, Tensor> = unit_tensors().into_iter().map(|(k, v)| (k, v.to_dtype(DType::BF16).unwrap())).collect();
     let d = model_dir("bf16-file", &unit_config(), &t);
     let m = load(d.path()).unwrap();
-    assert!(max_diff(&image_logits(&m), &reference) < 0.1);
+    assert!(max_diff(&image_logits(&*m), &reference) < 0.1);
 }
 
 #[test]

@@ -4,6 +4,8 @@
 //! learns what it needs (token ids, image geometry, template quirks) from its [`ModelSpec`].
 
 pub mod activation;
+pub mod config_keys;
+pub mod glm4v;
 pub mod kv_cache;
 pub mod linear;
 pub mod norm;
@@ -22,6 +24,7 @@ use crate::json_file::{read_json, Keys};
 use crate::vision::PreprocessorConfig;
 use crate::weights::Weights;
 
+pub use glm4v::Glm4v;
 pub use kv_cache::KvCache;
 pub use norm::{rms_norm, LayerNorm};
 pub use prompt::{Prompt, VisionFeatures};
@@ -32,12 +35,6 @@ impl From<candle_core::Error> for Error {
         Error::Model(e.to_string())
     }
 }
-
-/// Bounds on config values: far above any real checkpoint, low enough that a corrupt value cannot ask
-/// for absurd allocations.
-pub(crate) const MAX_DIM: usize = 1 << 16;
-pub(crate) const MAX_VOCAB: usize = 1 << 22;
-pub(crate) const MAX_LAYERS: usize = 1024;
 
 /// A model family: how `config.json` names it, and how to build it from that config and the weights.
 struct Family {
@@ -50,6 +47,7 @@ struct Family {
 /// Every family the engine runs. A new family is one folder and one entry here.
 const FAMILIES: &[Family] = &[
     Family { model_type: "qwen3_vl", architecture: "Qwen3VLForConditionalGeneration", build: qwen3_vl::build },
+    Family { model_type: "glm4v", architecture: "Glm4vForConditionalGeneration", build: glm4v::build },
 ];
 
 /// Loads a Hugging Face model directory: `config.json` picks the family, the weights (`model.safetensors`
@@ -209,6 +207,20 @@ impl Trace {
 /// A tensor of `dtype` on the CPU: where our CPU kernels (and bf16's widening to f32) apply.
 pub(crate) fn is_cpu_with(x: &Tensor, dtype: DType) -> bool {
     x.device().is_cpu() && x.dtype() == dtype
+}
+
+/// Causal self-attention of one decoder layer over its KV cache: appends this chunk's `k`, `v`
+/// (`[kv_heads, len, hd]`) to layer `layer` of `cache`, attends with `q` (`[heads, len, hd]`; the query
+/// heads sharing a KV head are adjacent, as transformers' `repeat_kv` has them) at the KV indices after
+/// the committed ones, and returns `[len, heads·hd]`.
+pub fn cached_attention(cache: &mut KvCache, layer: usize, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let (nh, len, hd) = q.dims3()?;
+    let nkv = k.dim(0)?;
+    let offset = cache.len();
+    let (k, v) = cache.append(layer, k, v)?;
+    let q = q.reshape((nkv, nh / nkv, len, hd))?;
+    let attn = attention(&q, &k, &v, 1.0 / (hd as f64).sqrt(), Some(offset))?;
+    Ok(attn.reshape((nh, len, hd))?.transpose(0, 1)?.reshape((len, nh * hd))?)
 }
 
 /// Upper bound on attention-score elements materialised at once; longer queries are processed in

@@ -107,8 +107,7 @@ impl Prompt {
     /// Token embeddings `x [e - s, hidden]` of tokens `s..e` with image tokens replaced by their vision
     /// rows (transformers' `masked_scatter`). Also returns the row selection, for per-layer features.
     pub fn scatter_images(&self, x: Tensor, s: usize, e: usize, dtype: DType) -> Result<(Tensor, Option<ImageRows>)> {
-        let Some(rows) = self.image_rows(s, e)? else { return Ok((x, None)) };
-        let vision = self.vision.as_ref().expect("image rows imply vision features");
+        let (Some(vision), Some(rows)) = (&self.vision, self.image_rows(s, e)?) else { return Ok((x, None)) };
         let img = vision.embeds.index_select(&rows.index, 0)?.to_dtype(dtype)?;
         let x = rows.mask.broadcast_as(x.shape())?.where_cond(&img, &x)?;
         Ok((x, Some(rows)))

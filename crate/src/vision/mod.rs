@@ -70,7 +70,7 @@ impl PreprocessorConfig {
         if cfg.min_pixels > cfg.max_pixels {
             return Err(k.err("size.shortest_edge", format!("min pixels {} exceed max pixels {}", cfg.min_pixels, cfg.max_pixels)));
         }
-        if cfg.image_std.iter().any(|&s| s == 0.0) {
+        if cfg.image_std.contains(&0.0) {
             return Err(k.err("image_std", "must be non-zero"));
         }
         Ok(cfg)

@@ -1,7 +1,7 @@
-//! Bicubic resampling bit-compatible with Pillow's `Image.resize(..., BICUBIC)` on 8-bit images
-//! (the reference Qwen2-VL image processor's resampler): separable convolution with the a = -0.5 cubic,
-//! support scaled by the downscale factor (antialiasing), 22-bit fixed-point weights, horizontal pass
-//! first, rounding and clamping to u8 after each pass.
+//! Bicubic resampling bit-compatible with Pillow's `Image.resize(..., BICUBIC)` on 8-bit images (the
+//! resampler of the reference image processors' PIL backends, Qwen2-VL's and GLM-4.1V's): separable
+//! convolution with the a = -0.5 cubic, support scaled by the downscale factor (antialiasing), 22-bit
+//! fixed-point weights, rounding and clamping to u8 after each pass, the passes in Pillow's order.
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
@@ -50,43 +50,57 @@ fn clip8(v: i64) -> u8 {
 }
 
 /// Resizes an interleaved 8-bit image with `channels` channels from `(w, h)` to `(out_w, out_h)`.
+/// Pillow ≥ 13 runs the vertical pass first when the height shrinks and the width does not (older Pillow
+/// always went horizontal first); the u8 rounding between the passes makes the order visible, so it is
+/// followed here.
 pub fn resize_bicubic(src: &[u8], w: usize, h: usize, channels: usize, out_w: usize, out_h: usize) -> Vec<u8> {
-    let mut img = src.to_vec();
-    let mut cur_w = w;
-    if out_w != w {
-        let coeffs = coefficients(w, out_w);
-        let mut out = vec![0u8; out_w * h * channels];
-        for y in 0..h {
-            let row = &img[y * w * channels..(y + 1) * w * channels];
-            for (xx, (xmin, k)) in coeffs.iter().enumerate() {
-                for c in 0..channels {
-                    let mut ss: i64 = 1 << (PRECISION_BITS - 1);
-                    for (i, &kw) in k.iter().enumerate() {
-                        ss += row[(xmin + i) * channels + c] as i64 * kw as i64;
-                    }
-                    out[(y * out_w + xx) * channels + c] = clip8(ss);
-                }
-            }
-        }
-        img = out;
-        cur_w = out_w;
+    if out_w >= w && out_h < h {
+        let tall = vertical(src, w * channels, h, out_h);
+        return horizontal(&tall, w, out_h, channels, out_w);
     }
-    if out_h != h {
-        let coeffs = coefficients(h, out_h);
-        let stride = cur_w * channels;
-        let mut out = vec![0u8; out_h * stride];
-        for (yy, (ymin, k)) in coeffs.iter().enumerate() {
-            for x in 0..stride {
+    let wide = horizontal(src, w, h, channels, out_w);
+    vertical(&wide, out_w * channels, h, out_h)
+}
+
+/// Resamples each row of `(w, h)` pixels to `out_w` (a copy when the width is unchanged).
+fn horizontal(img: &[u8], w: usize, h: usize, channels: usize, out_w: usize) -> Vec<u8> {
+    if out_w == w {
+        return img.to_vec();
+    }
+    let coeffs = coefficients(w, out_w);
+    let mut out = vec![0u8; out_w * h * channels];
+    for y in 0..h {
+        let row = &img[y * w * channels..(y + 1) * w * channels];
+        for (xx, (xmin, k)) in coeffs.iter().enumerate() {
+            for c in 0..channels {
                 let mut ss: i64 = 1 << (PRECISION_BITS - 1);
                 for (i, &kw) in k.iter().enumerate() {
-                    ss += img[(ymin + i) * stride + x] as i64 * kw as i64;
+                    ss += row[(xmin + i) * channels + c] as i64 * kw as i64;
                 }
-                out[yy * stride + x] = clip8(ss);
+                out[(y * out_w + xx) * channels + c] = clip8(ss);
             }
         }
-        img = out;
     }
-    img
+    out
+}
+
+/// Resamples each column of an image `stride` bytes wide from `h` rows to `out_h`.
+fn vertical(img: &[u8], stride: usize, h: usize, out_h: usize) -> Vec<u8> {
+    if out_h == h {
+        return img.to_vec();
+    }
+    let coeffs = coefficients(h, out_h);
+    let mut out = vec![0u8; out_h * stride];
+    for (yy, (ymin, k)) in coeffs.iter().enumerate() {
+        for x in 0..stride {
+            let mut ss: i64 = 1 << (PRECISION_BITS - 1);
+            for (i, &kw) in k.iter().enumerate() {
+                ss += img[(ymin + i) * stride + x] as i64 * kw as i64;
+            }
+            out[yy * stride + x] = clip8(ss);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

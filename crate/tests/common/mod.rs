@@ -5,9 +5,15 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
+use serde_json::Value;
+
+/// `shared/golden/<family>` (`qwen3vl` or `glm4v`).
+pub fn family_dir(family: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/golden")).join(family)
+}
 
 pub fn golden_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/golden/qwen3vl"))
+    family_dir("qwen3vl")
 }
 
 pub fn unit_dir() -> PathBuf {
@@ -23,34 +29,68 @@ pub struct Golden(pub HashMap<String, Tensor>);
 impl Golden {
     pub fn load(dir: &std::path::Path) -> Self {
         let path = dir.join("golden.safetensors");
-        Golden(candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{path:?}: {e}")))
+        Golden(
+            candle_core::safetensors::load(&path, &Device::Cpu)
+                .unwrap_or_else(|e| panic!("{path:?}: {e}")),
+        )
     }
     pub fn get(&self, key: &str) -> &Tensor {
-        self.0.get(key).unwrap_or_else(|| panic!("golden tensor {key} missing"))
+        self.0
+            .get(key)
+            .unwrap_or_else(|| panic!("golden tensor {key} missing"))
     }
     pub fn has(&self, key: &str) -> bool {
         self.0.contains_key(key)
     }
     pub fn ids(&self, key: &str) -> Vec<u32> {
-        self.get(key).flatten_all().unwrap().to_vec1::<i64>().unwrap().into_iter().map(|x| x as u32).collect()
+        self.get(key)
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|x| x as u32)
+            .collect()
     }
     pub fn i64s(&self, key: &str) -> Vec<i64> {
-        self.get(key).flatten_all().unwrap().to_vec1::<i64>().unwrap()
+        self.get(key)
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<i64>()
+            .unwrap()
     }
     pub fn grids(&self, key: &str) -> Vec<[usize; 3]> {
-        self.i64s(key).chunks(3).map(|c| [c[0] as usize, c[1] as usize, c[2] as usize]).collect()
+        self.i64s(key)
+            .chunks(3)
+            .map(|c| [c[0] as usize, c[1] as usize, c[2] as usize])
+            .collect()
     }
 }
 
 /// max |a - b| after squeezing leading singleton dims of the golden tensor to our shape.
 pub fn max_diff(ours: &Tensor, golden: &Tensor) -> f32 {
-    let g = golden.reshape(ours.shape()).unwrap_or_else(|_| panic!("shape {:?} vs golden {:?}", ours.dims(), golden.dims()));
+    let g = golden
+        .reshape(ours.shape())
+        .unwrap_or_else(|_| panic!("shape {:?} vs golden {:?}", ours.dims(), golden.dims()));
     let d = (ours.to_dtype(DType::F32).unwrap() - g.to_dtype(DType::F32).unwrap()).unwrap();
-    d.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    d.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 pub fn argmax(logits: &Tensor) -> u32 {
-    logits.flatten_all().unwrap().argmax(0).unwrap().to_scalar::<u32>().unwrap()
+    logits
+        .flatten_all()
+        .unwrap()
+        .argmax(0)
+        .unwrap()
+        .to_scalar::<u32>()
+        .unwrap()
 }
 
 /// A fresh, empty directory under the system temp dir (removed on drop).
@@ -74,4 +114,22 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A model directory with the given config and tensors.
+pub fn model_dir(tag: &str, config: &Value, tensors: &HashMap<String, Tensor>) -> TempDir {
+    let d = TempDir::new(tag);
+    std::fs::write(d.path().join("config.json"), serde_json::to_string_pretty(config).unwrap()).unwrap();
+    candle_core::safetensors::save(tensors, d.path().join("model.safetensors")).unwrap();
+    d
+}
+
+/// Sets a dotted key of a JSON config.
+pub fn set(v: &mut Value, path: &str, x: Value) {
+    let mut cur = v;
+    let parts: Vec<&str> = path.split('.').collect();
+    for p in &parts[..parts.len() - 1] {
+        cur = cur.get_mut(*p).unwrap();
+    }
+    cur.as_object_mut().unwrap().insert(parts[parts.len() - 1].to_string(), x);
 }

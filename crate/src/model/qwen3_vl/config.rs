@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::error::Result;
 use crate::json_file::{read_json, Keys};
-use crate::model::{MAX_DIM, MAX_LAYERS, MAX_VOCAB};
+use crate::model::config_keys::{attention_heads, require_silu, token_id, MAX_DIM, MAX_LAYERS, MAX_VOCAB};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextConfig {
@@ -83,23 +83,13 @@ impl Qwen3VLConfig {
         let tc = "text_config.";
         let t = |name: &str| format!("{tc}{name}");
         let hidden_size = k.usize_in(&[&t("hidden_size")], None, 1..=MAX_DIM)?;
-        let num_attention_heads = k.usize_in(&[&t("num_attention_heads")], None, 1..=1024)?;
-        let num_key_value_heads = k.usize_in(&[&t("num_key_value_heads")], Some(num_attention_heads), 1..=1024)?;
-        if num_attention_heads % num_key_value_heads != 0 {
-            return Err(k.err(
-                &t("num_key_value_heads"),
-                format!("{num_key_value_heads} does not divide num_attention_heads {num_attention_heads}"),
-            ));
-        }
+        let (num_attention_heads, num_key_value_heads) = attention_heads(&k, "text_config.")?;
         let default_head_dim = hidden_size / num_attention_heads;
         let head_dim = k.usize_in(&[&t("head_dim")], Some(default_head_dim), 2..=1024)?;
         if head_dim % 2 != 0 {
             return Err(k.err(&t("head_dim"), format!("{head_dim} must be even for rotary embeddings")));
         }
-        let (act_key, act) = k.str_or(&[&t("hidden_act")], "silu")?;
-        if act != "silu" {
-            return Err(k.err(&act_key, format!("unsupported activation `{act}` (expected silu)")));
-        }
+        require_silu(&k, &t("hidden_act"))?;
         let (rope_theta, mrope_section) = read_rope(&k, head_dim)?;
         let text = TextConfig {
             vocab_size: k.usize_in(&[&t("vocab_size")], None, 1..=MAX_VOCAB)?,
@@ -118,13 +108,7 @@ impl Qwen3VLConfig {
 
         let vision = read_vision(&k, &text)?;
         let vocab = text.vocab_size;
-        let token = |key: &str, default: usize| -> Result<u32> {
-            let id = k.usize_in(&[key], Some(default), 0..=usize::MAX)?;
-            if id >= vocab {
-                return Err(k.err(key, format!("token id {id} is outside the vocabulary of {vocab}")));
-            }
-            Ok(id as u32)
-        };
+        let token = |key: &str, default: usize| token_id(&k, key, default, vocab);
         Ok(Self {
             image_token_id: token("image_token_id", 151655)?,
             video_token_id: token("video_token_id", 151656)?,

@@ -8,7 +8,7 @@ use super::rope::mrope_axes;
 use crate::error::Result;
 use crate::model::linear::{self, Linear};
 use crate::model::rope::{inv_freq, mrope_cos_sin};
-use crate::model::{activation, attention, rms_norm, KvCache, Trace};
+use crate::model::{activation, cached_attention, rms_norm, KvCache, Trace};
 use crate::weights::Weights;
 
 struct Layer {
@@ -106,12 +106,11 @@ impl TextModel {
         trace: &mut Trace,
     ) -> Result<Tensor> {
         let (cos, sin) = mrope_cos_sin(pos, &self.inv_freq, &self.axes, self.dtype, x.device())?;
-        let offset = cache.len();
         let mut x = x.clone();
         trace.record(|| "decoder.hidden0".into(), &x);
         let n = self.layers.len();
         for (l, layer) in self.layers.iter().enumerate() {
-            x = self.layer_forward(layer, l, &x, &cos, &sin, offset, cache)?;
+            x = self.layer_forward(layer, l, &x, &cos, &sin, cache)?;
             // transformers' `hidden_states` are the layer outputs, before DeepStack is added.
             if l + 1 < n {
                 trace.record(|| format!("decoder.hidden{}", l + 1), &x);
@@ -135,17 +134,7 @@ impl TextModel {
         Ok(linear::times_transposed(hidden, &self.lm_head)?.to_dtype(DType::F32)?)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn layer_forward(
-        &self,
-        layer: &Layer,
-        index: usize,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        offset: usize,
-        cache: &mut KvCache,
-    ) -> Result<Tensor> {
+    fn layer_forward(&self, layer: &Layer, index: usize, x: &Tensor, cos: &Tensor, sin: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (len, _) = x.dims2()?;
         let (hd, nh, nkv) = (cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads);
@@ -160,12 +149,7 @@ impl TextModel {
         let q = heads(layer.q_proj.forward(&h)?, nh, &layer.q_norm)?;
         let k = heads(layer.k_proj.forward(&h)?, nkv, &layer.k_norm)?;
         let v = layer.v_proj.forward(&h)?.reshape((len, nkv, hd))?.transpose(0, 1)?.contiguous()?;
-        let (k, v) = cache.append(index, &k, &v)?;
-
-        // Query heads sharing a KV head are adjacent: view q as [kv_heads, rep, len, hd].
-        let q = q.reshape((nkv, nh / nkv, len, hd))?;
-        let attn = attention(&q, &k, &v, 1.0 / (hd as f64).sqrt(), Some(offset))?;
-        let attn = attn.reshape((nh, len, hd))?.transpose(0, 1)?.reshape((len, nh * hd))?;
+        let attn = cached_attention(cache, index, &q, &k, &v)?;
         let x = (x + layer.o_proj.forward(&attn)?)?;
 
         let h = rms_norm(&x, &layer.post_attn_norm, eps)?;
