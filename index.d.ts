@@ -154,6 +154,11 @@ export interface NativeLoadOptions {
   maxPixels?: number
   /** Smallest pixel count per image, overriding `preprocessor_config.json` (`size.shortest_edge`). */
   minPixels?: number
+  /**
+   * Downscale images to at most this many pixels before the processor, as LLaMA-Factory's
+   * `image_max_pixels` did in training (VTC-R1: 262144).
+   */
+  imageMaxPixels?: number
 }
 
 export interface NativeMessage {

@@ -98,12 +98,13 @@ test('samples have the VTC-R1 structure; one <image> per page, in order; the pag
       }
     })
   }
-  // every page exists, is a PNG, and its size gives the recorded vision tokens
+  // every page exists, is a PNG, and its size gives the recorded vision tokens (under image_max_pixels as
+  // LLaMA-Factory applies it in training: the page shrunk first, then the processor)
   let qwen = 0
   for (const img of allPages) {
     const png = readFileSync(join(dir, img))
     const { width, height } = pngHeader(png)
-    qwen += visionTokens(width, height, 'qwen3-vl', { maxPixels: 262144 })
+    qwen += visionTokens(width, height, 'qwen3-vl', { imageMaxPixels: 262144 })
   }
   t.is(result.stats.pages, allPages.size)
   t.is(result.stats.vision.qwen3vlCapped, qwen)

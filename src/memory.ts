@@ -55,7 +55,7 @@ export interface OpticalMemoryOptions {
   ignoreEos?: boolean
   /**
    * How vision tokens are estimated when the backend does not report them, and for the context-length check:
-   * the model family (default `qwen3-vl`) and pixel limits (default `maxPixels` 262144, as VTC-R1 trains).
+   * the model family (default `qwen3-vl`) and pixel limits (default `imageMaxPixels` 262144, as VTC-R1 trains).
    */
   vision?: { model?: VisionModel } & PixelLimits
 }
@@ -379,7 +379,8 @@ export class OpticalMemory {
 
   private pageTokens(p: Page): number {
     const v = this.options.vision ?? {}
-    return visionTokens(p.width, p.height, v.model ?? 'qwen3-vl', { maxPixels: v.maxPixels ?? 262144, minPixels: v.minPixels })
+    const trained = v.maxPixels === undefined && v.imageMaxPixels === undefined ? { imageMaxPixels: 262144 } : {}
+    return visionTokens(p.width, p.height, v.model ?? 'qwen3-vl', { ...v, ...trained })
   }
 
   private getRenderer(): Promise<Renderer> {

@@ -277,4 +277,8 @@ fn glm4v_engine_reproduces_golden_and_honours_the_page_budget() {
     assert_eq!(c.tokens, g.ids("one_page_capped.greedy_tokens"));
     assert_eq!(c.usage.prompt_tokens, 226);
     assert_eq!(c.usage.vision_tokens, 150);
+    // VTC-R1's training budget, applied as LLaMA-Factory did: 330 tokens a page.
+    let trained = Engine::load(&dir, EngineOptions { image_max_pixels: Some(262_144), ..Default::default() }).unwrap();
+    let c = trained.generate(request_in(&dir, &gj, &["m500-060_page_001.png", "openr1-0_page_002.png"], greedy(2))).unwrap();
+    assert_eq!(c.usage.vision_tokens, 660);
 }

@@ -260,3 +260,26 @@ fn e2e_bf16_agrees_on_top1() {
         }
     }
 }
+
+/// `image_max_pixels` (VTC-R1's training budget, 262,144 pixels a page) reproduces what LLaMA-Factory hands
+/// the processor: the same downscaled pixels (tests/data/llamafactory, made by gen_llamafactory_pages.py
+/// with LLaMA-Factory 0.9.5) and the same grid, 330 tokens a page where the processor default gives 630.
+#[test]
+fn glm4v_training_page_budget_matches_llamafactory() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/llamafactory");
+    let expected: Value = serde_json::from_str(&std::fs::read_to_string(data.join("expected.json")).unwrap()).unwrap();
+    let model = vtc_r1::model::load(&dir("glm4v"), &Device::Cpu, DType::F32).unwrap();
+    let mut cfg = PreprocessorConfig::from_file(&dir("glm4v").join("preprocessor_config.json"), &model.spec().image_processor).unwrap();
+    cfg.image_max_pixels = Some(expected["image_max_pixels"].as_u64().unwrap() as usize);
+    for (page, want) in expected["pages"].as_object().unwrap() {
+        let src = RgbImage::load(&ImageInput::File(&dir("glm4v").join(page)), page).unwrap();
+        let reference = RgbImage::load(&ImageInput::File(&data.join(page)), page).unwrap();
+        let ours = vtc_r1::vision::training_resize(&src, cfg.image_max_pixels.unwrap()).unwrap();
+        assert_eq!((ours.width, ours.height), (reference.width, reference.height), "{page}: size");
+        assert!(ours.data == reference.data, "{page}: downscaled pixels differ from LLaMA-Factory's");
+        let processed = preprocess(&src, &cfg).unwrap();
+        let grid: Vec<usize> = want["grid_thw"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+        assert_eq!(processed.grid_thw.to_vec(), grid, "{page}: grid");
+        assert_eq!(processed.num_tokens(cfg.merge_size) as u64, want["tokens"].as_u64().unwrap(), "{page}: tokens");
+    }
+}

@@ -36,6 +36,8 @@ export interface NativeLoadOptions {
   maxPixels?: number
   /** Smallest pixel count per image, overriding `preprocessor_config.json`'s `size.shortest_edge`. */
   minPixels?: number
+  /** Downscale images to at most this many pixels before the processor, as LLaMA-Factory's `image_max_pixels` did in training. */
+  imageMaxPixels?: number
 }
 
 /** One loaded model on its own worker thread, with a request queue. */
@@ -146,6 +148,13 @@ export interface LoadModelOptions {
   maxPixels?: number
   /** Smallest pixel count per image (`size.shortest_edge`); smaller images are scaled up. */
   minPixels?: number
+  /**
+   * Downscale each image to at most this many pixels before the processor sees it, exactly as LLaMA-Factory's
+   * `image_max_pixels` does in training. VTC-R1 checkpoints were trained with 262144: a full page is then 330
+   * vision tokens for GLM-4.1V / Glyph and 247 for Qwen3-VL, as in training (the processor defaults give 630 and
+   * 468). Off by default.
+   */
+  imageMaxPixels?: number
   signal?: AbortSignal
 }
 
@@ -160,14 +169,14 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
     )
   }
   if (typeof dir !== 'string' || !dir) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', 'loadModel: give the model directory')
-  const { signal, prefixReuse, visionCache, maxPixels, minPixels, ...rest } = options
+  const { signal, prefixReuse, visionCache, maxPixels, minPixels, imageMaxPixels, ...rest } = options
   if (prefixReuse !== undefined && typeof prefixReuse !== 'boolean') {
     throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `loadModel: prefixReuse must be a boolean, got ${JSON.stringify(prefixReuse)}`)
   }
   if (visionCache !== undefined && typeof visionCache !== 'boolean' && !(Number.isInteger(visionCache) && visionCache >= 0 && visionCache < 2 ** 32)) {
     throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `loadModel: visionCache must be a boolean or a whole number of images, got ${JSON.stringify(visionCache)}`)
   }
-  for (const [name, v] of [['maxPixels', maxPixels], ['minPixels', minPixels]] as const) {
+  for (const [name, v] of [['maxPixels', maxPixels], ['minPixels', minPixels], ['imageMaxPixels', imageMaxPixels]] as const) {
     if (v !== undefined && !(Number.isInteger(v) && v > 0 && v < 2 ** 31)) {
       throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `loadModel: ${name} must be a positive whole number of pixels, got ${JSON.stringify(v)}`)
     }
@@ -175,6 +184,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   const load: NativeLoadOptions = {
     ...(maxPixels !== undefined ? { maxPixels } : {}),
     ...(minPixels !== undefined ? { minPixels } : {}),
+    ...(imageMaxPixels !== undefined ? { imageMaxPixels } : {}),
     ...rest,
     ...(prefixReuse !== undefined ? { prefixReuse } : {}),
     ...(visionCache === false ? { visionCacheImages: 0 } : typeof visionCache === 'number' ? { visionCacheImages: visionCache } : {}),

@@ -17,6 +17,10 @@ export const REASON_HELP = `usage: vtc-r1 reason (--model DIR | --base-url URL [
   QUESTION|-            the question text, or - (or nothing, with a pipe) to read it from standard input
   --model DIR           a Hugging Face model directory, run in-process by the embedded engine
   --device cpu|cuda     embedded engine device (default cpu)
+  --dtype f32|bf16|f16  embedded engine weight type (default f32)
+  --image-max-pixels N  embedded engine: shrink each page to at most N pixels first, as LLaMA-Factory's
+                        image_max_pixels did in training (VTC-R1 checkpoints: 262144)
+  --max-pixels N        embedded engine: the image processor's pixel budget (size.longest_edge)
   --base-url URL        an OpenAI-compatible server instead (vLLM, SGLang, vtc-r1 serve): http://HOST:PORT/v1
   --api-model NAME      the server's model id (default: the first one it lists)
   --api-key KEY         bearer token for the server (default: $OPENAI_API_KEY)
@@ -39,6 +43,9 @@ export const REASON_HELP = `usage: vtc-r1 reason (--model DIR | --base-url URL [
 export const BACKEND_OPTIONS = {
   model: { type: 'string' },
   device: { type: 'string' },
+  dtype: { type: 'string' },
+  'image-max-pixels': { type: 'string' },
+  'max-pixels': { type: 'string' },
   'base-url': { type: 'string' },
   'api-model': { type: 'string' },
   'api-key': { type: 'string' },
@@ -48,6 +55,9 @@ export const BACKEND_OPTIONS = {
 export interface BackendArgs {
   model?: string
   device?: string
+  dtype?: string
+  'image-max-pixels'?: string
+  'max-pixels'?: string
   'base-url'?: string
   'api-model'?: string
   'api-key'?: string
@@ -61,7 +71,18 @@ export async function backendFromArgs(v: BackendArgs, command: string): Promise<
   if (v.model) {
     const device = v.device ?? 'cpu'
     if (device !== 'cpu' && device !== 'cuda') throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `--device ${device}: allowed values are cpu, cuda`)
-    return loadModel(v.model, { device })
+    const dtype = v.dtype ?? 'f32'
+    if (dtype !== 'f32' && dtype !== 'bf16' && dtype !== 'f16') throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `--dtype ${dtype}: allowed values are f32, bf16, f16`)
+    return loadModel(v.model, {
+      device,
+      dtype,
+      ...(v['image-max-pixels'] !== undefined ? { imageMaxPixels: positiveInt('--image-max-pixels', v['image-max-pixels']) } : {}),
+      ...(v['max-pixels'] !== undefined ? { maxPixels: positiveInt('--max-pixels', v['max-pixels']) } : {}),
+    })
+  }
+  for (const flag of ['device', 'dtype', 'image-max-pixels', 'max-pixels'] as const) {
+    // the server preprocesses images itself; these would be silently ignored
+    if (v[flag] !== undefined) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `${command}: --${flag} applies to the embedded engine (--model DIR), not to --base-url`)
   }
   const baseUrl = v['base-url']
   if (!baseUrl) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `${command}: give --model DIR (embedded engine) or --base-url URL (an OpenAI-compatible server)`)

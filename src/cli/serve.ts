@@ -12,6 +12,10 @@ export const SERVE_HELP = `usage: vtc-r1 serve (--model DIR | --base-url URL [--
 
   --model DIR           a Hugging Face model directory, run in-process by the embedded engine
   --device cpu|cuda     embedded engine device (default cpu)
+  --dtype f32|bf16|f16  embedded engine weight type (default f32)
+  --image-max-pixels N  embedded engine: shrink each image to at most N pixels first, as LLaMA-Factory's
+                        image_max_pixels did in training (VTC-R1 checkpoints: 262144)
+  --max-pixels N        embedded engine: the image processor's pixel budget (size.longest_edge)
   --base-url URL        serve a remote OpenAI-compatible server instead (adds the vtc mode in front of it)
   --api-model NAME      the remote model id (default: the first one it lists)
   --api-key KEY         bearer token for the remote server (default: $OPENAI_API_KEY)

@@ -1,6 +1,7 @@
 /**
  * Token accounting of the dataset: text tokens of the reasoning (Qwen3 tokenizer), vision tokens of its pages
- * (Qwen3-VL factor 32, GLM-4.1V factor 28, with and without the training cap `image_max_pixels`), and the
+ * (Qwen3-VL factor 32, GLM-4.1V factor 28, with and without the training cap `image_max_pixels`, applied as
+ * LLaMA-Factory applies it: the image shrunk first, then the processor), and the
  * compression ratio ρ = text tokens of the rendered segments / vision tokens of their pages.
  */
 import { visionTokens } from '../tokens.js'
@@ -18,9 +19,9 @@ export const zeroVision = (): VisionCounts => ({ qwen3vl: 0, qwen3vlCapped: 0, g
 export function pageVision([w, h]: [number, number], maxPixels: number): VisionCounts {
   return {
     qwen3vl: visionTokens(w, h, 'qwen3-vl'),
-    qwen3vlCapped: visionTokens(w, h, 'qwen3-vl', { maxPixels }),
+    qwen3vlCapped: visionTokens(w, h, 'qwen3-vl', { imageMaxPixels: maxPixels }),
     glm41v: visionTokens(w, h, 'glm-4.1v'),
-    glm41vCapped: visionTokens(w, h, 'glm-4.1v', { maxPixels }),
+    glm41vCapped: visionTokens(w, h, 'glm-4.1v', { imageMaxPixels: maxPixels }),
   }
 }
 

@@ -52,9 +52,13 @@ pub struct EngineOptions {
     pub dtype: WeightDtype,
     /// Prompt tokens per prefill step.
     pub prefill_chunk: usize,
-    /// Override `preprocessor_config.json`'s pixel budget per image.
+    /// Override `preprocessor_config.json`'s pixel budget per image (`size.shortest_edge`,
+    /// `size.longest_edge`).
     pub min_pixels: Option<usize>,
     pub max_pixels: Option<usize>,
+    /// Downscale images to at most this many pixels before the processor, as LLaMA-Factory's
+    /// `image_max_pixels` did when VTC-R1 was trained (262,144).
+    pub image_max_pixels: Option<usize>,
     /// Images whose vision features are kept for reuse (0: encode every image every time).
     pub vision_cache_images: usize,
     /// Reuse the previous request's KV cache up to the longest shared prefix (off: prefill every
@@ -72,6 +76,7 @@ impl Default for EngineOptions {
             prefill_chunk: DEFAULT_PREFILL_CHUNK,
             min_pixels: None,
             max_pixels: None,
+            image_max_pixels: None,
             vision_cache_images: 16,
             reuse_prefix: true,
             max_context: None,

@@ -211,7 +211,7 @@ impl Worker {
 }
 
 /// The model's image processor: its family's settings, overridden key by key by the directory's
-/// `preprocessor_config.json`, then by the load options' pixel budget. The patch geometry must agree with
+/// `preprocessor_config.json`, then by the load options' pixel budgets. The patch geometry must agree with
 /// the model's.
 fn preprocessor(dir: &Path, family: &PreprocessorConfig, opts: &EngineOptions) -> Result<PreprocessorConfig> {
     let path = dir.join("preprocessor_config.json");
@@ -227,6 +227,10 @@ fn preprocessor(dir: &Path, family: &PreprocessorConfig, opts: &EngineOptions) -
     }
     p.min_pixels = opts.min_pixels.unwrap_or(p.min_pixels);
     p.max_pixels = opts.max_pixels.unwrap_or(p.max_pixels);
+    p.image_max_pixels = opts.image_max_pixels.or(p.image_max_pixels);
+    if p.image_max_pixels == Some(0) {
+        return Err(Error::invalid("imageMaxPixels", "must be at least 1 pixel"));
+    }
     if p.min_pixels > p.max_pixels {
         return Err(Error::invalid("maxPixels", format!("{} is below the minimum of {} pixels per image", p.max_pixels, p.min_pixels)));
     }

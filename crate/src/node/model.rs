@@ -31,6 +31,9 @@ pub struct NativeLoadOptions {
     pub max_pixels: Option<u32>,
     /// Smallest pixel count per image, overriding `preprocessor_config.json` (`size.shortest_edge`).
     pub min_pixels: Option<u32>,
+    /// Downscale images to at most this many pixels before the processor, as LLaMA-Factory's
+    /// `image_max_pixels` did in training (VTC-R1: 262144).
+    pub image_max_pixels: Option<u32>,
 }
 
 #[napi(object)]
@@ -136,6 +139,7 @@ impl NativeEngine {
             vision_cache_images: o.vision_cache_images.map_or(defaults.vision_cache_images, |n| n as usize),
             max_pixels: o.max_pixels.map(|n| n as usize),
             min_pixels: o.min_pixels.map(|n| n as usize),
+            image_max_pixels: o.image_max_pixels.map(|n| n as usize),
             ..defaults
         };
         Ok(AsyncTask::with_optional_signal(LoadTask { dir: PathBuf::from(dir), options }, signal))

@@ -39,6 +39,10 @@ pub struct PreprocessorConfig {
     /// Scale an image with a side below the resize factor up to it first (GLM-4.1V in transformers ≥ 5;
     /// otherwise such a side is rounded like any other).
     pub upscale_small: bool,
+    /// LLaMA-Factory's `image_max_pixels` (not a `preprocessor_config.json` key): resize an image larger
+    /// than this many pixels down to it before the processor runs, as VTC-R1's training data was fed (see
+    /// [`training_resize`]). `None`: the processor sees the image as given.
+    pub image_max_pixels: Option<usize>,
 }
 
 impl PreprocessorConfig {
@@ -66,6 +70,7 @@ impl PreprocessorConfig {
             do_normalize: k.bool_or(&["do_normalize"], d.do_normalize)?,
             budget_frames: d.budget_frames,
             upscale_small: d.upscale_small,
+            image_max_pixels: d.image_max_pixels,
         };
         if cfg.min_pixels > cfg.max_pixels {
             return Err(k.err("size.shortest_edge", format!("min pixels {} exceed max pixels {}", cfg.min_pixels, cfg.max_pixels)));
@@ -237,8 +242,34 @@ impl ProcessedImage {
     }
 }
 
+/// The size LLaMA-Factory's `_preprocess_image` (Qwen2-VL, Qwen3-VL and GLM-4.1V plugins) gives an image
+/// before the processor, or `None` when it keeps it: over `max_pixels` pixels it shrinks to
+/// `⌊w·s⌋ × ⌊h·s⌋` with `s = √(max_pixels / (w·h))`; under 32·32 pixels it grows the same way; a side
+/// under 28 is then stretched to 28.
+pub fn training_size(width: usize, height: usize, max_pixels: usize) -> Option<(usize, usize)> {
+    const MIN_PIXELS: usize = 32 * 32;
+    let (mut w, mut h) = (width, height);
+    for (limit, applies) in [(max_pixels, w * h > max_pixels), (MIN_PIXELS, w * h < MIN_PIXELS)] {
+        if applies {
+            let s = (limit as f64 / (w * h) as f64).sqrt();
+            (w, h) = ((w as f64 * s) as usize, (h as f64 * s) as usize);
+        }
+    }
+    (w, h) = (w.max(28), h.max(28));
+    ((w, h) != (width, height)).then_some((w, h))
+}
+
+/// `img` as LLaMA-Factory hands it to the processor when training with `image_max_pixels` (Pillow's
+/// default bicubic resampling), or `None` when it is left as it is.
+pub fn training_resize(img: &RgbImage, max_pixels: usize) -> Option<RgbImage> {
+    let (w, h) = training_size(img.width, img.height, max_pixels)?;
+    Some(RgbImage { width: w, height: h, data: resize::resize_bicubic(&img.data, img.width, img.height, 3, w, h) })
+}
+
 /// Resizes, normalizes and patchifies one image.
 pub fn preprocess(img: &RgbImage, cfg: &PreprocessorConfig) -> Result<ProcessedImage> {
+    let resized = cfg.image_max_pixels.and_then(|max| training_resize(img, max));
+    let img = resized.as_ref().unwrap_or(img);
     let factor = cfg.factor();
     let (h, w) = if cfg.do_resize {
         smart_resize(img.height, img.width, cfg)?
@@ -330,6 +361,7 @@ mod tests {
             do_normalize: true,
             budget_frames: 1,
             upscale_small: false,
+            image_max_pixels: None,
         }
     }
 
@@ -362,6 +394,17 @@ mod tests {
         assert_eq!(smart_resize(4000, 6000, &glm(12544, 9_633_792)).unwrap(), (1792, 2688));
         // an image narrower than 28 px is scaled up first instead of refused
         assert_eq!(smart_resize(20, 100, &glm(12544, 47_040_000)).unwrap().0 % 28, 0);
+    }
+
+    #[test]
+    fn training_size_follows_llamafactory() {
+        // A VTC-R1 page (589×842) under image_max_pixels 262144: s = √(262144/495938) = 0.7270…
+        assert_eq!(training_size(589, 842, 262_144), Some((428, 612)));
+        assert_eq!(training_size(588, 842, 262_144), Some((427, 612)));
+        assert_eq!(training_size(400, 600, 262_144), None);
+        // tiny images grow to 32·32 pixels, then a side under 28 is stretched
+        assert_eq!(training_size(8, 8, 262_144), Some((32, 32)));
+        assert_eq!(training_size(200, 4, 262_144), Some((226, 28)));
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub fn image_processor(cfg: &VisionConfig) -> PreprocessorConfig {
         do_normalize: true,
         budget_frames: 2,
         upscale_small: true,
+        image_max_pixels: None,
     }
 }
 

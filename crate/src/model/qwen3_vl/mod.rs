@@ -51,6 +51,7 @@ pub fn image_processor(cfg: &VisionConfig) -> PreprocessorConfig {
         do_normalize: true,
         budget_frames: 1,
         upscale_small: false,
+        image_max_pixels: None,
     }
 }
 
