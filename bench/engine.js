@@ -1,16 +1,21 @@
 #!/usr/bin/env node
 // The embedded engine against the transformers/PyTorch CPU reference, both measured in this run on the same
-// random Qwen3-VL directory, the same prompts and the same rendered pages, each in its own process (so peak RSS
-// means something): vision encode ms per page, time to first token with a page, prefill tok/s, decode tok/s.
+// random model directory (Qwen3-VL or GLM-4.1V), the same prompts and the same rendered pages, each in its own
+// process (so peak RSS means something): vision encode ms per page, time to first token with a page, prefill
+// tok/s, decode tok/s.
 //
-//   node bench/engine.js [--model DIR] [--dtype f32,bf16] [--python PY] [--reps 3] [--decode 64]
-//                        [--prompt-tokens 1500] [--threads N]
+//   node bench/engine.js [--family qwen3vl|glm4v] [--model DIR] [--dtype f32,bf16] [--python PY] [--reps 3]
+//                        [--decode 64] [--prompt-tokens 1500] [--threads N]
 //
-// --model defaults to ../bench-models/qwen3vl-1024x8 beside the checkout, built on first use with
-// scripts/make-random-qwen3vl.py (hidden 1024, 8 layers, vision depth 8, real Qwen3 vocabulary). --python must
-// have torch, torchvision, transformers >= 4.57, pillow (see README: Benchmarks → engine). Each figure is the best
-// of --reps runs after one warm-up run; every run uses a different prompt and page, so neither the prefix cache
-// nor the vision cache of our engine can help.
+// --family picks the architecture (default: the model_type in --model's config.json when --model exists, else
+// qwen3vl). --model defaults to ../bench-models/qwen3vl-1024x8 (qwen3vl) or ../bench-models/glm4v-1024x8 (glm4v)
+// beside the checkout, built on first use with scripts/make-random-qwen3vl.py (hidden 1024, 8 layers, vision depth
+// 8, real Qwen3 vocabulary) or scripts/make-random-glm4v.py (hidden 1024, 8 layers, GLM-4.1V's head_dim, GQA,
+// partial M-RoPE and vision widths, vision depth 8, real GLM-4.1V vocabulary size and token ids). --python must
+// have torch, torchvision, transformers (>= 4.57 for Qwen3-VL, >= 5 to build the GLM-4.1V model), pillow (see
+// README: Benchmarks → engine); engine_ref.py picks the model class from config.json. Each figure is the best of
+// --reps runs after one warm-up run; every run uses a different prompt and page, so neither the prefix cache nor
+// the vision cache of our engine can help.
 import { execFileSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, tmpdir } from 'node:os'
@@ -23,6 +28,13 @@ const args = process.argv.slice(2)
 const opt = (name, dflt) => {
   const i = args.indexOf(`--${name}`)
   return i >= 0 ? args[i + 1] : dflt
+}
+
+/** The architectures the benchmark knows: config.json model_type, default directory, the script that builds it
+ * (declared before the top-level await below, which runs drive()). */
+const FAMILIES = {
+  qwen3vl: { modelType: 'qwen3_vl', dir: '../bench-models/qwen3vl-1024x8', script: 'scripts/make-random-qwen3vl.py' },
+  glm4v: { modelType: 'glm4v', dir: '../bench-models/glm4v-1024x8', script: 'scripts/make-random-glm4v.py' },
 }
 
 if (args[0] === '--worker') {
@@ -58,7 +70,7 @@ async function ours(spec) {
 }
 
 async function drive() {
-  const model = resolve(opt('model', join(root, '../bench-models/qwen3vl-1024x8')))
+  const { family, model } = pickModel(opt('family'), opt('model'))
   const python = opt('python', process.env.VTC_BENCH_PYTHON ?? 'python3')
   const dtypes = opt('dtype', 'f32,bf16').split(',')
   const reps = Number(opt('reps', 3))
@@ -66,8 +78,8 @@ async function drive() {
   const promptTokens = Number(opt('prompt-tokens', 1500))
   const threads = Number(opt('threads', availableParallelism()))
   if (!existsSync(join(model, 'config.json'))) {
-    console.log(`building the random model in ${model} ...`)
-    execFileSync(python, [join(root, 'scripts/make-random-qwen3vl.py'), model, '--seed', '0'], { stdio: 'inherit' })
+    console.log(`building the random ${family} model in ${model} ...`)
+    execFileSync(python, [join(root, FAMILIES[family].script), model, '--seed', '0'], { stdio: 'inherit' })
   }
 
   const { Renderer } = await import('../dist/index.js')
@@ -98,7 +110,7 @@ async function drive() {
     pageCases.push({ png, pixels: { file: raw, width: page.width, height: page.height, channels: page.channels }, text: 'Continue the reasoning.' })
   }
   const sizes = pageCases.slice(1).map((c) => `${c.pixels.width}×${c.pixels.height}`).join(', ')
-  console.log(`model ${model}; ${threads} threads; prompts ≈${promptTokens} tokens; decode ${decode} tokens (greedy, EOS ignored); pages ${sizes}`)
+  console.log(`model ${model} (${family}); ${threads} threads; prompts ≈${promptTokens} tokens; decode ${decode} tokens (greedy, EOS ignored); pages ${sizes}`)
   console.log(`best of ${reps} runs after a warm-up, each process on its own`)
 
   const env = { ...process.env, RAYON_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) }
@@ -126,6 +138,22 @@ async function drive() {
     const same = a.text_runs.map((t, i) => commonPrefix(t.text, b.text_runs[i].text))
     console.log(`  same greedy text as PyTorch: ${same.map((n, i) => `${n}/${b.text_runs[i].text.length}`).join(', ')} chars; prompt tokens ${o.prompt} vs ${r.prompt}, page tokens ${o.pagePrompt} vs ${r.pagePrompt}`)
   }
+}
+
+/**
+ * The family and model directory: --family if given, else the model_type of --model's config.json when it
+ * exists, else qwen3vl; --model defaults to the family's random bench model beside the checkout.
+ */
+function pickModel(familyOpt, modelOpt) {
+  const byType = (t) => Object.keys(FAMILIES).find((f) => FAMILIES[f].modelType === t)
+  const model = modelOpt ? resolve(modelOpt) : undefined
+  const config = model && join(model, 'config.json')
+  const detected = config && existsSync(config) ? JSON.parse(readFileSync(config, 'utf8')).model_type : undefined
+  if (detected !== undefined && !byType(detected)) throw new Error(`${config}: model_type "${detected}" is not one of ${Object.values(FAMILIES).map((f) => f.modelType).join(', ')}`)
+  const family = familyOpt ? (FAMILIES[familyOpt] ? familyOpt : byType(familyOpt)) : (byType(detected) ?? 'qwen3vl')
+  if (!family) throw new Error(`--family ${familyOpt}: expected one of ${Object.keys(FAMILIES).join(', ')}`)
+  if (detected !== undefined && byType(detected) !== family) throw new Error(`--family ${familyOpt}, but ${config} has model_type "${detected}"`)
+  return { family, model: model ?? resolve(join(root, FAMILIES[family].dir)) }
 }
 
 /** Best of the runs (fastest), per figure. */

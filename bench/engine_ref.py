@@ -7,8 +7,13 @@ SPEC (written by bench/engine.js): model, dtype (f32|bf16), threads, decode_toke
 page_cases [{png, text}]. Case 0 of each list is a warm-up and is not reported. Timings use model.generate, the
 path a PyTorch user takes, with a logits processor that notes when each token's logits are ready: the first call
 ends prefill, the calls after it are decode steps.
+
+The model class follows config.json's model_type: "qwen3_vl" -> Qwen3VLForConditionalGeneration, "glm4v"
+(GLM-4.1V, Glyph) -> Glm4vForConditionalGeneration. The processor is AutoProcessor on the model directory
+(Qwen3VLProcessor / Glm4vProcessor, with the directory's chat template and preprocessor_config.json).
 """
 import json
+import os
 import resource
 import sys
 import time
@@ -16,7 +21,19 @@ import time
 import torch
 import transformers
 from PIL import Image
-from transformers import AutoProcessor, LogitsProcessor, LogitsProcessorList, Qwen3VLForConditionalGeneration
+from transformers import AutoProcessor, LogitsProcessor, LogitsProcessorList
+
+
+def model_family(model_dir):
+    """(model class, pad token id) for the directory's config.json model_type."""
+    model_type = json.load(open(os.path.join(model_dir, "config.json")))["model_type"]
+    if model_type == "qwen3_vl":
+        from transformers import Qwen3VLForConditionalGeneration
+        return Qwen3VLForConditionalGeneration, 151643  # <|endoftext|>
+    if model_type == "glm4v":
+        from transformers import Glm4vForConditionalGeneration
+        return Glm4vForConditionalGeneration, 151329  # <|endoftext|>
+    raise SystemExit(f"{model_dir}: model_type {model_type!r} is neither qwen3_vl nor glm4v")
 
 
 class Clock(LogitsProcessor):
@@ -33,8 +50,10 @@ def main():
     torch.set_num_threads(spec["threads"])
     dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[spec["dtype"]]
     t0 = time.perf_counter()
+    model_class, pad_token_id = model_family(spec["model"])
     processor = AutoProcessor.from_pretrained(spec["model"])
-    model = Qwen3VLForConditionalGeneration.from_pretrained(spec["model"], dtype=dtype).eval()
+    model = model_class.from_pretrained(spec["model"], dtype=dtype).eval()
+    merge = processor.image_processor.merge_size
     load_s = time.perf_counter() - t0
     n = spec["decode_tokens"]
 
@@ -46,7 +65,7 @@ def main():
         clock = Clock()
         start = time.perf_counter()
         out = model.generate(**inputs, max_new_tokens=max_new, min_new_tokens=max_new, do_sample=False,
-                             logits_processor=LogitsProcessorList([clock]), pad_token_id=151643)
+                             logits_processor=LogitsProcessorList([clock]), pad_token_id=pad_token_id)
         new = out[0, inputs["input_ids"].shape[1]:].tolist()
         return start, clock.times, new
 
@@ -68,7 +87,8 @@ def main():
             image = Image.open(case["png"]).convert("RGB")
             inputs = inputs_for([{"type": "image", "image": image}, {"type": "text", "text": case["text"]}])
             grid = inputs["image_grid_thw"]
-            # the vision encoder alone (patch embed, blocks, DeepStack mergers), on the processor's pixel values
+            # the vision encoder alone (patch embed, blocks, DeepStack mergers for Qwen3-VL; downsample and merger
+            # for GLM-4.1V), on the processor's pixel values
             tv = time.perf_counter()
             model.model.get_image_features(inputs["pixel_values"].to(dtype), grid)
             vision_ms = (time.perf_counter() - tv) * 1e3
@@ -78,12 +98,12 @@ def main():
                 continue
             page_runs.append({
                 "prompt_tokens": inputs["input_ids"].shape[1],
-                "vision_tokens": int(grid.prod(-1).sum()) // 4,
+                "vision_tokens": int(grid.prod(-1).sum()) // (merge * merge),
                 "vision_ms": vision_ms,
                 "first_token_ms": (times[0] - start) * 1e3,
             })
     print(json.dumps({
-        "engine": f"transformers {transformers.__version__}, torch {torch.__version__}, "
+        "engine": f"transformers {transformers.__version__} ({model_class.__name__}), torch {torch.__version__}, "
                   f"{torch.get_num_threads()} threads, attn {model.config._attn_implementation}",
         "load_s": load_s,
         "text_runs": text_runs,
