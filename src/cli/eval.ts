@@ -50,6 +50,15 @@ export const EVAL_HELP = `usage: vtc-r1 eval (--model DIR | --base-url URL [--ap
   --max-rounds N (8), --round-tokens N (8192), --temperature T (0.6), --top-p P (0.95), --top-k K,
   --seed N (sample k uses N + k), --images-first, --preset, --render-config FILE, --font FILE: as for reason`
 
+/** The engine flags that change outputs, recorded in run.json so a rerun with other ones is refused (only those given). */
+function engineSettings(v: { dtype?: string; 'image-max-pixels'?: string; 'max-pixels'?: string }): Record<string, string> {
+  const out: Record<string, string> = {}
+  if (v.dtype !== undefined) out.dtype = v.dtype
+  if (v['image-max-pixels'] !== undefined) out.imageMaxPixels = v['image-max-pixels']
+  if (v['max-pixels'] !== undefined) out.maxPixels = v['max-pixels']
+  return out
+}
+
 export async function evalCommand(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
@@ -121,7 +130,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
       concurrency,
       memory,
       retryFailed: values['retry-failed'] === true,
-      backendInfo: values.model ? { model: backend.name, backend: 'embedded' } : { model: backend.name, backend: values['base-url'] },
+      backendInfo: values.model ? { model: backend.name, backend: 'embedded', ...engineSettings(values) } : { model: backend.name, backend: values['base-url'] },
       signal: interrupt.signal,
       onProgress: (p) => {
         bar ??= new ProgressBar('eval', p.total, 'samples')
