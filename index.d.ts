@@ -144,8 +144,12 @@ export interface NativeImage {
 export interface NativeLoadOptions {
   /** `cpu` (default) or `cuda` (needs a build with the `cuda` feature). */
   device?: string
-  /** `f32` (default), `bf16` or `f16`. */
+  /** `f32` (default), `bf16` or `f16`: the type of every tensor that is not quantized. */
   dtype?: string
+  /** Quantize the decoder's linear weights and output head: `q8_0`, `q6k`, `q5k`, `q4k` or `q4_0`. */
+  quantize?: string
+  /** Directory of the quantized-weight cache (default: the OS cache directory). */
+  quantCacheDir?: string
   /** Reuse the KV cache of the previous request's shared prompt prefix (default true). */
   prefixReuse?: boolean
   /** Images whose vision features are cached (default 16; 0 turns the cache off). */

@@ -17,7 +17,7 @@ export {
   type RenderOptions,
   type RenderResult,
 } from './render.js'
-export { smartResize, visionTokens, type PixelLimits, type VisionModel } from './tokens.js'
+export { smartResize, trainingSize, visionTokens, type PixelLimits, type VisionModel } from './tokens.js'
 export { countTextTokens } from './text-tokens.js'
 export * as evaluation from './eval/index.js'
 export { extractAnswer, gradeAnswer, gradeResponse, loadBenchmark } from './eval/index.js'

@@ -9,6 +9,7 @@ pub mod error;
 pub mod json_file;
 pub mod render;
 pub mod weights;
+pub mod quant;
 pub mod model;
 pub mod generate;
 pub mod vision;

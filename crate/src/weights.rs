@@ -8,10 +8,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::{Metadata, SafeTensors};
 
 use crate::error::{Error, Result};
+use crate::quant::QuantizedWeights;
 
 pub const SINGLE_FILE: &str = "model.safetensors";
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
@@ -32,6 +36,8 @@ pub struct Weights {
     routing: HashMap<String, usize>,
     device: Device,
     dtype: DType,
+    /// Set when the model is loaded quantized: where quantized weights come from.
+    quantized: Option<QuantizedWeights>,
 }
 
 impl Weights {
@@ -70,7 +76,7 @@ impl Weights {
             }
             files.push(MappedFile { path: path.clone(), mmap, data_start: 8 + header_len, meta });
         }
-        Ok(Self { files, routing, device: device.clone(), dtype })
+        Ok(Self { files, routing, device: device.clone(), dtype, quantized: None })
     }
 
     pub fn device(&self) -> &Device {
@@ -79,6 +85,34 @@ impl Weights {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The safetensors files mapped.
+    pub fn source_files(&self) -> Vec<PathBuf> {
+        self.files.iter().map(|f| f.path.clone()).collect()
+    }
+
+    /// Loads the quantizable weights (see `Linear::load_quantizable`) quantized, from `q`.
+    pub fn set_quantization(&mut self, q: QuantizedWeights) {
+        self.quantized = Some(q);
+    }
+
+    pub fn quantization(&self) -> Option<&QuantizedWeights> {
+        self.quantized.as_ref()
+    }
+
+    /// Weight `name` (`[rows, cols]`) quantized, when the model is loaded quantized and the weight's rows suit
+    /// the block type; `None` to load it dense.
+    pub fn quantized(&self, name: &str, shape: [usize; 2]) -> Result<Option<Arc<QTensor>>> {
+        Ok(self.quantized_parts(name, &[shape[0]], shape[1])?.and_then(|mut v| v.pop()))
+    }
+
+    /// Weight `name` (`[Σ parts, cols]`) quantized as consecutive blocks of `parts` rows (e.g. a fused gate/up
+    /// projection as its two halves); `None` to load it dense.
+    pub fn quantized_parts(&self, name: &str, parts: &[usize], cols: usize) -> Result<Option<Vec<Arc<QTensor>>>> {
+        let Some(q) = &self.quantized else { return Ok(None) };
+        let rows: usize = parts.iter().sum();
+        q.get(name, parts, cols, &self.device, || self.get_as(name, &[rows, cols], DType::F32))
     }
 
     pub fn contains(&self, name: &str) -> bool {

@@ -28,6 +28,10 @@ export interface NativeEngineBinding {
 export interface NativeLoadOptions {
   device?: 'cpu' | 'cuda'
   dtype?: 'f32' | 'bf16' | 'f16'
+  /** Quantize the decoder's linear weights and output head. */
+  quantize?: string
+  /** Directory of the quantized-weight cache. */
+  quantCacheDir?: string
   /** Reuse the KV cache of the previous request's shared prompt prefix (default true). */
   prefixReuse?: boolean
   /** Images whose vision features are cached (default 16; 0: off). */
@@ -129,9 +133,20 @@ export function engineBinding(): NativeEngineBinding | undefined {
 
 // ---- the adapter -----------------------------------------------------------------------------------------------
 
+export type Quantization = 'q8_0' | 'q6k' | 'q5k' | 'q4k' | 'q4_0'
+
 export interface LoadModelOptions {
   device?: 'cpu' | 'cuda'
+  /** Type of every tensor that is not quantized (default f32). */
   dtype?: 'f32' | 'bf16' | 'f16'
+  /**
+   * Quantize the text decoder's linear weights and the output head at load time (llama.cpp's block formats, run
+   * by candle's quantized kernels); embeddings, norms and the vision tower stay in `dtype`. The result is cached
+   * (see `quantCacheDir`), so a second load of the same files reads it instead of quantizing again.
+   */
+  quantize?: Quantization
+  /** Directory of the quantized-weight cache (default: `vtc-r1/quantized` in the OS cache directory). */
+  quantCacheDir?: string
   /**
    * Reuse the KV cache of the prompt prefix a request shares with the previous one (default true), so a
    * round of the loop only prefills its new pages. Off: every prompt is prefilled from scratch.

@@ -35,5 +35,6 @@ export {
   type NativeLoadOptions,
   type NativeMessage,
   type NativePart,
+  type Quantization,
 } from './embedded.js'
 export { imageBytes, imageDataUrl, sniffImage } from './images.js'

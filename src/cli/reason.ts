@@ -2,7 +2,7 @@
 import { writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 
-import { loadModel } from '../backends/embedded.js'
+import { loadModel, type Quantization } from '../backends/embedded.js'
 import { OpenAIBackend } from '../backends/openai.js'
 import type { Backend } from '../backends/types.js'
 import { VtcError } from '../errors.js'
@@ -18,6 +18,8 @@ export const REASON_HELP = `usage: vtc-r1 reason (--model DIR | --base-url URL [
   --model DIR           a Hugging Face model directory, run in-process by the embedded engine
   --device cpu|cuda     embedded engine device (default cpu)
   --dtype f32|bf16|f16  embedded engine weight type (default f32)
+  --quantize Q          embedded engine: quantize the decoder's weights (q8_0, q6k, q5k, q4k, q4_0)
+  --quant-cache-dir DIR where quantized weights are cached (default: the OS cache directory)
   --image-max-pixels N  embedded engine: shrink each page to at most N pixels first, as LLaMA-Factory's
                         image_max_pixels did in training (VTC-R1 checkpoints: 262144)
   --max-pixels N        embedded engine: the image processor's pixel budget (size.longest_edge)
@@ -44,6 +46,8 @@ export const BACKEND_OPTIONS = {
   model: { type: 'string' },
   device: { type: 'string' },
   dtype: { type: 'string' },
+  quantize: { type: 'string' },
+  'quant-cache-dir': { type: 'string' },
   'image-max-pixels': { type: 'string' },
   'max-pixels': { type: 'string' },
   'base-url': { type: 'string' },
@@ -56,6 +60,8 @@ export interface BackendArgs {
   model?: string
   device?: string
   dtype?: string
+  quantize?: string
+  'quant-cache-dir'?: string
   'image-max-pixels'?: string
   'max-pixels'?: string
   'base-url'?: string
@@ -76,11 +82,13 @@ export async function backendFromArgs(v: BackendArgs, command: string): Promise<
     return loadModel(v.model, {
       device,
       dtype,
+      ...(v.quantize !== undefined ? { quantize: v.quantize as Quantization } : {}),
+      ...(v['quant-cache-dir'] !== undefined ? { quantCacheDir: v['quant-cache-dir'] } : {}),
       ...(v['image-max-pixels'] !== undefined ? { imageMaxPixels: positiveInt('--image-max-pixels', v['image-max-pixels']) } : {}),
       ...(v['max-pixels'] !== undefined ? { maxPixels: positiveInt('--max-pixels', v['max-pixels']) } : {}),
     })
   }
-  for (const flag of ['device', 'dtype', 'image-max-pixels', 'max-pixels'] as const) {
+  for (const flag of ['device', 'dtype', 'quantize', 'quant-cache-dir', 'image-max-pixels', 'max-pixels'] as const) {
     // the server preprocesses images itself; these would be silently ignored
     if (v[flag] !== undefined) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `${command}: --${flag} applies to the embedded engine (--model DIR), not to --base-url`)
   }

@@ -13,6 +13,8 @@ export const SERVE_HELP = `usage: vtc-r1 serve (--model DIR | --base-url URL [--
   --model DIR           a Hugging Face model directory, run in-process by the embedded engine
   --device cpu|cuda     embedded engine device (default cpu)
   --dtype f32|bf16|f16  embedded engine weight type (default f32)
+  --quantize Q          embedded engine: quantize the decoder's weights (q8_0, q6k, q5k, q4k, q4_0)
+  --quant-cache-dir DIR where quantized weights are cached (default: the OS cache directory)
   --image-max-pixels N  embedded engine: shrink each image to at most N pixels first, as LLaMA-Factory's
                         image_max_pixels did in training (VTC-R1 checkpoints: 262144)
   --max-pixels N        embedded engine: the image processor's pixel budget (size.longest_edge)

@@ -23,6 +23,7 @@ pub use request::{ChatRequest, Completion, ImageData, RequestHandle, Usage};
 
 use crate::error::{catch_panic, Error, Result};
 use crate::generate::{GenerationDefaults, TokenEvent};
+use crate::quant::Quantization;
 use crate::tokenizer::{Message, Tokenizer};
 use crate::vision::PreprocessorConfig;
 use request::Job;
@@ -50,6 +51,10 @@ pub enum WeightDtype {
 pub struct EngineOptions {
     pub device: DeviceKind,
     pub dtype: WeightDtype,
+    /// Quantize the decoder's linear weights and the output head (the rest stays in `dtype`).
+    pub quantize: Option<Quantization>,
+    /// Where quantized weights are cached for the next load (the OS cache directory when `None`).
+    pub quant_cache_dir: Option<PathBuf>,
     /// Prompt tokens per prefill step.
     pub prefill_chunk: usize,
     /// Override `preprocessor_config.json`'s pixel budget per image (`size.shortest_edge`,
@@ -73,6 +78,8 @@ impl Default for EngineOptions {
         Self {
             device: DeviceKind::Cpu,
             dtype: WeightDtype::F32,
+            quantize: None,
+            quant_cache_dir: None,
             prefill_chunk: DEFAULT_PREFILL_CHUNK,
             min_pixels: None,
             max_pixels: None,
@@ -91,6 +98,8 @@ pub struct ModelInfo {
     pub model_type: String,
     pub device: String,
     pub dtype: String,
+    /// The quantization of the decoder's linear weights, if any.
+    pub quantization: Option<String>,
     pub max_context: usize,
     pub vocab_size: usize,
     pub eos_token_ids: Vec<u32>,

@@ -13,7 +13,7 @@ use super::request::{ChatRequest, Completion, ImageData, Job, TokenCallback, Usa
 use super::{lock, DeviceKind, EngineOptions, LiveFlags, ModelInfo, WeightDtype};
 use crate::error::{catch_panic, Error, Result};
 use crate::generate::{FinishReason, GenerationDefaults, Generator};
-use crate::model::{KvCache, VisionFeatures, VisionLanguageModel};
+use crate::model::{KvCache, LoadOptions, VisionFeatures, VisionLanguageModel};
 use crate::tokenizer::{expand_image_tokens, Tokenizer};
 use crate::vision::{preprocess, to_tensor, ImageInput, PreprocessorConfig, ProcessedImage, RgbImage};
 
@@ -43,7 +43,8 @@ impl Worker {
         };
         let mut tokenizer = Tokenizer::from_dir(dir)?;
         let defaults = GenerationDefaults::from_dir(dir)?;
-        let model = crate::model::load(dir, &device, dtype)?;
+        let load = LoadOptions { device: device.clone(), dtype, quantize: opts.quantize, quant_cache_dir: opts.quant_cache_dir.clone() };
+        let model = crate::model::load_with(dir, &load)?;
         let spec = model.spec();
         tokenizer.set_text_content_as_string(spec.text_content_as_string);
         let preprocessor = preprocessor(dir, &spec.image_processor, opts)?;
@@ -63,6 +64,7 @@ impl Worker {
                 DeviceKind::Cuda(i) => format!("cuda:{i}"),
             },
             dtype: format!("{dtype:?}").to_lowercase(),
+            quantization: opts.quantize.map(|q| q.name().to_string()),
             max_context,
             vocab_size: spec.vocab_size,
             eos_token_ids,

@@ -3,7 +3,10 @@
 //! candle's `x · W.t()`). One row (a decode step) goes through a kernel of our own instead, which streams
 //! the weight once, in memory order, on all cores, in f32 or bf16 (candle's CPU bf16 matmul is very slow).
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Shape, Tensor};
 use half::bf16;
 use rayon::prelude::*;
 
@@ -12,45 +15,106 @@ use crate::model::is_cpu_with;
 use crate::weights::Weights;
 
 pub struct Linear {
-    /// `[in, out]`.
-    weight_t: Tensor,
+    weight: Weight,
     bias: Option<Tensor>,
+}
+
+enum Weight {
+    /// `[in, out]`.
+    Dense(Tensor),
+    /// `[out, in]` in ggml blocks.
+    Quantized(QMatMul),
 }
 
 impl Linear {
     /// `weight` as stored by transformers, `[out, in]`; `bias` `[out]`.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
-        Ok(Self { weight_t: weight.t()?.contiguous()?, bias })
+        Ok(Self { weight: Weight::Dense(weight.t()?.contiguous()?), bias })
     }
 
-    /// Loads `{name}.weight` `[out_dim, in_dim]` and, with `bias`, `{name}.bias` `[out_dim]`.
+    /// Loads `{name}.weight` `[out_dim, in_dim]` and, with `bias`, `{name}.bias` `[out_dim]`, dense.
     pub fn load(w: &Weights, name: &str, out_dim: usize, in_dim: usize, bias: bool) -> Result<Self> {
         let weight = w.get(&format!("{name}.weight"), &[out_dim, in_dim])?;
         let bias = if bias { Some(w.get(&format!("{name}.bias"), &[out_dim])?) } else { None };
         Self::new(weight, bias)
     }
 
+    /// Like [`load`](Self::load), but the weight is quantized when the model is loaded with a quantization
+    /// (the decoder's linear layers; the bias stays dense).
+    pub fn load_quantizable(w: &Weights, name: &str, out_dim: usize, in_dim: usize, bias: bool) -> Result<Self> {
+        let Some(q) = w.quantized(&format!("{name}.weight"), [out_dim, in_dim])? else {
+            return Self::load(w, name, out_dim, in_dim, bias);
+        };
+        let bias = if bias { Some(w.get(&format!("{name}.bias"), &[out_dim])?) } else { None };
+        Ok(Self { weight: Weight::Quantized(QMatMul::from_arc(q)?), bias })
+    }
+
+    /// A quantized layer over an already quantized `[out, in]` weight.
+    pub fn quantized(weight: Arc<QTensor>, bias: Option<Tensor>) -> Result<Self> {
+        Ok(Self { weight: Weight::Quantized(QMatMul::from_arc(weight)?), bias })
+    }
+
     /// `x · Wᵀ + b` over the last dimension of `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?;
-        let y = if rows == 1 && one_row_kernel_applies(x, &self.weight_t) {
-            let mut dims = x.dims().to_vec();
-            *dims.last_mut().unwrap() = self.weight_t.dim(1)?;
-            x.contiguous()?.apply_op2_no_bwd(&self.weight_t, &OneRow::InOut)?.reshape(dims)?
-        } else if is_cpu_with(x, DType::BF16) {
-            // candle's CPU bf16 matmul is ~4× slower than widening both sides and using the f32 kernels
-            // (f32 accumulation, one rounding to bf16: what a bf16 matmul computes anyway).
-            let w = self.weight_t.to_dtype(DType::F32)?;
-            x.to_dtype(DType::F32)?.broadcast_matmul(&w)?.to_dtype(DType::BF16)?
-        } else if x.rank() == 2 {
-            x.matmul(&self.weight_t)?
-        } else {
-            x.broadcast_matmul(&self.weight_t)?
+        let y = match &self.weight {
+            Weight::Dense(w) => dense_forward(x, w)?,
+            // candle's quantized kernels take f32 rows
+            Weight::Quantized(m) => m.forward(&x.to_dtype(DType::F32)?.contiguous()?)?.to_dtype(x.dtype())?,
         };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
+    }
+}
+
+/// `x · w` for a dense weight `w` `[in, out]`.
+fn dense_forward(x: &Tensor, weight_t: &Tensor) -> Result<Tensor> {
+    let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?;
+    Ok(if rows == 1 && one_row_kernel_applies(x, weight_t) {
+        let mut dims = x.dims().to_vec();
+        *dims.last_mut().unwrap() = weight_t.dim(1)?;
+        x.contiguous()?.apply_op2_no_bwd(weight_t, &OneRow::InOut)?.reshape(dims)?
+    } else if is_cpu_with(x, DType::BF16) {
+        // candle's CPU bf16 matmul is ~4× slower than widening both sides and using the f32 kernels
+        // (f32 accumulation, one rounding to bf16: what a bf16 matmul computes anyway).
+        let w = weight_t.to_dtype(DType::F32)?;
+        x.to_dtype(DType::F32)?.broadcast_matmul(&w)?.to_dtype(DType::BF16)?
+    } else if x.rank() == 2 {
+        x.matmul(weight_t)?
+    } else {
+        x.broadcast_matmul(weight_t)?
+    })
+}
+
+/// The output head: `x · Wᵀ` over the vocabulary, f32 logits. Dense, it keeps the stored `[vocab, hidden]`
+/// layout (it may be the token embeddings' own storage); quantized, it is a quantized linear layer.
+pub enum OutputHead {
+    Dense(Tensor),
+    Quantized(Linear),
+}
+
+impl OutputHead {
+    /// `lm_head.weight`, or with `tied` the token embeddings (`embed`, loaded from `embed_name`); quantized
+    /// when the model is loaded with a quantization.
+    pub fn load(w: &Weights, embed: &Tensor, embed_name: &str, tied: bool) -> Result<Self> {
+        let (vocab, hidden) = embed.dims2()?;
+        let name = if tied { embed_name } else { "lm_head.weight" };
+        if let Some(q) = w.quantized(name, [vocab, hidden])? {
+            return Ok(Self::Quantized(Linear::quantized(q, None)?));
+        }
+        // Tied checkpoints omit lm_head.weight (transformers 5 `save_pretrained`); when tied it is ignored even
+        // if present, as transformers does.
+        Ok(Self::Dense(if tied { embed.clone() } else { w.get(name, &[vocab, hidden])? }))
+    }
+
+    /// f32 logits `[len, vocab]` of hidden states `[len, hidden]`.
+    pub fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
+        let y = match self {
+            Self::Dense(w) => times_transposed(hidden, w)?,
+            Self::Quantized(l) => l.forward(hidden)?,
+        };
+        Ok(y.to_dtype(DType::F32)?)
     }
 }
 

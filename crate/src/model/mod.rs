@@ -14,13 +14,14 @@ pub mod qwen3_vl;
 pub mod rope;
 pub mod vision_tower;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::json_file::{read_json, Keys};
+use crate::quant::{Quantization, QuantizedWeights};
 use crate::vision::PreprocessorConfig;
 use crate::weights::Weights;
 
@@ -50,17 +51,42 @@ const FAMILIES: &[Family] = &[
     Family { model_type: "glm4v", architecture: "Glm4vForConditionalGeneration", build: glm4v::build },
 ];
 
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// The type of every tensor that is not quantized.
+    pub dtype: DType,
+    /// Quantize the decoder's linear weights and the output head (see `crate::quant`).
+    pub quantize: Option<Quantization>,
+    /// Where the quantized weights are cached (the OS cache directory when `None`).
+    pub quant_cache_dir: Option<PathBuf>,
+}
+
 /// Loads a Hugging Face model directory: `config.json` picks the family, the weights (`model.safetensors`
 /// or shards with an index) are converted to `dtype` on `device`.
 pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Box<dyn VisionLanguageModel>> {
+    load_with(dir, &LoadOptions { device: device.clone(), dtype, quantize: None, quant_cache_dir: None })
+}
+
+/// [`load`] with every option. Quantized weights are made tensor by tensor from the mapped files (or read
+/// from a valid cache), and the cache is written once the model is built.
+pub fn load_with(dir: &Path, opts: &LoadOptions) -> Result<Box<dyn VisionLanguageModel>> {
     if !dir.is_dir() {
         return Err(Error::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found")));
     }
     let path = dir.join("config.json");
     let config = read_json(&path)?;
     let family = family_of(&Keys::new(&path, &config))?;
-    let weights = Weights::from_dir(dir, device, dtype)?;
-    (family.build)(&config, &path, &weights)
+    let mut weights = Weights::from_dir(dir, &opts.device, opts.dtype)?;
+    if let Some(q) = opts.quantize {
+        weights.set_quantization(QuantizedWeights::open(q, &weights.source_files(), opts.quant_cache_dir.as_deref())?);
+    }
+    let model = (family.build)(&config, &path, &weights)?;
+    if let Some(q) = weights.quantization() {
+        q.finish()?;
+    }
+    Ok(model)
     // `weights` (the mappings) is dropped here: the model holds its own tensors.
 }
 

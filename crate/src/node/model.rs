@@ -14,6 +14,7 @@ use super::guarded;
 use crate::engine::{ChatRequest, DeviceKind, Engine, EngineOptions, ImageData, WeightDtype};
 use crate::error::Error;
 use crate::generate::{GenerationParams, SamplingRequest};
+use crate::quant::Quantization;
 use crate::tokenizer::{Content, Message, Part};
 
 #[napi(object)]
@@ -21,8 +22,12 @@ use crate::tokenizer::{Content, Message, Part};
 pub struct NativeLoadOptions {
     /// `cpu` (default) or `cuda` (needs a build with the `cuda` feature).
     pub device: Option<String>,
-    /// `f32` (default), `bf16` or `f16`.
+    /// `f32` (default), `bf16` or `f16`: the type of every tensor that is not quantized.
     pub dtype: Option<String>,
+    /// Quantize the decoder's linear weights and output head: `q8_0`, `q6k`, `q5k`, `q4k` or `q4_0`.
+    pub quantize: Option<String>,
+    /// Directory of the quantized-weight cache (default: the OS cache directory).
+    pub quant_cache_dir: Option<String>,
     /// Reuse the KV cache of the previous request's shared prompt prefix (default true).
     pub prefix_reuse: Option<bool>,
     /// Images whose vision features are cached (default 16; 0 turns the cache off).
@@ -131,10 +136,16 @@ impl NativeEngine {
             "f16" => WeightDtype::F16,
             other => return guarded(|| Err(Error::invalid("dtype", format!("unknown dtype {other:?}; allowed: f32, bf16, f16")))),
         };
+        let quantize = match o.quantize.as_deref().map(Quantization::parse).transpose() {
+            Ok(q) => q,
+            Err(e) => return guarded(|| Err(e)),
+        };
         let defaults = EngineOptions::default();
         let options = EngineOptions {
             device,
             dtype,
+            quantize,
+            quant_cache_dir: o.quant_cache_dir.map(PathBuf::from),
             reuse_prefix: o.prefix_reuse.unwrap_or(defaults.reuse_prefix),
             vision_cache_images: o.vision_cache_images.map_or(defaults.vision_cache_images, |n| n as usize),
             max_pixels: o.max_pixels.map(|n| n as usize),

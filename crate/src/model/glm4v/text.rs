@@ -7,7 +7,7 @@ use candle_core::{DType, Tensor};
 
 use super::config::TextConfig;
 use crate::error::Result;
-use crate::model::linear::{self, Linear};
+use crate::model::linear::{Linear, OutputHead};
 use crate::model::rope::{inv_freq, mrope_cos_sin};
 use crate::model::{activation, cached_attention, rms_norm, KvCache, Trace};
 use crate::weights::Weights;
@@ -31,8 +31,7 @@ pub struct TextModel {
     embed_tokens: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
-    /// `[vocab, hidden]`; the same storage as `embed_tokens` when tied.
-    lm_head: Tensor,
+    lm_head: OutputHead,
     inv_freq: Vec<f32>,
     /// The (t, h, w) axis of each rotary frequency: `mrope_section` consecutive chunks.
     axes: Vec<usize>,
@@ -42,6 +41,17 @@ pub struct TextModel {
 /// Chunked M-RoPE (`apply_mrope`): frequencies `0..s_t` follow t, the next `s_h` h, the last `s_w` w.
 pub fn chunked_axes(section: [usize; 3]) -> Vec<usize> {
     (0..3).flat_map(|axis| std::iter::repeat_n(axis, section[axis])).collect()
+}
+
+/// The gate and up halves of a fused `[2i, h]` projection (gate rows first), quantized when the model is.
+fn gate_up(w: &Weights, name: &str, i: usize, h: usize) -> Result<(Linear, Linear)> {
+    if let Some(halves) = w.quantized_parts(name, &[i, i], h)? {
+        if let [gate, up] = halves.as_slice() {
+            return Ok((Linear::quantized(gate.clone(), None)?, Linear::quantized(up.clone(), None)?));
+        }
+    }
+    let fused = w.get(name, &[2 * i, h])?;
+    Ok((Linear::new(fused.narrow(0, 0, i)?, None)?, Linear::new(fused.narrow(0, i, i)?, None)?))
 }
 
 impl TextModel {
@@ -54,24 +64,24 @@ impl TextModel {
             let p = format!("{prefix}.layers.{l}");
             let norm = |name: &str| w.get(&format!("{p}.{name}.weight"), &[h]);
             // One [2i, h] weight, the gate's rows first: split once here so each half is a plain Linear.
-            let gate_up = w.get(&format!("{p}.mlp.gate_up_proj.weight"), &[2 * i, h])?;
+            let (gate_proj, up_proj) = gate_up(w, &format!("{p}.mlp.gate_up_proj.weight"), i, h)?;
             layers.push(Layer {
                 input_norm: norm("input_layernorm")?,
                 post_self_attn_norm: norm("post_self_attn_layernorm")?,
                 post_attention_norm: norm("post_attention_layernorm")?,
                 post_mlp_norm: norm("post_mlp_layernorm")?,
                 // transformers builds q/k/v with biases whatever attention_bias says.
-                q_proj: Linear::load(w, &format!("{p}.self_attn.q_proj"), nq, h, true)?,
-                k_proj: Linear::load(w, &format!("{p}.self_attn.k_proj"), nkv, h, true)?,
-                v_proj: Linear::load(w, &format!("{p}.self_attn.v_proj"), nkv, h, true)?,
-                o_proj: Linear::load(w, &format!("{p}.self_attn.o_proj"), h, nq, false)?,
-                gate_proj: Linear::new(gate_up.narrow(0, 0, i)?, None)?,
-                up_proj: Linear::new(gate_up.narrow(0, i, i)?, None)?,
-                down_proj: Linear::load(w, &format!("{p}.mlp.down_proj"), h, i, false)?,
+                q_proj: Linear::load_quantizable(w, &format!("{p}.self_attn.q_proj"), nq, h, true)?,
+                k_proj: Linear::load_quantizable(w, &format!("{p}.self_attn.k_proj"), nkv, h, true)?,
+                v_proj: Linear::load_quantizable(w, &format!("{p}.self_attn.v_proj"), nkv, h, true)?,
+                o_proj: Linear::load_quantizable(w, &format!("{p}.self_attn.o_proj"), h, nq, false)?,
+                gate_proj,
+                up_proj,
+                down_proj: Linear::load_quantizable(w, &format!("{p}.mlp.down_proj"), h, i, false)?,
             });
         }
         let norm = w.get(&format!("{prefix}.norm.weight"), &[h])?;
-        let lm_head = if tie_word_embeddings { embed_tokens.clone() } else { w.get("lm_head.weight", &[cfg.vocab_size, h])? };
+        let lm_head = OutputHead::load(w, &embed_tokens, &format!("{prefix}.embed_tokens.weight"), tie_word_embeddings)?;
         Ok(Self {
             inv_freq: inv_freq(cfg.rope_theta, cfg.rotary_dim),
             axes: chunked_axes(cfg.mrope_section),
@@ -111,7 +121,7 @@ impl TextModel {
 
     /// f32 logits `[len, vocab]` of final hidden states `[len, hidden]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(linear::times_transposed(hidden, &self.lm_head)?.to_dtype(DType::F32)?)
+        self.lm_head.forward(hidden)
     }
 
     /// Rotates the first `rotary_dim` dimensions of each head (`[heads, len, head_dim]`) in interleaved

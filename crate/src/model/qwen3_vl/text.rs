@@ -6,7 +6,7 @@ use candle_core::{DType, Tensor};
 use super::config::TextConfig;
 use super::rope::mrope_axes;
 use crate::error::Result;
-use crate::model::linear::{self, Linear};
+use crate::model::linear::{Linear, OutputHead};
 use crate::model::rope::{inv_freq, mrope_cos_sin};
 use crate::model::{activation, cached_attention, rms_norm, KvCache, Trace};
 use crate::weights::Weights;
@@ -37,8 +37,7 @@ pub struct TextModel {
     embed_tokens: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
-    /// `[vocab, hidden]`; the same storage as `embed_tokens` when tied.
-    lm_head: Tensor,
+    lm_head: OutputHead,
     inv_freq: Vec<f32>,
     /// The (t, h, w) axis of each rotary frequency.
     axes: Vec<usize>,
@@ -57,21 +56,19 @@ impl TextModel {
             layers.push(Layer {
                 input_norm: w.get(&format!("{p}.input_layernorm.weight"), &[h])?,
                 post_attn_norm: w.get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
-                q_proj: Linear::load(w, &format!("{p}.self_attn.q_proj"), nq, h, bias)?,
-                k_proj: Linear::load(w, &format!("{p}.self_attn.k_proj"), nkv, h, bias)?,
-                v_proj: Linear::load(w, &format!("{p}.self_attn.v_proj"), nkv, h, bias)?,
-                o_proj: Linear::load(w, &format!("{p}.self_attn.o_proj"), h, nq, bias)?,
+                q_proj: Linear::load_quantizable(w, &format!("{p}.self_attn.q_proj"), nq, h, bias)?,
+                k_proj: Linear::load_quantizable(w, &format!("{p}.self_attn.k_proj"), nkv, h, bias)?,
+                v_proj: Linear::load_quantizable(w, &format!("{p}.self_attn.v_proj"), nkv, h, bias)?,
+                o_proj: Linear::load_quantizable(w, &format!("{p}.self_attn.o_proj"), h, nq, bias)?,
                 q_norm: w.get(&format!("{p}.self_attn.q_norm.weight"), &[hd])?,
                 k_norm: w.get(&format!("{p}.self_attn.k_norm.weight"), &[hd])?,
-                gate_proj: Linear::load(w, &format!("{p}.mlp.gate_proj"), i, h, false)?,
-                up_proj: Linear::load(w, &format!("{p}.mlp.up_proj"), i, h, false)?,
-                down_proj: Linear::load(w, &format!("{p}.mlp.down_proj"), h, i, false)?,
+                gate_proj: Linear::load_quantizable(w, &format!("{p}.mlp.gate_proj"), i, h, false)?,
+                up_proj: Linear::load_quantizable(w, &format!("{p}.mlp.up_proj"), i, h, false)?,
+                down_proj: Linear::load_quantizable(w, &format!("{p}.mlp.down_proj"), h, i, false)?,
             });
         }
         let norm = w.get(&format!("{prefix}.norm.weight"), &[h])?;
-        // Tied checkpoints omit lm_head.weight (transformers 5 `save_pretrained`); when tied it is
-        // ignored even if present, as transformers does.
-        let lm_head = if tie_word_embeddings { embed_tokens.clone() } else { w.get("lm_head.weight", &[cfg.vocab_size, h])? };
+        let lm_head = OutputHead::load(w, &embed_tokens, &format!("{prefix}.embed_tokens.weight"), tie_word_embeddings)?;
         Ok(Self {
             inv_freq: inv_freq(cfg.rope_theta, hd),
             axes: mrope_axes(hd / 2, cfg.mrope_section),
@@ -131,7 +128,7 @@ impl TextModel {
 
     /// f32 logits `[len, vocab]` of final hidden states `[len, hidden]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(linear::times_transposed(hidden, &self.lm_head)?.to_dtype(DType::F32)?)
+        self.lm_head.forward(hidden)
     }
 
     fn layer_forward(&self, layer: &Layer, index: usize, x: &Tensor, cos: &Tensor, sin: &Tensor, cache: &mut KvCache) -> Result<Tensor> {

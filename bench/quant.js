@@ -1,0 +1,151 @@
+#!/usr/bin/env node
+// Quantized weights against f32 and bf16, on the same model, the same prompts and pages, in one run: load time
+// (the first load quantizes and writes the cache, the second reads it), peak RSS, vision encode per page, text
+// prefill and decode tok/s, and decode against this machine's bandwidth bound (bytes a decode step reads: the
+// decoder's weights at their stored types, the output head, the KV cache; divided by the DRAM read bandwidth the
+// bench measures first, with bench/machine.rs). With --llama, llama.cpp runs the same text decoder at the same
+// quantization on the same token ids (bench/llamacpp_ref.py) and the ratio is printed.
+//
+//   node bench/quant.js [--family glm4v|qwen3vl] [--model DIR] [--configs f32,bf16,q8_0,q4k] [--reps 2]
+//                       [--decode 32] [--prompt-tokens 1500] [--llama PY --gguf-dir DIR] [--load-only]
+//
+// --model defaults to the family's random bench model (see engine.js). --load-only loads each configuration
+// twice (quantizing, then from the cache) and reports only load time and peak RSS: for checkpoints too large to
+// run here (a 9B-shaped model). Each configuration runs in its own processes.
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { availableParallelism, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import { buildCases, fmt, pickModel, root, runOurs, summarize } from './engine-common.js'
+
+const args = process.argv.slice(2)
+const opt = (name, dflt) => {
+  const i = args.indexOf(`--${name}`)
+  return i >= 0 ? args[i + 1] : dflt
+}
+
+/** Bytes per weight of each ggml block type, and the type a quantization gives rows of `cols` values (as quant.rs);
+ * declared before the top-level await below. */
+const BYTES = { q8_0: 34 / 32, q4_0: 18 / 32, q5_0: 22 / 32, q5_1: 24 / 32, q4k: 144 / 256, q5k: 176 / 256, q6k: 210 / 256, f32: 4, bf16: 2, f16: 2 }
+const FALLBACK = { q4k: 'q5_0', q5k: 'q5_1', q6k: 'q8_0' }
+
+if (args[0] === '--worker') {
+  await runOurs(JSON.parse(readFileSync(args[1], 'utf8')))
+} else {
+  await drive()
+}
+
+async function drive() {
+  const { family, model } = pickModel(opt('family', opt('model') ? undefined : 'glm4v'), opt('model'))
+  const configs = opt('configs', 'f32,bf16,q8_0,q4k').split(',')
+  const reps = Number(opt('reps', 2))
+  const decode = Number(opt('decode', 32))
+  const promptTokens = Number(opt('prompt-tokens', 1500))
+  const loadOnly = args.includes('--load-only')
+  const threads = availableParallelism()
+  const machine = JSON.parse(
+    execFileSync('cargo', ['run', '--release', '--quiet', '--example', 'machine'], { cwd: join(root, 'crate'), encoding: 'utf8' }).trim().split('\n').pop(),
+  )
+  console.log(`machine: ${machine.cpu}, ${machine.threads} threads, ${machine.isa}; FMA peak ${machine.fma_gflops} GFLOP/s, DRAM read ${machine.read_gbs} GB/s (bench/machine.rs)`)
+
+  const dir = mkdtempSync(join(tmpdir(), 'vtc-bench-quant-'))
+  const { textCases, pageCases, tokenizer } = loadOnly ? { textCases: [], pageCases: [] } : await buildCases(model, reps, promptTokens, dir)
+  console.log(`model ${model} (${family}); ${loadOnly ? 'load only' : `prompts ≈${promptTokens} tokens, decode ${decode} tokens, best of ${reps} after a warm-up`}`)
+  const cfg = textConfig(model)
+  const env = { ...process.env, RAYON_NUM_THREADS: String(threads) }
+  const worker = (spec) => {
+    const file = join(dir, 'spec.json')
+    writeFileSync(file, JSON.stringify({ model, threads, decode_tokens: decode, text_cases: [], page_cases: [], ...spec }))
+    const out = execFileSync(process.execPath, [fileURLToPath(import.meta.url), '--worker', file], { env, encoding: 'utf8', maxBuffer: 1 << 26, stdio: ['ignore', 'pipe', 'inherit'] })
+    return JSON.parse(out.trim().split('\n').pop())
+  }
+
+  const rows = []
+  for (const config of configs) {
+    const quantize = ['f32', 'bf16', 'f16'].includes(config) ? undefined : config
+    const base = { dtype: quantize ? 'f32' : config, ...(quantize ? { quantize, quant_cache_dir: join(dir, 'cache') } : {}) }
+    rmSync(join(dir, 'cache'), { recursive: true, force: true })
+    // the first load of a quantized model quantizes and writes the cache; what follows reads the cache
+    const first = worker(base)
+    const run = loadOnly && !quantize ? first : worker({ ...base, text_cases: textCases, page_cases: pageCases })
+    rows.push({ config, quantize, first, run, summary: loadOnly ? undefined : summarize(run, decode) })
+  }
+
+  let llama
+  const llamaPython = opt('llama')
+  if (llamaPython && !loadOnly) llama = runLlama(llamaPython, opt('gguf-dir'), configs, textCases, tokenizer, decode, dir)
+  rmSync(dir, { recursive: true, force: true })
+
+  console.log('')
+  const head = ['', 'load', 'cached', 'peak RSS', ...(loadOnly ? [] : ['vision/page', 'prefill', 'decode', 'B/token', 'of bound', 'llama.cpp'])]
+  const table = [head, ['', 's', 's', 'MB', ...(loadOnly ? [] : ['ms', 'tok/s', 'tok/s', 'MB', '', 'decode'])]]
+  for (const r of rows) {
+    const cells = [r.config, r.first.load_s.toFixed(1), r.quantize ? r.run.load_s.toFixed(1) : '–', fmt(Math.max(r.first.peak_rss_mb, r.run.peak_rss_mb))]
+    if (!loadOnly) {
+      const s = r.summary
+      const bytes = decodeBytes(cfg, r.config, s.prompt + decode / 2)
+      const bound = (machine.read_gbs * 1e9) / bytes
+      const l = llama?.[r.config]
+      cells.push(fmt(s.visionMs), fmt(s.prefill), fmt(s.decode), fmt(bytes / 1e6), `${Math.round((100 * s.decode) / bound)}%`, l ? `${fmt(l.decode_tok_s)} (${(s.decode / l.decode_tok_s).toFixed(2)}×)` : '–')
+    }
+    table.push(cells)
+  }
+  const widths = head.map((_, i) => Math.max(...table.map((row) => row[i].length)))
+  for (const row of table) console.log(row.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  '))
+  if (llama) {
+    console.log('\nllama.cpp, same text decoder and token ids:')
+    for (const [config, l] of Object.entries(llama)) {
+      const s = rows.find((r) => r.config === config)?.summary
+      console.log(`  ${config}: ${l.engine}; prefill ${fmt(l.prefill_tok_s)} tok/s (ours ${(s.prefill / l.prefill_tok_s).toFixed(2)}×), decode ${fmt(l.decode_tok_s)} tok/s (ours ${(s.decode / l.decode_tok_s).toFixed(2)}×)`)
+    }
+  }
+}
+
+/** The text decoder's shape from config.json (both families; GLM-4.1V's head_dim is hidden / heads). */
+function textConfig(model) {
+  const c = JSON.parse(readFileSync(join(model, 'config.json'), 'utf8'))
+  const t = c.text_config ?? c
+  const heads = t.num_attention_heads
+  const tied = c.tie_word_embeddings ?? t.tie_word_embeddings ?? false
+  return { hidden: t.hidden_size, layers: t.num_hidden_layers, heads, kv: t.num_key_value_heads ?? heads, headDim: t.head_dim ?? t.hidden_size / heads, inter: t.intermediate_size, vocab: t.vocab_size, tied }
+}
+
+function blockBytes(config, cols) {
+  if (BYTES[config] === undefined) throw new Error(`unknown configuration ${config}`)
+  if (['f32', 'bf16', 'f16'].includes(config)) return BYTES[config]
+  const block = config.endsWith('k') ? 256 : 32
+  if (cols % block === 0) return BYTES[config]
+  const fb = FALLBACK[config]
+  return fb && cols % 32 === 0 ? BYTES[fb] : 4
+}
+
+/** Bytes one decode step reads at KV length `ctx`: every decoder linear weight, the output head, the f32 KV cache. */
+function decodeBytes(c, config, ctx) {
+  const { hidden: h, heads, kv, headDim: hd, inter: i, layers, vocab } = c
+  const linears = [
+    [heads * hd, h], [kv * hd, h], [kv * hd, h], [h, heads * hd], [i, h], [i, h], [h, i],
+  ]
+  const perLayer = linears.reduce((n, [rows, cols]) => n + rows * cols * blockBytes(config, cols), 0)
+  const head = vocab * h * blockBytes(config, h)
+  const kvBytes = layers * 2 * kv * hd * ctx * 4
+  return layers * perLayer + head + kvBytes
+}
+
+/** llama.cpp on the same token ids, for each quantization with a GGUF file in `ggufDir` (<config>.gguf). */
+function runLlama(python, ggufDir, configs, textCases, tokenizer, decode, dir) {
+  const out = {}
+  for (const config of configs) {
+    const gguf = join(ggufDir ?? '', `${config}.gguf`)
+    if (!existsSync(gguf)) {
+      console.log(`llama.cpp: no ${gguf}, skipped`)
+      continue
+    }
+    const spec = join(dir, `llama-${config}.json`)
+    writeFileSync(spec, JSON.stringify({ gguf, threads: availableParallelism(), decode_tokens: decode, prompt_ids: textCases.map((c) => Array.from(tokenizer.encode(c.text))) }))
+    const res = execFileSync(python, [join(root, 'bench/llamacpp_ref.py'), spec], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+    out[config] = JSON.parse(res.trim().split('\n').pop())
+  }
+  return out
+}
