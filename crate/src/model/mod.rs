@@ -10,6 +10,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod norm;
 pub mod prompt;
+pub mod qkernels;
 pub mod qwen3_vl;
 pub mod rope;
 pub mod vision_tower;
