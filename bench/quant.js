@@ -8,10 +8,15 @@
 //
 //   node bench/quant.js [--family glm4v|qwen3vl] [--model DIR] [--configs f32,bf16,q8_0,q4k] [--reps 2]
 //                       [--decode 32] [--prompt-tokens 1500] [--llama PY --gguf-dir DIR] [--load-only]
+//   node bench/quant.js --quality [--model DIR] [--configs q8_0,q4k] [--trace-tokens 2500]
 //
 // --model defaults to the family's random bench model (see engine.js). --load-only loads each configuration
 // twice (quantizing, then from the cache) and reports only load time and peak RSS: for checkpoints too large to
 // run here (a 9B-shaped model). Each configuration runs in its own processes.
+// --quality measures what each quantization does to the next-token distributions instead (bench/quant_quality.rs):
+// the first correct trace of ../shared/data/math500-r1-traces.parquet with at least --trace-tokens tokens,
+// teacher-forced as the assistant turn after its own first page rendered by our renderer; top-1 agreement with
+// f32, mean KL(f32 ‖ quantized), largest |Δ logit| over every trace position.
 import { execFileSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, tmpdir } from 'node:os'
@@ -33,8 +38,41 @@ const FALLBACK = { q4k: 'q8_0', q5k: 'q8_0', q6k: 'q8_0' }
 
 if (args[0] === '--worker') {
   await runOurs(JSON.parse(readFileSync(args[1], 'utf8')))
+} else if (args.includes('--quality')) {
+  await quality()
 } else {
   await drive()
+}
+
+async function quality() {
+  const { model } = pickModel(opt('family', opt('model') ? undefined : 'glm4v'), opt('model'))
+  const configs = opt('configs', 'q8_0,q4k')
+  const want = Number(opt('trace-tokens', 2500))
+  const { asyncBufferFromFile, parquetReadObjects } = await import('hyparquet')
+  const { Renderer } = await import('../dist/index.js')
+  const { NativeTokenizer } = await import('../index.js')
+  const tok = NativeTokenizer.fromFile(join(model, 'tokenizer.json'))
+  const file = await asyncBufferFromFile(join(root, '../shared/data/math500-r1-traces.parquet'))
+  const rows = await parquetReadObjects({ file, columns: ['raw_output', 'correct'] })
+  const row = rows.find((r) => r.correct && tok.count(r.raw_output) >= want)
+  if (!row) throw new Error(`no correct trace of ${want} tokens`)
+  const trace = row.raw_output
+  const renderer = await Renderer.create({ preset: 'vtc-r1' })
+  const page = (await renderer.render(trace, { channels: 3 })).pages[0]
+  const dir = mkdtempSync(join(tmpdir(), 'vtc-bench-quality-'))
+  writeFileSync(join(dir, 'trace.txt'), trace)
+  writeFileSync(join(dir, 'page.rgb'), page.data)
+  console.log(`model ${model}; trace of ${tok.count(trace)} tokens after a ${page.width}×${page.height} page of it`)
+  const out = execFileSync('cargo', ['run', '--release', '--quiet', '--example', 'quant_quality', '--', model, join(dir, 'trace.txt'), join(dir, 'page.rgb'), String(page.width), String(page.height), configs], {
+    cwd: join(root, 'crate'),
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  rmSync(dir, { recursive: true, force: true })
+  for (const line of out.trim().split('\n')) {
+    const r = JSON.parse(line)
+    console.log(`${r.quantization.padEnd(5)}  ${r.positions} positions: top-1 agreement ${(100 * r.top1_agreement).toFixed(2)}%, mean KL ${r.mean_kl.toExponential(2)} nats, max |Δ logit| ${r.max_abs_logit_diff.toFixed(3)}`)
+  }
 }
 
 async function drive() {
