@@ -219,6 +219,10 @@ impl CacheFile {
         let start = usize::try_from(self.content.tensor_data_offset.checked_add(info.offset)?).ok()?;
         let data = self.mmap.get(start..start.checked_add(bytes)?)?;
         let storage = QStorage::from_data(Cow::Borrowed(data), device, dtype).ok()?;
+        // The blocks were copied: hand the mapped pages back, so loading from the cache peaks near the model's
+        // size, not twice it.
+        // SAFETY: nothing borrows this range of the read-only mapping any more.
+        let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, bytes) };
         QTensor::new(storage, (shape[0], shape[1])).ok()
     }
 }
