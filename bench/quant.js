@@ -8,11 +8,13 @@
 //
 //   node bench/quant.js [--family glm4v|qwen3vl] [--model DIR] [--configs f32,bf16,q8_0,q4k] [--reps 2]
 //                       [--decode 32] [--prompt-tokens 1500] [--llama PY --gguf-dir DIR] [--load-only]
+//                       [--dtype f32|bf16]
 //   node bench/quant.js --quality [--model DIR] [--configs q8_0,q4k] [--trace-tokens 2500]
 //
 // --model defaults to the family's random bench model (see engine.js). --load-only loads each configuration
 // twice (quantizing, then from the cache) and reports only load time and peak RSS: for checkpoints too large to
-// run here (a 9B-shaped model). Each configuration runs in its own processes.
+// run here (a 9B-shaped model). --dtype is the type of what a quantized configuration leaves unquantized
+// (embeddings, norms, vision tower; default f32). Each configuration runs in its own processes.
 // --quality measures what each quantization does to the next-token distributions instead (bench/quant_quality.rs):
 // the first correct trace of ../shared/data/math500-r1-traces.parquet with at least --trace-tokens tokens,
 // teacher-forced as the assistant turn after its own first page rendered by our renderer; top-1 agreement with
@@ -82,6 +84,7 @@ async function drive() {
   const decode = Number(opt('decode', 32))
   const promptTokens = Number(opt('prompt-tokens', 1500))
   const loadOnly = args.includes('--load-only')
+  const restDtype = opt('dtype', 'f32')
   const threads = availableParallelism()
   const machine = JSON.parse(
     execFileSync('cargo', ['run', '--release', '--quiet', '--example', 'machine'], { cwd: join(root, 'crate'), encoding: 'utf8' }).trim().split('\n').pop(),
@@ -90,7 +93,7 @@ async function drive() {
 
   const dir = mkdtempSync(join(tmpdir(), 'vtc-bench-quant-'))
   const { textCases, pageCases, tokenizer } = loadOnly ? { textCases: [], pageCases: [] } : await buildCases(model, reps, promptTokens, dir)
-  console.log(`model ${model} (${family}); ${loadOnly ? 'load only' : `prompts ≈${promptTokens} tokens, decode ${decode} tokens, best of ${reps} after a warm-up`}`)
+  console.log(`model ${model} (${family}); quantized configurations keep the rest in ${restDtype}; ${loadOnly ? 'load only' : `prompts ≈${promptTokens} tokens, decode ${decode} tokens, best of ${reps} after a warm-up`}`)
   const cfg = textConfig(model)
   const env = { ...process.env, RAYON_NUM_THREADS: String(threads) }
   const worker = (spec) => {
@@ -103,7 +106,7 @@ async function drive() {
   const rows = []
   for (const config of configs) {
     const quantize = ['f32', 'bf16', 'f16'].includes(config) ? undefined : config
-    const base = { dtype: quantize ? 'f32' : config, ...(quantize ? { quantize, quant_cache_dir: join(dir, 'cache') } : {}) }
+    const base = { dtype: quantize ? restDtype : config, ...(quantize ? { quantize, quant_cache_dir: join(dir, 'cache') } : {}) }
     rmSync(join(dir, 'cache'), { recursive: true, force: true })
     // the first load of a quantized model quantizes and writes the cache; what follows reads the cache
     const first = worker(base)
@@ -117,10 +120,11 @@ async function drive() {
   rmSync(dir, { recursive: true, force: true })
 
   console.log('')
-  const head = ['', 'load', 'cached', 'peak RSS', ...(loadOnly ? [] : ['vision/page', 'prefill', 'decode', 'B/token', 'of bound', 'llama.cpp'])]
-  const table = [head, ['', 's', 's', 'MB', ...(loadOnly ? [] : ['ms', 'tok/s', 'tok/s', 'MB', '', 'decode'])]]
+  const head = ['', 'load', 'cached', 'peak RSS', 'quantizing', ...(loadOnly ? [] : ['vision/page', 'prefill', 'decode', 'B/token', 'of bound', 'llama.cpp'])]
+  const table = [head, ['', 's', 's', 'MB', 'MB', ...(loadOnly ? [] : ['ms', 'tok/s', 'tok/s', 'MB', '', 'decode'])]]
   for (const r of rows) {
-    const cells = [r.config, r.first.load_s.toFixed(1), r.quantize ? r.run.load_s.toFixed(1) : '–', fmt(Math.max(r.first.peak_rss_mb, r.run.peak_rss_mb))]
+    // peak RSS of the process that loaded from the cache (and ran the cases), and of the one that quantized
+    const cells = [r.config, r.first.load_s.toFixed(1), r.quantize ? r.run.load_s.toFixed(1) : '–', fmt(r.run.peak_rss_mb), r.quantize ? fmt(r.first.peak_rss_mb) : '–']
     if (!loadOnly) {
       const s = r.summary
       const bytes = decodeBytes(cfg, r.config, s.prompt + decode / 2)
