@@ -21,7 +21,9 @@ export declare class NativeEngine {
   get contextLength(): number
   /**
    * Generates a reply; `onEvent` receives the text as it is produced. Aborting `signal` stops
-   * generation between tokens and resolves with `finishReason: 'cancelled'`.
+   * generation between tokens and resolves with `finishReason: 'cancelled'`. The request goes straight to
+   * the engine's queue and the promise settles from its worker, so no Node thread waits while it runs
+   * and any number of requests can be in flight (the engine batches them).
    */
   generate(request: NativeGenerateRequest, onEvent: (event: NativeGenerationEvent) => void, signal?: AbortSignal | undefined | null): Promise<NativeGenerationResult>
   /** Frees the model once running requests finish; later calls fail. */
@@ -150,8 +152,12 @@ export interface NativeLoadOptions {
   quantize?: string
   /** Directory of the quantized-weight cache (default: the OS cache directory). */
   quantCacheDir?: string
-  /** Reuse the KV cache of the previous request's shared prompt prefix (default true). */
+  /** Reuse KV caches of earlier and running requests up to a shared prompt prefix (default true). */
   prefixReuse?: boolean
+  /** Megabytes the KV caches kept for prefix reuse may take (default 1024). */
+  prefixCacheMb?: number
+  /** Sequences decoded together, 1 to 16 (default 8); more requests wait in the queue. */
+  maxBatch?: number
   /** Images whose vision features are cached (default 16; 0 turns the cache off). */
   visionCacheImages?: number
   /** Pixel budget per image, overriding `preprocessor_config.json` (`size.longest_edge`). */

@@ -282,3 +282,65 @@ fn glm4v_engine_reproduces_golden_and_honours_the_page_budget() {
     let c = trained.generate(request_in(&dir, &gj, &["m500-060_page_001.png", "openr1-0_page_002.png"], greedy(2))).unwrap();
     assert_eq!(c.usage.vision_tokens, 660);
 }
+
+/// Continuous batching: requests run together give exactly the tokens each gives alone (greedy and seeded
+/// sampling, text and pages, different lengths, some leaving early so others join mid-batch), for both
+/// families; the batched run shares prompt prefixes between sequences, and the golden greedy continuations
+/// still come out.
+#[test]
+fn a_request_gives_the_same_tokens_alone_and_in_a_batch() {
+    use vtc_r1::generate::SamplingRequest as S;
+    let sampled = |seed, max_tokens| GenerationParams {
+        sampling: S { temperature: Some(0.9), top_k: Some(40), seed: Some(seed), ..Default::default() },
+        ..greedy(max_tokens)
+    };
+    for (dir, pages) in [
+        (e2e_dir(), ["openr1-0_page_001.png", "m500-011_page_002.png"]),
+        (family_dir("glm4v").join("e2e"), ["m500-060_page_001.png", "openr1-0_page_002.png"]),
+    ] {
+        let gj: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+        let g = Golden::load(&dir);
+        let requests = vec![
+            request_in(&dir, &gj, &[], greedy(24)),
+            request_in(&dir, &gj, &[], sampled(1, 20)),
+            request_in(&dir, &gj, &pages[..1], greedy(24)),
+            request_in(&dir, &gj, &[], sampled(2, 6)),
+            request_in(&dir, &gj, &pages[..1], sampled(3, 16)),
+            request_in(&dir, &gj, &pages, greedy(24)),
+            request_in(&dir, &gj, &pages, sampled(4, 12)),
+        ];
+        let alone = Engine::load(&dir, EngineOptions { max_batch: 1, reuse_prefix: false, vision_cache_images: 0, ..Default::default() }).unwrap();
+        let want: Vec<_> = requests.iter().map(|r| alone.generate(r.clone()).unwrap()).collect();
+        assert_eq!(want[0].tokens, g.ids("text.greedy_tokens"));
+        assert_eq!(want[2].tokens, g.ids("one_page.greedy_tokens"));
+        assert_eq!(want[5].tokens, g.ids("two_pages.greedy_tokens"));
+
+        let run_batched = |opts: EngineOptions| {
+            let engine = Engine::load(&dir, opts).unwrap();
+            let handles: Vec<_> = requests.iter().map(|r| engine.submit(r.clone(), |_| {}).unwrap()).collect();
+            handles.into_iter().map(|h| h.wait().unwrap()).collect::<Vec<_>>()
+        };
+        // Without prefix reuse, and with it (a shared prefix prefilled once, the rest in chunks starting after
+        // it), every sequence gets exactly the bits it gets alone.
+        for (reuse, got) in [(false, run_batched(EngineOptions { max_batch: 4, reuse_prefix: false, ..Default::default() })), (true, run_batched(EngineOptions { max_batch: 4, ..Default::default() }))] {
+            for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+                let what = format!("{}: request {i}, prefix reuse {reuse}", dir.display());
+                assert_eq!((&a.tokens, &a.text, a.finish_reason), (&b.tokens, &b.text, b.finish_reason), "{what}");
+                assert_eq!(a.logprobs, b.logprobs, "{what}");
+            }
+            if reuse {
+                // Every request after the first shares at least the system prompt and question with an earlier one.
+                assert!(got[1..].iter().all(|c| c.usage.cached_tokens > 0), "{:?}", got.iter().map(|c| c.usage.cached_tokens).collect::<Vec<_>>());
+            }
+        }
+    }
+}
+
+/// `max_batch` outside 1..=16 is refused with a message naming the option.
+#[test]
+fn max_batch_out_of_range_is_refused() {
+    for n in [0, 17] {
+        let err = Engine::load(e2e_dir(), EngineOptions { max_batch: n, ..Default::default() }).err().unwrap();
+        assert!(err.to_string().contains("maxBatch"), "{err}");
+    }
+}

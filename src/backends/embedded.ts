@@ -148,10 +148,19 @@ export interface LoadModelOptions {
   /** Directory of the quantized-weight cache (default: `vtc-r1/quantized` in the OS cache directory). */
   quantCacheDir?: string
   /**
-   * Reuse the KV cache of the prompt prefix a request shares with the previous one (default true), so a
-   * round of the loop only prefills its new pages. Off: every prompt is prefilled from scratch.
+   * Reuse the KV cache of the prompt prefix a request shares with an earlier or a running one (default true),
+   * so a round of the loop only prefills its new pages and 16 samples of one question prefill it once. Off:
+   * every prompt is prefilled from scratch.
    */
   prefixReuse?: boolean
+  /** Megabytes the KV caches kept for prefix reuse may take (default 1024); the least recently used go first. */
+  prefixCacheMb?: number
+  /**
+   * Requests decoded together, 1 to 16 (default 8). Their decode steps share one pass over the weights, so on a
+   * CPU 8 sequences cost little more than one; more requests wait in the queue. A request's tokens do not depend
+   * on the others in its batch.
+   */
+  maxBatch?: number
   /** Cache vision features per page image so each is encoded once per run: `true` (default, 16 images), a number of images, or `false`. */
   visionCache?: boolean | number
   /**
@@ -184,7 +193,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
     )
   }
   if (typeof dir !== 'string' || !dir) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', 'loadModel: give the model directory')
-  const { signal, prefixReuse, visionCache, maxPixels, minPixels, imageMaxPixels, ...rest } = options
+  const { signal, prefixReuse, visionCache, maxPixels, minPixels, imageMaxPixels, maxBatch, prefixCacheMb, ...rest } = options
   if (prefixReuse !== undefined && typeof prefixReuse !== 'boolean') {
     throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `loadModel: prefixReuse must be a boolean, got ${JSON.stringify(prefixReuse)}`)
   }
@@ -196,12 +205,20 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
       throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `loadModel: ${name} must be a positive whole number of pixels, got ${JSON.stringify(v)}`)
     }
   }
+  if (maxBatch !== undefined && !(Number.isInteger(maxBatch) && maxBatch >= 1 && maxBatch <= 16)) {
+    throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `loadModel: maxBatch must be a whole number of sequences from 1 to 16, got ${JSON.stringify(maxBatch)}`)
+  }
+  if (prefixCacheMb !== undefined && !(Number.isInteger(prefixCacheMb) && prefixCacheMb >= 0 && prefixCacheMb < 2 ** 32)) {
+    throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `loadModel: prefixCacheMb must be a whole number of megabytes, got ${JSON.stringify(prefixCacheMb)}`)
+  }
   const load: NativeLoadOptions = {
     ...(maxPixels !== undefined ? { maxPixels } : {}),
     ...(minPixels !== undefined ? { minPixels } : {}),
     ...(imageMaxPixels !== undefined ? { imageMaxPixels } : {}),
     ...rest,
     ...(prefixReuse !== undefined ? { prefixReuse } : {}),
+    ...(maxBatch !== undefined ? { maxBatch } : {}),
+    ...(prefixCacheMb !== undefined ? { prefixCacheMb } : {}),
     ...(visionCache === false ? { visionCacheImages: 0 } : typeof visionCache === 'number' ? { visionCacheImages: visionCache } : {}),
   }
   try {

@@ -38,8 +38,8 @@ export const EVAL_HELP = `usage: vtc-r1 eval (--model DIR | --base-url URL [--ap
   --mode M              vtc, baseline or both (default both)
   --samples N           samples per question (default: the protocol's, AIME25/AMC23 16, others 1)
   --limit N             only the first N questions of each benchmark
-  --concurrency N       samples at once (default 1 with --model: the engine runs one request at a time;
-                        4 with --base-url). Latency includes time queued at the server.
+  --concurrency N       samples at once (default 8). With --model the engine decodes them together, up to 16
+                        (its batch); with --base-url the server batches them. Latency includes time queued.
   --out DIR             output directory (default vtc-r1-eval)
   --retry-failed        redo the samples recorded as failed
   --report-only         only (re)write the reports from DIR/results.jsonl
@@ -114,10 +114,11 @@ export async function evalCommand(argv: string[]): Promise<void> {
   if (values.model && values['base-url']) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', 'eval: give either --model DIR or --base-url URL, not both')
   if (values.model && !existsSync(values.model)) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `--model ${values.model}: no such directory`)
   const memory = memoryOptionsFromArgs(values)
-  const concurrency = values.concurrency === undefined ? (values.model ? 1 : 4) : positiveInt('--concurrency', values.concurrency)
+  const concurrency = values.concurrency === undefined ? 8 : positiveInt('--concurrency', values.concurrency)
   const samples = values.samples === undefined ? undefined : positiveInt('--samples', values.samples)
   const limit = values.limit === undefined ? undefined : positiveInt('--limit', values.limit)
-  const backend = await backendFromArgs(values, 'eval')
+  // the samples in flight are the engine's batch (more than it decodes together wait in its queue)
+  const backend = await backendFromArgs(values, 'eval', values.model ? Math.min(concurrency, 16) : undefined)
 
   const interrupt = stopOnInterrupt('vtc-r1: interrupted; stopping the samples in flight')
   let bar: ProgressBar | undefined

@@ -70,8 +70,11 @@ export interface BackendArgs {
   'context-length'?: string
 }
 
-/** The backend the flags name: the embedded engine (`--model DIR`) or an OpenAI-compatible server (`--base-url`). */
-export async function backendFromArgs(v: BackendArgs, command: string): Promise<Backend> {
+/**
+ * The backend the flags name: the embedded engine (`--model DIR`) or an OpenAI-compatible server (`--base-url`).
+ * `maxBatch`: how many requests the embedded engine decodes together (its default when not given).
+ */
+export async function backendFromArgs(v: BackendArgs, command: string, maxBatch?: number): Promise<Backend> {
   if (v.model && v['base-url']) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `${command}: give either --model DIR or --base-url URL, not both`)
   const contextLength = v['context-length'] === undefined ? undefined : positiveInt('--context-length', v['context-length'])
   if (v.model) {
@@ -86,6 +89,7 @@ export async function backendFromArgs(v: BackendArgs, command: string): Promise<
       ...(v['quant-cache-dir'] !== undefined ? { quantCacheDir: v['quant-cache-dir'] } : {}),
       ...(v['image-max-pixels'] !== undefined ? { imageMaxPixels: positiveInt('--image-max-pixels', v['image-max-pixels']) } : {}),
       ...(v['max-pixels'] !== undefined ? { maxPixels: positiveInt('--max-pixels', v['max-pixels']) } : {}),
+      ...(maxBatch !== undefined ? { maxBatch } : {}),
     })
   }
   for (const flag of ['device', 'dtype', 'quantize', 'quant-cache-dir', 'image-max-pixels', 'max-pixels'] as const) {

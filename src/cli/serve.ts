@@ -25,6 +25,8 @@ export const SERVE_HELP = `usage: vtc-r1 serve (--model DIR | --base-url URL [--
   --host HOST           default 127.0.0.1
   --port N              default 8000
   --max-body-mb N       largest request body (default 64)
+  --max-batch N         embedded engine: requests decoded together, 1 to 16 (default 8)
+  --max-queue N         requests admitted at once, running or waiting (default 64); more get 429 + Retry-After
   --images-dir DIR      accept image parts given as local file paths inside DIR
   --local-images        accept any local file path the server can read (default only on a loopback host)
   --no-local-images     accept data URLs only
@@ -43,6 +45,8 @@ export async function serveCommand(argv: string[]): Promise<void> {
       host: { type: 'string' },
       port: { type: 'string' },
       'max-body-mb': { type: 'string' },
+      'max-batch': { type: 'string' },
+      'max-queue': { type: 'string' },
       'images-dir': { type: 'string' },
       'local-images': { type: 'boolean' },
       'no-local-images': { type: 'boolean' },
@@ -66,11 +70,15 @@ export async function serveCommand(argv: string[]): Promise<void> {
   const options: ServerOptions = {
     localImages,
     maxBodyBytes: values['max-body-mb'] === undefined ? undefined : positiveInt('--max-body-mb', values['max-body-mb']) * 1024 * 1024,
+    maxQueue: values['max-queue'] === undefined ? undefined : positiveInt('--max-queue', values['max-queue']),
     vtc: values['no-vtc'] ? false : values['max-rounds'] !== undefined ? { maxRounds: positiveInt('--max-rounds', values['max-rounds']) } : {},
     log: values.quiet ? undefined : (line) => console.error(`${new Date().toISOString()} ${line}`),
   }
 
-  const backend = await backendFromArgs(values, 'serve')
+  if (values['max-batch'] !== undefined && !values.model) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', 'serve: --max-batch applies to the embedded engine (--model DIR)')
+  const maxBatch = values['max-batch'] === undefined ? undefined : positiveInt('--max-batch', values['max-batch'])
+  if (maxBatch !== undefined && maxBatch > 16) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `--max-batch ${maxBatch}: at most 16`)
+  const backend = await backendFromArgs(values, 'serve', maxBatch)
   const server = createServer(backend, options)
   const { url } = await server.listen(port, host)
   console.error(`vtc-r1: serving ${server.modelIds.join(', ')} at ${url}/v1`)

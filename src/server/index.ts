@@ -39,6 +39,12 @@ export interface ServerOptions {
   vtc?: OpticalMemoryOptions | false
   /** Called with one line per request (method, path, status, duration). */
   log?: (line: string) => void
+  /**
+   * Chat requests admitted at once, running or queued at the model (default 64). The embedded engine decodes up
+   * to its `maxBatch` of them together; one more is answered 429 with a `Retry-After`, never left waiting
+   * without bound.
+   */
+  maxQueue?: number
 }
 
 export interface CloseOptions {
@@ -52,6 +58,7 @@ export class VtcServer {
   readonly http: Server
   private readonly maxBodyBytes: number
   private readonly defaultMaxTokens: number
+  private readonly maxQueue: number
   private readonly running = new Set<AbortController>()
   private closing = false
   /** Requests received and not yet answered. */
@@ -68,6 +75,10 @@ export class VtcServer {
     }
     this.maxBodyBytes = options.maxBodyBytes ?? 64 * 1024 * 1024
     this.defaultMaxTokens = options.defaultMaxTokens ?? 8192
+    this.maxQueue = options.maxQueue ?? 64
+    if (!Number.isInteger(this.maxQueue) || this.maxQueue < 1) {
+      throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `maxQueue must be a whole number of requests, at least 1; got ${JSON.stringify(options.maxQueue)}`)
+    }
     this.http = createHttpServer((req, res) => {
       const t0 = performance.now()
       res.on('finish', () => options.log?.(`${req.method} ${req.url} ${res.statusCode} ${(performance.now() - t0).toFixed(0)}ms`))
@@ -165,6 +176,12 @@ export class VtcServer {
   }
 
   private async chat(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (this.running.size >= this.maxQueue) {
+      // a full queue answers now: the client retries later, or goes elsewhere
+      res.setHeader('retry-after', '1')
+      req.resume()
+      throw new HttpError(429, `the server is busy: ${this.running.size} requests running or queued (the limit); retry shortly`, null, 'server_error', 'queue_full')
+    }
     const raw = await readBody(req, this.maxBodyBytes)
     let body: unknown
     try {

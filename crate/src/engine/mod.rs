@@ -1,7 +1,10 @@
-//! A loaded model on its own worker thread. Requests queue up and run one at a time; each has a
-//! cancellation flag and streams tokens through a callback (called on the worker thread). The worker
-//! keeps the KV cache of the last conversation so a follow-up sharing its prefix (same text and same
-//! images) only prefills the new part, and caches vision features per image so a page is encoded once.
+//! A loaded model on its own worker thread. Requests queue up and up to `max_batch` run together,
+//! continuously batched: their decode steps run as one (the weights are read once per step for all of
+//! them), a newcomer joins between steps and prefills in chunks between them, a finished one leaves. Each
+//! request has a cancellation flag and streams tokens through a callback (called on the worker thread), and
+//! its tokens do not depend on the company it runs in. The worker keeps the KV caches of finished requests
+//! (within a byte budget) so a prompt sharing a prefix with one of them or with a running one (same text and
+//! same images) only prefills the rest, and caches vision features per image so a page is encoded once.
 //! No candle types cross this API, and no model family is named here: the model's [`ModelSpec`] says
 //! what the engine needs to know.
 //!
@@ -32,6 +35,16 @@ use worker::Worker;
 /// Default number of prompt tokens per prefill step: bounds activation memory on long prompts, and
 /// cancellation is checked between steps.
 pub const DEFAULT_PREFILL_CHUNK: usize = 512;
+
+/// Default number of sequences decoded together.
+pub const DEFAULT_MAX_BATCH: usize = 8;
+
+/// Largest `max_batch`: the decode kernels keep a row's result independent of its company up to this many
+/// rows.
+pub const MAX_BATCH_LIMIT: usize = crate::model::linear::MAX_FEW_ROWS;
+
+/// Default byte budget of the prefix cache (KV caches of finished requests).
+pub const DEFAULT_PREFIX_CACHE_BYTES: usize = 1 << 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceKind {
@@ -66,9 +79,13 @@ pub struct EngineOptions {
     pub image_max_pixels: Option<usize>,
     /// Images whose vision features are kept for reuse (0: encode every image every time).
     pub vision_cache_images: usize,
-    /// Reuse the previous request's KV cache up to the longest shared prefix (off: prefill every
+    /// Reuse KV caches of finished and running requests up to the longest shared prefix (off: prefill every
     /// prompt from scratch, for measuring what reuse saves).
     pub reuse_prefix: bool,
+    /// Bytes the KV caches kept for prefix reuse may take; the least recently used go first.
+    pub prefix_cache_bytes: usize,
+    /// Sequences decoded together (1 to [`MAX_BATCH_LIMIT`]); more requests wait in the queue.
+    pub max_batch: usize,
     /// Cap on prompt + generated tokens (defaults to the model's maximum).
     pub max_context: Option<usize>,
 }
@@ -86,6 +103,8 @@ impl Default for EngineOptions {
             image_max_pixels: None,
             vision_cache_images: 16,
             reuse_prefix: true,
+            prefix_cache_bytes: DEFAULT_PREFIX_CACHE_BYTES,
+            max_batch: DEFAULT_MAX_BATCH,
             max_context: None,
         }
     }
@@ -186,17 +205,34 @@ impl Engine {
         cancel: Arc<AtomicBool>,
         on_token: impl FnMut(&TokenEvent) + Send + 'static,
     ) -> Result<RequestHandle> {
-        request.params.validate()?;
         let (reply, result) = mpsc::channel();
-        let job = Job { request, on_token: Box::new(on_token), cancel: cancel.clone(), reply, queued_at: Instant::now() };
+        self.submit_then(request, cancel.clone(), on_token, move |r| {
+            let _ = reply.send(r);
+        })?;
+        Ok(RequestHandle { cancel, result })
+    }
+
+    /// Queues a request whose result goes to `on_done` (called once, on the worker thread) instead of a
+    /// handle to wait on: no thread of the caller's waits while it runs (the Node binding resolves a promise
+    /// from it, so any number of requests can be in flight).
+    pub fn submit_then(
+        &self,
+        request: ChatRequest,
+        cancel: Arc<AtomicBool>,
+        on_token: impl FnMut(&TokenEvent) + Send + 'static,
+        on_done: impl FnOnce(Result<Completion>) + Send + 'static,
+    ) -> Result<()> {
+        request.params.validate()?;
+        let job = Job { request, on_token: Box::new(on_token), cancel: cancel.clone(), on_done: Box::new(on_done), queued_at: Instant::now() };
         self.queued.fetch_add(1, Ordering::Relaxed);
         lock(&self.live).push(cancel.clone());
         let sent = self.jobs.as_ref().map(|j| j.send(job).is_ok()).unwrap_or(false);
         if !sent {
             self.queued.fetch_sub(1, Ordering::Relaxed);
+            lock(&self.live).retain(|f| !Arc::ptr_eq(f, &cancel));
             return Err(Error::Internal("the engine worker stopped".into()));
         }
-        Ok(RequestHandle { cancel, result })
+        Ok(())
     }
 
     /// Runs a request to completion (blocking), without streaming.

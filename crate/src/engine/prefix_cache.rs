@@ -1,43 +1,90 @@
-//! What the worker keeps between requests: the KV cache of the previous conversation (reused up to the
-//! longest prefix a new prompt shares with it, same text and same images) and the vision features of
-//! recently seen images, by content.
+//! What the worker keeps between requests: KV caches of finished sequences, reused up to the longest prefix a
+//! new prompt shares with one of them (same text and same images), within a byte budget, least recently used
+//! first out; and the vision features of recently seen images, by content.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 
+use crate::error::Result;
 use crate::model::{KvCache, VisionFeatures};
 use crate::vision::ProcessedImage;
 
-/// KV cache of the previous request and what it holds, for prefix reuse.
-pub(super) struct Session {
-    pub(super) cache: KvCache,
-    /// Token ids in the cache.
-    ids: Vec<u32>,
-    /// Per cached token: `Some(image key)` for image tokens, so equal ids with different images
-    /// never count as a shared prefix.
-    image_keys: Vec<Option<u64>>,
+/// The tokens a KV cache holds: ids and, per token, `Some(image key)` for image tokens, so equal ids with
+/// different images never count as a shared prefix.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Contents {
+    pub(super) ids: Vec<u32>,
+    pub(super) image_keys: Vec<Option<u64>>,
 }
 
-impl Session {
-    pub(super) fn new(cache: KvCache) -> Self {
-        Self { cache, ids: Vec::new(), image_keys: Vec::new() }
+impl Contents {
+    /// Tokens at the start of `self` and `other` that are equal (ids and images).
+    pub(super) fn shared_with(&self, other: &Contents) -> usize {
+        let a = self.ids.iter().zip(&self.image_keys);
+        a.zip(other.ids.iter().zip(&other.image_keys)).take_while(|(a, b)| a == b).count()
     }
 
-    /// Keeps the cache up to the longest prefix it shares with a new prompt and returns its length. At
-    /// least the prompt's last token is left to run, for its logits.
-    pub(super) fn reuse_for(&mut self, ids: &[u32], image_keys: &[Option<u64>]) -> usize {
-        let cached = self.ids.iter().zip(&self.image_keys);
-        let shared = cached.zip(ids.iter().zip(image_keys)).take_while(|(a, b)| a == b).count().min(ids.len().saturating_sub(1));
-        self.cache.truncate(shared);
-        shared
+    /// The first `n` tokens.
+    pub(super) fn truncated(&self, n: usize) -> Contents {
+        Contents { ids: self.ids[..n.min(self.ids.len())].to_vec(), image_keys: self.image_keys[..n.min(self.image_keys.len())].to_vec() }
     }
 
-    /// Records what the cache holds after a request: its prompt and the generated tokens that went
-    /// through the decoder.
-    pub(super) fn remember(&mut self, prompt: &[u32], image_keys: &[Option<u64>], generated: &[u32]) {
-        let n = self.cache.len();
-        self.ids = prompt.iter().chain(generated).take(n).copied().collect();
-        self.image_keys = image_keys.iter().copied().chain(std::iter::repeat(None)).take(n).collect();
+    /// A generated token (never an image) entered the cache.
+    pub(super) fn push_generated(&mut self, token: u32) {
+        self.ids.push(token);
+        self.image_keys.push(None);
+    }
+}
+
+struct Entry {
+    contents: Contents,
+    cache: KvCache,
+    last_used: u64,
+}
+
+/// KV caches of finished sequences, for prefix reuse.
+pub(super) struct PrefixCache {
+    budget_bytes: usize,
+    entries: Vec<Entry>,
+    clock: u64,
+}
+
+impl PrefixCache {
+    pub(super) fn new(budget_bytes: usize) -> Self {
+        Self { budget_bytes, entries: Vec::new(), clock: 0 }
+    }
+
+    /// The entry sharing the longest prefix with `prompt`, and that length.
+    pub(super) fn best(&self, prompt: &Contents) -> Option<(usize, usize)> {
+        self.entries.iter().enumerate().map(|(i, e)| (i, e.contents.shared_with(prompt))).filter(|&(_, n)| n > 0).max_by_key(|&(i, n)| (n, usize::MAX - i))
+    }
+
+    /// A copy of entry `index`'s first `n` tokens (the entry stays, for the next sequence sharing it).
+    pub(super) fn copy(&mut self, index: usize, n: usize) -> Result<KvCache> {
+        self.clock += 1;
+        let e = &mut self.entries[index];
+        e.last_used = self.clock;
+        e.cache.copy_prefix(n)
+    }
+
+    /// Keeps a finished sequence's cache. Entries it extends are dropped (it serves every prompt they
+    /// serve); then the least recently used go until the rest fit the budget.
+    pub(super) fn insert(&mut self, contents: Contents, cache: KvCache) {
+        if cache.is_empty() || cache.bytes() > self.budget_bytes {
+            return;
+        }
+        self.entries.retain(|e| e.contents.shared_with(&contents) < e.contents.ids.len());
+        self.clock += 1;
+        self.entries.push(Entry { contents, cache, last_used: self.clock });
+        while self.entries.iter().map(|e| e.cache.bytes()).sum::<usize>() > self.budget_bytes {
+            let oldest = self.entries.iter().enumerate().min_by_key(|(_, e)| e.last_used).map(|(i, _)| i).expect("over budget means not empty");
+            self.entries.swap_remove(oldest);
+        }
+    }
+
+    /// Forgets every entry (after an error that may have left a cache half-written).
+    pub(super) fn clear(&mut self) {
+        self.entries.clear();
     }
 }
 
@@ -74,6 +121,57 @@ impl VisionCache {
                 self.map.remove(&old);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    fn text(ids: &[u32]) -> Contents {
+        Contents { ids: ids.to_vec(), image_keys: vec![None; ids.len()] }
+    }
+
+    fn cache_of(tokens: usize) -> KvCache {
+        let mut c = KvCache::new(1, 4096);
+        let k = Tensor::zeros((1, tokens, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
+        c.append(0, &k, &k).unwrap();
+        c.commit(tokens);
+        c
+    }
+
+    #[test]
+    fn the_longest_shared_prefix_wins_and_images_must_match() {
+        let mut pc = PrefixCache::new(usize::MAX);
+        pc.insert(text(&[1, 2, 3, 4]), cache_of(4));
+        pc.insert(text(&[1, 2, 9, 9, 9]), cache_of(5));
+        assert_eq!(pc.best(&text(&[1, 2, 3, 7])), Some((0, 3)));
+        assert_eq!(pc.best(&text(&[1, 2, 9, 9, 1])), Some((1, 4)));
+        assert_eq!(pc.best(&text(&[5])), None);
+        let mut with_image = text(&[1, 2, 3]);
+        with_image.image_keys[2] = Some(42);
+        assert_eq!(pc.best(&with_image), Some((0, 2)));
+        assert_eq!(pc.copy(0, 3).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn an_extended_entry_replaces_its_prefix_and_the_budget_evicts_the_least_recently_used() {
+        let per_token = cache_of(1).bytes() / 256; // buffers start at 256 tokens
+        let mut pc = PrefixCache::new(3 * 256 * per_token);
+        pc.insert(text(&[1, 2]), cache_of(2));
+        pc.insert(text(&[1, 2, 3]), cache_of(3));
+        assert_eq!(pc.entries.len(), 1, "[1, 2] is a prefix of [1, 2, 3]");
+        pc.insert(text(&[5]), cache_of(1));
+        pc.insert(text(&[6]), cache_of(1));
+        pc.copy(0, 2).unwrap(); // [1, 2, 3] used last
+        pc.insert(text(&[7]), cache_of(1));
+        let kept: Vec<u32> = pc.entries.iter().map(|e| e.contents.ids[0]).collect();
+        assert_eq!(kept.len(), 3);
+        assert!(kept.contains(&1) && kept.contains(&7) && !kept.contains(&5), "{kept:?}");
+        // a cache larger than the whole budget is not kept
+        pc.insert(text(&[8]), cache_of(4 * 256));
+        assert!(pc.entries.iter().all(|e| e.contents.ids[0] != 8));
     }
 }
 

@@ -45,7 +45,7 @@ pub struct Usage {
     pub prompt_tokens: usize,
     /// Image placeholder tokens within the prompt.
     pub vision_tokens: usize,
-    /// Prompt tokens whose KV entries were reused from the previous request.
+    /// Prompt tokens whose KV entries were reused from an earlier request or a sequence running beside it.
     pub cached_tokens: usize,
     /// Images whose vision features came from the cache.
     pub cached_images: usize,
@@ -70,11 +70,14 @@ pub struct Completion {
 
 pub(super) type TokenCallback = Box<dyn FnMut(&TokenEvent) + Send>;
 
+/// Receives a request's result, once, on the worker thread.
+pub(super) type DoneCallback = Box<dyn FnOnce(Result<Completion>) + Send>;
+
 pub(super) struct Job {
     pub(super) request: ChatRequest,
     pub(super) on_token: TokenCallback,
     pub(super) cancel: Arc<AtomicBool>,
-    pub(super) reply: mpsc::Sender<Result<Completion>>,
+    pub(super) on_done: DoneCallback,
     pub(super) queued_at: Instant,
 }
 

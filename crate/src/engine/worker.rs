@@ -1,19 +1,24 @@
-//! The engine's worker thread: loads the model, then runs queued requests one at a time (images →
-//! preprocessing → vision features → chat template → prefill reusing the cached prefix → decode).
+//! The engine's worker thread: loads the model, then runs requests in continuous batches. A request is
+//! admitted while fewer than `max_batch` run (images → preprocessing → vision features → chat template);
+//! then every turn of the loop runs one prefill chunk of the oldest sequence still prefilling (starting from
+//! the longest prefix a cached or running sequence shares with it) and one decode step of every sequence that
+//! has a token to feed, all together. Finished and cancelled sequences leave between turns, their KV caches
+//! kept in the prefix cache.
 
+use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use candle_core::{DType, Device};
 
-use super::prefix_cache::{image_key, Session, VisionCache};
-use super::request::{ChatRequest, Completion, ImageData, Job, TokenCallback, Usage};
-use super::{lock, DeviceKind, EngineOptions, LiveFlags, ModelInfo, WeightDtype};
+use super::prefix_cache::{image_key, Contents, PrefixCache, VisionCache};
+use super::request::{ChatRequest, Completion, ImageData, Job, Usage};
+use super::{lock, DeviceKind, EngineOptions, LiveFlags, ModelInfo, WeightDtype, MAX_BATCH_LIMIT};
 use crate::error::{catch_panic, Error, Result};
-use crate::generate::{FinishReason, GenerationDefaults, Generator};
-use crate::model::{KvCache, LoadOptions, VisionFeatures, VisionLanguageModel};
+use crate::generate::{FinishReason, Generation, GenerationDefaults, Sequence};
+use crate::model::{KvCache, LoadOptions, Prompt, VisionFeatures, VisionLanguageModel};
 use crate::tokenizer::{expand_image_tokens, Tokenizer};
 use crate::vision::{preprocess, to_tensor, ImageInput, PreprocessorConfig, ProcessedImage, RgbImage};
 
@@ -25,13 +30,35 @@ pub(super) struct Worker {
     image_token: u32,
     merge: usize,
     prefill_chunk: usize,
-    reuse_prefix: bool,
-    session: Option<Session>,
+    max_batch: usize,
+    /// `None` when prefix reuse is off.
+    prefix_cache: Option<PrefixCache>,
     vision_cache: VisionCache,
+}
+
+/// A request being served.
+struct Active {
+    job: Job,
+    prompt: Prompt,
+    /// What `cache` holds, or will once prefilled: the prompt, then each generated token fed back.
+    contents: Contents,
+    cache: KvCache,
+    seq: Sequence,
+    /// The sampled token to feed in the next decode step (`None` while prefilling).
+    next: Option<u32>,
+    /// Whether the prefix caches were consulted (at the sequence's first prefill turn).
+    prefix_looked_up: bool,
+    usage: Usage,
+    started: Instant,
+    /// Set once the sequence is finished.
+    done: Option<Result<Generation>>,
 }
 
 impl Worker {
     pub(super) fn load(dir: &Path, opts: &EngineOptions) -> Result<Self> {
+        if !(1..=MAX_BATCH_LIMIT).contains(&opts.max_batch) {
+            return Err(Error::invalid("maxBatch", format!("{} sequences; from 1 to {MAX_BATCH_LIMIT} decode together", opts.max_batch)));
+        }
         let device = match opts.device {
             DeviceKind::Cpu => Device::Cpu,
             DeviceKind::Cuda(i) => Device::new_cuda(i).map_err(|e| Error::invalid("device", format!("cuda:{i} is not available: {e}")))?,
@@ -79,31 +106,82 @@ impl Worker {
             info,
             device,
             prefill_chunk: opts.prefill_chunk.max(1),
-            reuse_prefix: opts.reuse_prefix,
-            session: None,
+            max_batch: opts.max_batch.max(1),
+            prefix_cache: opts.reuse_prefix.then(|| PrefixCache::new(opts.prefix_cache_bytes)),
             vision_cache: VisionCache::new(opts.vision_cache_images),
         })
     }
 
     pub(super) fn serve(mut self, jobs: mpsc::Receiver<Job>, queued: Arc<AtomicUsize>, live: LiveFlags) {
-        while let Ok(mut job) = jobs.recv() {
-            let queue_ms = job.queued_at.elapsed().as_secs_f64() * 1000.0;
-            let result = if job.cancel.load(Ordering::Relaxed) {
-                Ok(cancelled_before_start(queue_ms))
-            } else {
-                catch_panic(|| self.run(&job.request, &job.cancel, &mut job.on_token, queue_ms))
-            };
-            if result.is_err() {
-                // A failed request may have left the cache half-written.
-                self.session = None;
+        let mut waiting: VecDeque<Job> = VecDeque::new();
+        let mut active: Vec<Active> = Vec::new();
+        let mut open = true;
+        loop {
+            if active.is_empty() && waiting.is_empty() {
+                match jobs.recv() {
+                    Ok(job) if open => waiting.push_back(job),
+                    _ => break,
+                }
             }
-            queued.fetch_sub(1, Ordering::Relaxed);
-            lock(&live).retain(|f| !Arc::ptr_eq(f, &job.cancel));
-            let _ = job.reply.send(result);
+            while open {
+                match jobs.try_recv() {
+                    Ok(job) => waiting.push_back(job),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => open = false,
+                }
+            }
+            while active.len() < self.max_batch {
+                let Some(job) = waiting.pop_front() else { break };
+                let queue_ms = ms(job.queued_at);
+                if job.cancel.load(Ordering::Relaxed) {
+                    finish_job(job, Ok(cancelled_before_start(queue_ms)), &queued, &live);
+                    continue;
+                }
+                match catch_panic(|| self.admit(&job.request, queue_ms)) {
+                    Ok(a) => active.push(a(job)),
+                    Err(e) => finish_job(job, Err(e), &queued, &live),
+                }
+            }
+            for a in active.iter_mut().filter(|a| a.done.is_none() && a.job.cancel.load(Ordering::Relaxed)) {
+                a.done = Some(Ok(a.seq_finish(FinishReason::Cancelled)));
+            }
+            if let Some(i) = active.iter().position(|a| a.done.is_none() && a.next.is_none()) {
+                if let Err(e) = catch_panic(|| self.prefill_turn(&mut active, i)) {
+                    active[i].done = Some(Err(e));
+                }
+            }
+            let decoding: Vec<usize> = (0..active.len()).filter(|&i| active[i].done.is_none() && active[i].next.is_some()).collect();
+            if !decoding.is_empty() {
+                if let Err(e) = catch_panic(|| self.decode_turn(&mut active, &decoding)) {
+                    // Every sequence of the failed step gets the error (the message, where several share it).
+                    let msg = e.to_string();
+                    let mut first = Some(e);
+                    for &i in &decoding {
+                        active[i].done = Some(Err(first.take().filter(|_| decoding.len() == 1).unwrap_or_else(|| Error::Model(msg.clone()))));
+                    }
+                }
+            }
+            let mut i = 0;
+            while i < active.len() {
+                if active[i].done.is_some() {
+                    let a = active.swap_remove(i);
+                    self.retire(a, &queued, &live);
+                } else {
+                    i += 1;
+                }
+            }
+            // Keep the oldest first (swap_remove moved the last one forward): prefill goes by age.
+            active.sort_by_key(|a| a.job.queued_at);
+        }
+        for job in waiting {
+            let queue_ms = ms(job.queued_at);
+            finish_job(job, Ok(cancelled_before_start(queue_ms)), &queued, &live);
         }
     }
 
-    fn run(&mut self, req: &ChatRequest, cancel: &AtomicBool, on_token: &mut TokenCallback, queue_ms: f64) -> Result<Completion> {
+    /// Everything before the model runs: images, chat template, token ids, vision features, the sequence's
+    /// sampler. Returns the request's state, to be joined with its job.
+    fn admit(&mut self, req: &ChatRequest, queue_ms: f64) -> Result<impl FnOnce(Job) -> Active> {
         let t0 = Instant::now();
         let parts: usize = req.messages.iter().map(|m| m.image_count()).sum();
         if parts != req.images.len() {
@@ -144,47 +222,111 @@ impl Worker {
         };
         let vision_ms = ms(t1);
         let prompt = self.model.prepare_prompt(&ids, vision)?;
-        let image_keys = per_token_image_keys(&ids, self.image_token, &counts, &keys);
-
-        // Reuse the previous request's cache up to the longest shared prefix.
-        let mut session = match self.session.take() {
-            Some(s) if self.reuse_prefix => s,
-            _ => Session::new(KvCache::new(self.model.spec().num_layers, self.info.max_context)),
+        let contents = Contents { image_keys: per_token_image_keys(&ids, self.image_token, &counts, &keys), ids };
+        let cache = self.model.new_cache();
+        let max_ctx = self.info.max_context.min(cache.max_len());
+        let seq = Sequence::new(&prompt, &req.params, &self.info.eos_token_ids, &self.info.defaults.sampling, max_ctx)?;
+        let usage = Usage {
+            prompt_tokens: contents.ids.len(),
+            vision_tokens: counts.iter().sum(),
+            cached_images,
+            queue_ms,
+            preprocess_ms,
+            vision_ms,
+            ..Default::default()
         };
-        let shared = session.reuse_for(&ids, &image_keys);
+        Ok(move |job| Active { job, prompt, contents, cache, seq, next: None, prefix_looked_up: false, usage, started: t0, done: None })
+    }
 
-        let generator = Generator {
-            model: self.model.as_ref(),
-            tokenizer: &self.tokenizer,
-            eos_ids: &self.info.eos_token_ids,
-            defaults: &self.info.defaults.sampling,
-            prefill_chunk: self.prefill_chunk,
+    /// One prefill chunk of `active[i]`. At its first turn the sequence starts from the longest prefix that a
+    /// cached sequence or one running beside it shares (a copy of those KV entries), so 16 samples of one
+    /// question prefill the question once. At least the prompt's last token is left to run, for its logits.
+    fn prefill_turn(&mut self, active: &mut [Active], i: usize) -> Result<()> {
+        if !active[i].prefix_looked_up {
+            active[i].prefix_looked_up = true;
+            if let Some(pc) = self.prefix_cache.as_mut() {
+                let a = &active[i];
+                let limit = a.contents.ids.len().saturating_sub(1);
+                let cached = pc.best(&a.contents).map(|(e, n)| (e, n.min(limit)));
+                let running = active
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, b)| j != i && b.done.is_none())
+                    .map(|(j, b)| (j, b.contents.truncated(b.cache.len()).shared_with(&a.contents).min(limit)))
+                    .max_by_key(|&(_, n)| n);
+                let copy = match (cached, running) {
+                    (Some((e, n)), r) if n > 0 && r.is_none_or(|(_, m)| n >= m) => Some(pc.copy(e, n)?),
+                    (_, Some((j, n))) if n > 0 => Some(active[j].cache.copy_prefix(n)?),
+                    _ => None,
+                };
+                if let Some(cache) = copy {
+                    active[i].usage.cached_tokens = cache.len();
+                    active[i].cache = cache;
+                }
+            }
+        }
+        let chunk = self.prefill_chunk;
+        let a = &mut active[i];
+        let end = (a.cache.len() + chunk).min(a.prompt.len());
+        if let Some(logits) = self.model.prefill(&mut a.cache, &a.prompt, end)? {
+            let row = logits.to_vec1::<f32>()?;
+            a.sample(&row, &self.tokenizer)?;
+        }
+        Ok(())
+    }
+
+    /// One decode step of the sequences `which`, together: each feeds its sampled token and samples the next.
+    fn decode_turn(&mut self, active: &mut [Active], which: &[usize]) -> Result<()> {
+        let mut tokens = Vec::with_capacity(which.len());
+        let mut prompts = Vec::with_capacity(which.len());
+        let mut caches = Vec::with_capacity(which.len());
+        // `which` is ascending: split the slice so each chosen sequence lends its cache and prompt at once.
+        let mut rest = &mut *active;
+        let mut offset = 0;
+        for &i in which {
+            let (_, tail) = rest.split_at_mut(i - offset);
+            let (a, tail) = tail.split_first_mut().expect("index in range");
+            tokens.push(a.next.expect("a sequence with a token to feed"));
+            prompts.push(&a.prompt);
+            caches.push(&mut a.cache);
+            rest = tail;
+            offset = i + 1;
+        }
+        let logits = self.model.decode_batch(&mut caches, &prompts, &tokens)?;
+        let rows = logits.to_vec2::<f32>()?;
+        for (&i, row) in which.iter().zip(&rows) {
+            let a = &mut active[i];
+            let fed = a.next.take().expect("checked above");
+            a.contents.push_generated(fed);
+            a.sample(row, &self.tokenizer)?;
+        }
+        Ok(())
+    }
+
+    /// Replies to a finished request and keeps its KV cache for prefix reuse (not after an error, which may
+    /// have left it half-written).
+    fn retire(&mut self, mut a: Active, queued: &AtomicUsize, live: &LiveFlags) {
+        let result = match a.done.take().expect("retired when done") {
+            Ok(out) => {
+                if let Some(pc) = self.prefix_cache.as_mut() {
+                    pc.insert(a.contents.truncated(a.cache.len()), std::mem::replace(&mut a.cache, KvCache::new(0, 0)));
+                }
+                let mut usage = a.usage;
+                usage.completion_tokens = out.tokens.len();
+                usage.prefill_ms = out.prefill_ms;
+                usage.decode_ms = out.decode_ms;
+                usage.first_token_ms = out.first_token_ms;
+                usage.total_ms = ms(a.started);
+                Ok(Completion { usage, text: out.text, tokens: out.tokens, finish_reason: out.finish_reason, logprobs: out.logprobs })
+            }
+            Err(e) => {
+                if let Some(pc) = self.prefix_cache.as_mut() {
+                    pc.clear();
+                }
+                Err(e)
+            }
         };
-        let out = generator.run(&mut session.cache, &prompt, &req.params, cancel, &mut |ev| on_token(ev))?;
-
-        session.remember(&ids, &image_keys, &out.tokens);
-        self.session = Some(session);
-
-        Ok(Completion {
-            usage: Usage {
-                prompt_tokens: ids.len(),
-                vision_tokens: counts.iter().sum(),
-                cached_tokens: shared,
-                cached_images,
-                completion_tokens: out.tokens.len(),
-                queue_ms,
-                preprocess_ms,
-                vision_ms,
-                prefill_ms: out.prefill_ms,
-                decode_ms: out.decode_ms,
-                first_token_ms: out.first_token_ms,
-                total_ms: ms(t0),
-            },
-            text: out.text,
-            tokens: out.tokens,
-            finish_reason: out.finish_reason,
-            logprobs: out.logprobs,
-        })
+        finish_job(a.job, result, queued, live);
     }
 
     /// Features of all images, encoding only those not in the cache (each image on its own: the
@@ -257,6 +399,31 @@ fn per_token_image_keys(ids: &[u32], image_token: u32, counts: &[usize], keys: &
         }
     }
     per_token
+}
+
+impl Active {
+    /// Samples from a logits row (streaming the token); a finished sequence is marked done, otherwise the
+    /// token waits for the next decode step.
+    fn sample(&mut self, row: &[f32], tokenizer: &crate::tokenizer::Tokenizer) -> Result<()> {
+        let on_token = &mut self.job.on_token;
+        match self.seq.step(row, self.cache.len(), tokenizer, &mut |ev| on_token(ev))? {
+            Some(reason) => self.done = Some(Ok(self.seq_finish(reason))),
+            None => self.next = self.seq.tokens().last().copied(),
+        }
+        Ok(())
+    }
+
+    /// The sequence's result, finished for `reason`.
+    fn seq_finish(&mut self, reason: FinishReason) -> Generation {
+        self.seq.finish(reason)
+    }
+}
+
+/// Sends a request's result and forgets it.
+fn finish_job(job: Job, result: Result<Completion>, queued: &AtomicUsize, live: &LiveFlags) {
+    queued.fetch_sub(1, Ordering::Relaxed);
+    lock(live).retain(|f| !Arc::ptr_eq(f, &job.cancel));
+    (job.on_done)(result);
 }
 
 fn cancelled_before_start(queue_ms: f64) -> Completion {

@@ -160,7 +160,112 @@ pub struct Generation {
     pub first_token_ms: f64,
 }
 
-/// Everything the loop needs besides the model.
+impl Generation {
+    fn empty() -> Self {
+        Self { text: String::new(), tokens: Vec::new(), finish_reason: FinishReason::Length, logprobs: Vec::new(), prefill_ms: 0.0, decode_ms: 0.0, first_token_ms: 0.0 }
+    }
+}
+
+/// One sequence being generated, fed one logits row per step: its sampler, stop rules, streamed text and
+/// timings. The engine steps many of them together (a batched decode step gives each its own row); the
+/// tokens a sequence produces depend only on its own logits.
+pub struct Sequence {
+    params: GenerationParams,
+    sampler: sampler::Sampler,
+    rules: StopRules,
+    decoder: StreamDecoder,
+    /// Bytes of `out.text` already streamed.
+    emitted: usize,
+    max_ctx: usize,
+    out: Generation,
+    started: Instant,
+    decode_started: Option<Instant>,
+}
+
+impl Sequence {
+    /// A sequence whose prefill starts now. `max_ctx` caps prompt + generated tokens.
+    pub fn new(prompt: &Prompt, params: &GenerationParams, eos_ids: &[u32], defaults: &SamplingParams, max_ctx: usize) -> Result<Self> {
+        if prompt.len() >= max_ctx {
+            return Err(Error::ContextLength { tokens: prompt.len(), max: max_ctx });
+        }
+        params.validate()?;
+        let sampler = sampler::Sampler::new(params.sampling.resolve(defaults), &prompt.ids)?;
+        let eos = if params.ignore_eos { Vec::new() } else { eos_ids.to_vec() };
+        let rules = StopRules::new(eos.into_iter().chain(params.stop_token_ids.iter().copied()), params.stop.clone());
+        Ok(Self {
+            decoder: StreamDecoder::new(params.skip_special_tokens),
+            params: params.clone(),
+            sampler,
+            rules,
+            emitted: 0,
+            max_ctx,
+            out: Generation::empty(),
+            started: Instant::now(),
+            decode_started: None,
+        })
+    }
+
+    /// Tokens sampled so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.out.tokens
+    }
+
+    /// Samples the next token from `logits` (the f32 row after the last token that went through the model;
+    /// the cache now holds `cache_len` tokens), streams it through `on_token`, and says whether the sequence
+    /// is finished. Otherwise the token is to go through the model next.
+    pub fn step(&mut self, logits: &[f32], cache_len: usize, tokenizer: &Tokenizer, on_token: &mut dyn FnMut(&TokenEvent)) -> Result<Option<FinishReason>> {
+        if self.decode_started.is_none() {
+            self.out.prefill_ms = ms(self.started);
+            self.decode_started = Some(Instant::now());
+        }
+        let token = self.sampler.sample(logits)?;
+        self.sampler.accept(token);
+        if self.out.tokens.is_empty() {
+            self.out.first_token_ms = ms(self.started);
+        }
+        self.out.tokens.push(token);
+        let logprob = self.params.logprobs.map(|n| logprobs(logits, token, n));
+        if let Some(lp) = &logprob {
+            self.out.logprobs.push(lp.clone());
+        }
+
+        let mut finish = None;
+        if self.rules.is_eos(token) {
+            finish = Some(FinishReason::Stop);
+        } else {
+            let before = self.out.text.len();
+            self.out.text.push_str(&self.decoder.push(tokenizer, token)?);
+            if let Some(at) = self.rules.find_stop(&self.out.text, before) {
+                self.out.text.truncate(at);
+                finish = Some(FinishReason::Stop);
+            }
+        }
+        if finish.is_none() && (self.out.tokens.len() >= self.params.max_tokens || cache_len + 1 >= self.max_ctx) {
+            finish = Some(FinishReason::Length);
+        }
+        // Release text that can no longer turn out to be part of a stop string.
+        let safe = if finish.is_some() { self.out.text.len() } else { self.rules.safe_len(&self.out.text) };
+        let text = if safe > self.emitted { self.out.text[self.emitted..safe].to_string() } else { String::new() };
+        self.emitted = self.emitted.max(safe);
+        on_token(&TokenEvent { token, text, logprob });
+        if let Some(f) = finish {
+            self.out.finish_reason = f;
+        }
+        Ok(finish)
+    }
+
+    /// The result, finished for `reason` (a stop rule's, or `Cancelled`); the sequence is spent.
+    pub fn finish(&mut self, reason: FinishReason) -> Generation {
+        self.out.finish_reason = reason;
+        match self.decode_started {
+            Some(t) => self.out.decode_ms = ms(t),
+            None => self.out.prefill_ms = ms(self.started),
+        }
+        std::mem::replace(&mut self.out, Generation::empty())
+    }
+}
+
+/// Everything the single-sequence loop needs besides the model.
 pub struct Generator<'a> {
     pub model: &'a dyn VisionLanguageModel,
     pub tokenizer: &'a Tokenizer,
@@ -184,87 +289,29 @@ impl Generator<'_> {
         on_token: &mut dyn FnMut(&TokenEvent),
     ) -> Result<Generation> {
         let max_ctx = self.model.spec().max_context.min(cache.max_len());
-        if prompt.len() >= max_ctx {
-            return Err(Error::ContextLength { tokens: prompt.len(), max: max_ctx });
-        }
         if cache.len() >= prompt.len() {
             return Err(Error::Internal("the cache already covers the whole prompt".into()));
         }
-        params.validate()?;
-        let mut sampler = sampler::Sampler::new(params.sampling.resolve(self.defaults), &prompt.ids)?;
-        let eos = if params.ignore_eos { Vec::new() } else { self.eos_ids.to_vec() };
-        let rules = StopRules::new(eos.into_iter().chain(params.stop_token_ids.iter().copied()), params.stop.clone());
-
-        let start = Instant::now();
-        let mut out = Generation {
-            text: String::new(),
-            tokens: Vec::new(),
-            finish_reason: FinishReason::Length,
-            logprobs: Vec::new(),
-            prefill_ms: 0.0,
-            decode_ms: 0.0,
-            first_token_ms: 0.0,
-        };
+        let mut seq = Sequence::new(prompt, params, self.eos_ids, self.defaults, max_ctx)?;
         let mut logits = None;
         while cache.len() < prompt.len() {
             if cancel.load(Ordering::Relaxed) {
-                out.finish_reason = FinishReason::Cancelled;
-                out.prefill_ms = ms(start);
-                return Ok(out);
+                return Ok(seq.finish(FinishReason::Cancelled));
             }
             let end = (cache.len() + self.prefill_chunk.max(1)).min(prompt.len());
             logits = self.model.prefill(cache, prompt, end)?;
         }
-        out.prefill_ms = ms(start);
-        let decode_start = Instant::now();
-
-        let mut decoder = StreamDecoder::new(params.skip_special_tokens);
-        let mut emitted = 0;
         let mut logits = logits.ok_or_else(|| Error::Internal("no prefill logits".into()))?;
         loop {
             if cancel.load(Ordering::Relaxed) {
-                out.finish_reason = FinishReason::Cancelled;
-                break;
+                return Ok(seq.finish(FinishReason::Cancelled));
             }
-            let row: Vec<f32> = logits.to_vec1()?;
-            let token = sampler.sample(&row)?;
-            sampler.accept(token);
-            if out.tokens.is_empty() {
-                out.first_token_ms = ms(start);
+            if let Some(reason) = seq.step(&logits.to_vec1::<f32>()?, cache.len(), self.tokenizer, on_token)? {
+                return Ok(seq.finish(reason));
             }
-            out.tokens.push(token);
-            let logprob = params.logprobs.map(|n| logprobs(&row, token, n));
-            if let Some(lp) = &logprob {
-                out.logprobs.push(lp.clone());
-            }
-
-            let mut finish = None;
-            if rules.is_eos(token) {
-                finish = Some(FinishReason::Stop);
-            } else {
-                let before = out.text.len();
-                out.text.push_str(&decoder.push(self.tokenizer, token)?);
-                if let Some(at) = rules.find_stop(&out.text, before) {
-                    out.text.truncate(at);
-                    finish = Some(FinishReason::Stop);
-                }
-            }
-            if finish.is_none() && (out.tokens.len() >= params.max_tokens || cache.len() + 1 >= max_ctx) {
-                finish = Some(FinishReason::Length);
-            }
-            // Release text that can no longer turn out to be part of a stop string.
-            let safe = if finish.is_some() { out.text.len() } else { rules.safe_len(&out.text) };
-            let text = if safe > emitted { out.text[emitted..safe].to_string() } else { String::new() };
-            emitted = emitted.max(safe);
-            on_token(&TokenEvent { token, text, logprob });
-            if let Some(f) = finish {
-                out.finish_reason = f;
-                break;
-            }
+            let token = *seq.tokens().last().expect("a token was sampled");
             logits = self.model.decode(cache, prompt, token)?;
         }
-        out.decode_ms = ms(decode_start);
-        Ok(out)
     }
 }
 

@@ -80,6 +80,38 @@ impl KvCache {
         Ok(out)
     }
 
+    /// A new cache holding a copy of this one's first `n` tokens (a prefix another sequence shares), with room
+    /// to grow.
+    pub fn copy_prefix(&self, n: usize) -> Result<KvCache> {
+        let n = n.min(self.len);
+        let mut out = KvCache::new(self.layers.len(), self.max_len);
+        if n == 0 {
+            return Ok(out);
+        }
+        for (dst, src) in out.layers.iter_mut().zip(&self.layers) {
+            let (Some(k), Some(v)) = (&src.k, &src.v) else {
+                return Err(Error::Internal("a cache with tokens but no buffers".into()));
+            };
+            let copy = |t: &Tensor| -> Result<Tensor> {
+                let part = t.narrow(1, 0, n)?;
+                grow(None, &part, 0, n, self.max_len).and_then(|buf| {
+                    buf.slice_set(&part.contiguous()?, 1, 0)?;
+                    Ok(buf)
+                })
+            };
+            dst.k = Some(copy(k)?);
+            dst.v = Some(copy(v)?);
+        }
+        out.len = n;
+        Ok(out)
+    }
+
+    /// Bytes the buffers take.
+    pub fn bytes(&self) -> usize {
+        let size = |t: &Option<Tensor>| t.as_ref().map(|t| t.elem_count() * t.dtype().size_in_bytes()).unwrap_or(0);
+        self.layers.iter().map(|l| size(&l.k) + size(&l.v)).sum()
+    }
+
     /// Marks `n` appended tokens as stored in every layer.
     pub fn commit(&mut self, n: usize) {
         self.len += n;
@@ -131,6 +163,26 @@ mod tests {
         let (kk, _) = c.append(0, &k, &k).unwrap();
         assert_eq!(kk.dim(1).unwrap(), 11);
         assert_eq!(kk.i((.., 10, ..)).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 8.0);
+    }
+
+    #[test]
+    fn a_copied_prefix_holds_the_same_values_and_grows_on_its_own() {
+        let dev = Device::Cpu;
+        let mut c = KvCache::new(2, 1000);
+        let k = Tensor::arange(0f32, 2.0 * 300.0 * 4.0, &dev).unwrap().reshape((2, 300, 4)).unwrap();
+        for layer in 0..2 {
+            c.append(layer, &k, &k).unwrap();
+        }
+        c.commit(300);
+        let mut p = c.copy_prefix(120).unwrap();
+        assert_eq!(p.len(), 120);
+        let one = Tensor::ones((2, 1, 4), candle_core::DType::F32, &dev).unwrap();
+        let (kk, _) = p.append(1, &one, &one).unwrap();
+        assert_eq!(crate::model::max_abs_diff(&kk.narrow(1, 0, 120).unwrap(), &k.narrow(1, 0, 120).unwrap()).unwrap(), 0.0);
+        // the source is untouched by the copy's appends
+        let (orig, _) = c.append(1, &one, &one).unwrap();
+        assert_eq!(crate::model::max_abs_diff(&orig.narrow(1, 0, 300).unwrap(), &k).unwrap(), 0.0);
+        assert!(c.bytes() >= 2 * 2 * 2 * 300 * 4 * 4 && p.bytes() < c.bytes());
     }
 
     #[test]

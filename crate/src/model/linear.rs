@@ -1,7 +1,9 @@
 //! Dense layers. The weight is kept transposed, `[in, out]` and contiguous: gemm multiplies `x · Wᵀ` with a
 //! row-major right-hand side without repacking a strided view (prefill +35%, vision encode +15% over
-//! candle's `x · W.t()`). One row (a decode step) goes through a kernel of our own instead, which streams
-//! the weight once, in memory order, on all cores, in f32 or bf16 (candle's CPU bf16 matmul is very slow).
+//! candle's `x · W.t()`). A few rows (a decode step of one sequence or a batch of them) go through a kernel of
+//! our own instead, which streams the weight once, in memory order, on all cores, in f32 or bf16 (candle's CPU
+//! bf16 matmul is very slow). Its result for a row does not depend on the other rows, so a sequence decodes
+//! to the same bits alone or in a batch.
 
 use std::sync::Arc;
 
@@ -11,7 +13,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::model::{is_cpu_with, qkernels};
+use crate::model::{is_cpu_with, qkernels, Step};
 use crate::weights::Weights;
 
 pub struct Linear {
@@ -54,11 +56,33 @@ impl Linear {
         Ok(Self { weight: Weight::Quantized(QMatMul::from_arc(weight.clone())?, weight), bias })
     }
 
-    /// `x · Wᵀ + b` over the last dimension of `x`.
+    /// `x · Wᵀ + b` over the last dimension of `x`: up to [`MAX_FEW_ROWS`] rows through the few-row kernels,
+    /// more through gemm.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, rows_of(x)? <= MAX_FEW_ROWS)
+    }
+
+    /// [`forward`](Self::forward) for a decoder step: a decode step (at most [`MAX_FEW_ROWS`] rows, one per
+    /// sequence) through the few-row kernels, a prefill chunk through gemm whatever its length, so a token's
+    /// result does not depend on how its prompt was chunked (see `model::Step`).
+    pub fn forward_step(&self, step: Step, x: &Tensor) -> Result<Tensor> {
+        match step {
+            Step::Decode => self.forward_with(x, true),
+            Step::Prefill if rows_of(x)? < PREFILL_MIN_ROWS && x.device().is_cpu() && x.rank() == 2 => {
+                // gemm multiplies a few rows another way than many, with other bits (one row: a gemv; rows × out
+                // features ≤ 256 by a transposed weight: dot-product kernels): pad a short chunk with zero rows.
+                let rows = x.dim(0)?;
+                let padded = x.pad_with_zeros(0, 0, PREFILL_MIN_ROWS - rows)?;
+                Ok(self.forward_with(&padded, false)?.narrow(0, 0, rows)?)
+            }
+            Step::Prefill => self.forward_with(x, false),
+        }
+    }
+
+    fn forward_with(&self, x: &Tensor, few_rows: bool) -> Result<Tensor> {
         let y = match &self.weight {
-            Weight::Dense(w) => dense_forward(x, w)?,
-            Weight::Quantized(m, q) => quantized_forward(x, m, q)?,
+            Weight::Dense(w) => dense_forward(x, w, few_rows)?,
+            Weight::Quantized(m, q) => quantized_forward(x, m, q, few_rows)?,
         };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -67,18 +91,33 @@ impl Linear {
     }
 }
 
-/// `x · Wᵀ` for a quantized weight: one row on the CPU through our kernels where they cover the block type
-/// (they stream the blocks at twice the speed of candle's on AVX2), the rest through candle's, which take f32.
-fn quantized_forward(x: &Tensor, m: &QMatMul, q: &QTensor) -> Result<Tensor> {
+/// Rows up to which a product goes through the few-row kernels (ours, and candle's per-row quantized dot
+/// products) rather than gemm: the largest decode batch. A row's result then does not depend on how many
+/// rows share the product.
+pub const MAX_FEW_ROWS: usize = 16;
+
+/// Rows a prefill chunk is padded to (see [`Linear::forward_step`]): past gemm's small-product paths for
+/// every layer with 16 or more outputs.
+const PREFILL_MIN_ROWS: usize = 32;
+
+/// Rows of `x` (all dimensions but the last).
+fn rows_of(x: &Tensor) -> Result<usize> {
+    Ok(x.elem_count() / x.dim(candle_core::D::Minus1)?)
+}
+
+/// `x · Wᵀ` for a quantized weight: a few rows on the CPU through our kernels where they cover the block
+/// type (they stream the blocks at twice the speed of candle's on AVX2), the rest through candle's, which
+/// take f32.
+fn quantized_forward(x: &Tensor, m: &QMatMul, q: &QTensor, few_rows: bool) -> Result<Tensor> {
     let (n, k) = q.shape().dims2()?;
-    if x.elem_count() == k && x.device().is_cpu() && qkernels::supports(q.dtype()) {
-        let row = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let y = qkernels::one_row(q.dtype(), &q.data()?, n, k, &row);
+    if few_rows && x.device().is_cpu() && qkernels::supports(q.dtype()) {
+        let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let y = qkernels::few_rows(q.dtype(), &q.data()?, n, k, &xs);
         let mut dims = x.dims().to_vec();
         *dims.last_mut().unwrap() = n;
         return Ok(Tensor::from_vec(y, dims, x.device())?.to_dtype(x.dtype())?);
     }
-    if x.device().is_cpu() && qkernels::dequantizes_for_prefill(q.dtype()) {
+    if !few_rows && x.device().is_cpu() && qkernels::dequantizes_for_prefill(q.dtype()) {
         // many rows (a prefill chunk): the f32 weight for gemm costs little beside the product itself
         let w = Tensor::from_vec(qkernels::dequantize(&q.data()?, n, k), (n, k), x.device())?;
         return Ok(x.to_dtype(DType::F32)?.broadcast_matmul(&w.t()?)?.to_dtype(x.dtype())?);
@@ -87,12 +126,11 @@ fn quantized_forward(x: &Tensor, m: &QMatMul, q: &QTensor) -> Result<Tensor> {
 }
 
 /// `x · w` for a dense weight `w` `[in, out]`.
-fn dense_forward(x: &Tensor, weight_t: &Tensor) -> Result<Tensor> {
-    let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?;
-    Ok(if rows == 1 && one_row_kernel_applies(x, weight_t) {
+fn dense_forward(x: &Tensor, weight_t: &Tensor, few_rows: bool) -> Result<Tensor> {
+    Ok(if few_rows && few_rows_kernel_applies(x, weight_t) {
         let mut dims = x.dims().to_vec();
         *dims.last_mut().unwrap() = weight_t.dim(1)?;
-        x.contiguous()?.apply_op2_no_bwd(weight_t, &OneRow::InOut)?.reshape(dims)?
+        x.contiguous()?.apply_op2_no_bwd(weight_t, &FewRows::InOut)?.reshape(dims)?
     } else if is_cpu_with(x, DType::BF16) {
         // candle's CPU bf16 matmul is ~4× slower than widening both sides and using the f32 kernels
         // (f32 accumulation, one rounding to bf16: what a bf16 matmul computes anyway).
@@ -137,29 +175,35 @@ impl OutputHead {
 }
 
 /// `x · wᵀ` for a weight stored `[out, in]` that cannot be kept transposed (the output head shares its
-/// storage with the token embeddings). One row on the CPU goes through our kernel, which reads the
+/// storage with the token embeddings). A few rows on the CPU go through our kernel, which reads the
 /// 150K×hidden head at ~1.6× gemm's speed; anything else through candle's matmul.
 pub fn times_transposed(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    if x.rank() == 2 && x.dim(0)? == 1 && one_row_kernel_applies(x, w) {
-        return Ok(x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &OneRow::OutIn)?);
+    if x.rank() == 2 && x.dim(0)? <= MAX_FEW_ROWS && few_rows_kernel_applies(x, w) {
+        return Ok(x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &FewRows::OutIn)?);
     }
     Ok(x.matmul(&w.t()?)?)
 }
 
-fn one_row_kernel_applies(x: &Tensor, w: &Tensor) -> bool {
+fn few_rows_kernel_applies(x: &Tensor, w: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == w.dtype() && matches!(x.dtype(), DType::F32 | DType::BF16)
 }
 
-/// One row times a weight, on all CPU threads, each streaming its share of the weight once in memory
-/// order (gemm's one-row path reached ~24 GB/s from DRAM here, these ~40 GB/s). Sums are in f32; a bf16
-/// result is rounded once at the end, as a bf16 matmul with f32 accumulation does.
-enum OneRow {
-    /// Weight `[k, n]`: each thread takes a block of rows and adds `x[i] · row i` into its own partial sum
-    /// (splitting by output columns instead strides through the rows and was 2× slower).
+/// A few rows times a weight, on all CPU threads, each streaming its share of the weight once in memory
+/// order (gemm's one-row path reached ~24 GB/s from DRAM here, these ~40 GB/s) and using each weight value
+/// for every row while it is in cache. Sums are in f32, in an order that depends only on the weight's shape,
+/// never on the number of rows; a bf16 result is rounded once at the end, as a bf16 matmul with f32
+/// accumulation does.
+enum FewRows {
+    /// Weight `[k, n]`: each thread takes a block of weight rows and adds `x[i] · row i` into its own partial
+    /// sums (splitting by output columns instead strides through the rows and was 2× slower).
     InOut,
-    /// Weight `[n, k]`: each thread takes a block of rows, one dot product with `x` per output.
+    /// Weight `[n, k]`: each thread takes a block of weight rows, one dot product with each `x` per output.
     OutIn,
 }
+
+/// Output columns an `InOut` task accumulates at once for several rows: the partial sums of all rows stay
+/// in L1 (16 rows × 512 × 4 bytes = 32 KB).
+const IN_OUT_TILE: usize = 512;
 
 /// Weight elements the kernels read, widened to f32.
 trait Widen: Copy + Send + Sync {
@@ -179,9 +223,9 @@ impl Widen for bf16 {
     }
 }
 
-impl CustomOp2 for OneRow {
+impl CustomOp2 for FewRows {
     fn name(&self) -> &'static str {
-        "one-row-times-weight"
+        "few-rows-times-weight"
     }
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (Some((a, b)), Some((c, d))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
@@ -189,12 +233,13 @@ impl CustomOp2 for OneRow {
         };
         let (r, cols) = l2.shape().dims2()?;
         let (k, n) = match self {
-            OneRow::InOut => (r, cols),
-            OneRow::OutIn => (cols, r),
+            FewRows::InOut => (r, cols),
+            FewRows::OutIn => (cols, r),
         };
-        if b - a != k {
-            candle_core::bail!("{}: a row of {} values times a weight of shape [{r}, {cols}]", self.name(), b - a);
+        if (b - a) % k != 0 || b == a {
+            candle_core::bail!("{}: rows of {} values in all times a weight of shape [{r}, {cols}]", self.name(), b - a);
         }
+        let m = (b - a) / k;
         let y = match (s1, s2) {
             (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(self.run(&x[a..b], &w[c..d], k, n)),
             (CpuStorage::BF16(x), CpuStorage::BF16(w)) => {
@@ -203,43 +248,59 @@ impl CustomOp2 for OneRow {
             }
             _ => candle_core::bail!("{}: expects f32 or bf16 tensors of one dtype", self.name()),
         };
-        Ok((y, Shape::from((1, n))))
+        Ok((y, Shape::from((m, n))))
     }
 }
 
-impl OneRow {
+impl FewRows {
+    /// `x` holds `m` rows of `k` values; returns `[m, n]`.
     fn run<W: Widen>(&self, x: &[f32], w: &[W], k: usize, n: usize) -> Vec<f32> {
+        let m = x.len() / k;
         let threads = rayon::current_num_threads().max(1);
         match self {
-            OneRow::InOut => {
+            FewRows::InOut => {
+                // One row streams each weight row whole; several share column tiles that stay in L1. Either
+                // way each sum runs over the same weight rows in the same order.
+                let tile = if m == 1 { n } else { IN_OUT_TILE };
                 let rows_per_task = k.div_ceil(threads).max(1);
-                let partials: Vec<Vec<f32>> = x
-                    .par_chunks(rows_per_task)
-                    .zip(w.par_chunks(rows_per_task * n))
-                    .map(|(xs, block)| {
-                        let mut y = vec![0f32; n];
-                        for (&xi, row) in xs.iter().zip(block.chunks_exact(n)) {
-                            y.iter_mut().zip(row).for_each(|(o, &wv)| *o += xi * wv.widen());
+                let partials: Vec<Vec<f32>> = (0..k.div_ceil(rows_per_task))
+                    .into_par_iter()
+                    .map(|task| {
+                        let first = task * rows_per_task;
+                        let last = (first + rows_per_task).min(k);
+                        let mut y = vec![0f32; m * n];
+                        for c0 in (0..n).step_by(tile) {
+                            let c1 = (c0 + tile).min(n);
+                            for i in first..last {
+                                let row = &w[i * n + c0..i * n + c1];
+                                for (r, out) in y.chunks_exact_mut(n).enumerate() {
+                                    let xi = x[r * k + i];
+                                    out[c0..c1].iter_mut().zip(row).for_each(|(o, &wv)| *o += xi * wv.widen());
+                                }
+                            }
                         }
                         y
                     })
                     .collect();
                 let mut parts = partials.into_iter();
-                let mut y = parts.next().unwrap_or_else(|| vec![0f32; n]);
+                let mut y = parts.next().unwrap_or_else(|| vec![0f32; m * n]);
                 for p in parts {
                     y.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
                 }
                 y
             }
-            OneRow::OutIn => {
-                let mut y = vec![0f32; n];
+            FewRows::OutIn => {
+                // [n, m] while computing (each task writes whole weight rows' outputs), then [m, n].
+                let mut yt = vec![0f32; n * m];
                 let outputs_per_task = n.div_ceil(threads * 8).max(1);
-                y.par_chunks_mut(outputs_per_task).zip(w.par_chunks(outputs_per_task * k)).for_each(|(out, block)| {
-                    for (o, row) in out.iter_mut().zip(block.chunks_exact(k)) {
-                        *o = dot(x, row);
+                yt.par_chunks_mut(outputs_per_task * m).zip(w.par_chunks(outputs_per_task * k)).for_each(|(out, block)| {
+                    for (o, row) in out.chunks_exact_mut(m).zip(block.chunks_exact(k)) {
+                        for (r, o) in o.iter_mut().enumerate() {
+                            *o = dot(&x[r * k..(r + 1) * k], row);
+                        }
                     }
                 });
-                y
+                qkernels::outputs_by_row(yt, n, m)
             }
         }
     }

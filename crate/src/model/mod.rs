@@ -146,9 +146,11 @@ pub trait VisionLanguageModel: Send {
     /// final-normed hidden states `[n, hidden]`.
     fn forward_prompt(&self, cache: &mut KvCache, prompt: &Prompt, end: usize, trace: &mut Trace) -> Result<Tensor>;
 
-    /// One generated token at KV index `cache.len()` (every rotary axis at `cache.len() + rope_delta`);
-    /// returns its final hidden state `[1, hidden]`.
-    fn forward_token(&self, cache: &mut KvCache, prompt: &Prompt, token: u32) -> Result<Tensor>;
+    /// One generated token for each of several sequences, decoded together (their linear layers run as one
+    /// product, so the weights are read once for all): `tokens[i]` at KV index `caches[i].len()` of the
+    /// sequence whose prompt is `prompts[i]` (every rotary axis at `caches[i].len() + rope_delta`). Returns
+    /// their final hidden states `[n, hidden]`. A sequence's result does not depend on the others.
+    fn forward_tokens(&self, caches: &mut [&mut KvCache], prompts: &[&Prompt], tokens: &[u32]) -> Result<Tensor>;
 
     /// f32 logits `[n, vocab]` of final hidden states `[n, hidden]`.
     fn logits(&self, hidden: &Tensor) -> Result<Tensor>;
@@ -181,8 +183,13 @@ pub trait VisionLanguageModel: Send {
 
     /// One generated token at the end of the cache; returns its f32 logits `[vocab]`.
     fn decode(&self, cache: &mut KvCache, prompt: &Prompt, token: u32) -> Result<Tensor> {
-        let hidden = self.forward_token(cache, prompt, token)?;
-        Ok(self.logits(&hidden)?.squeeze(0)?)
+        Ok(self.decode_batch(&mut [cache], &[prompt], &[token])?.squeeze(0)?)
+    }
+
+    /// [`forward_tokens`](Self::forward_tokens) and the output head: f32 logits `[n, vocab]`.
+    fn decode_batch(&self, caches: &mut [&mut KvCache], prompts: &[&Prompt], tokens: &[u32]) -> Result<Tensor> {
+        let hidden = self.forward_tokens(caches, prompts, tokens)?;
+        self.logits(&hidden)
     }
 }
 
@@ -199,12 +206,26 @@ pub(crate) fn check_prompt_range(cache: &KvCache, prompt: &Prompt, end: usize) -
     Ok(start)
 }
 
-/// The check every family's `forward_token` starts with.
-pub(crate) fn check_token(token: u32, vocab_size: usize) -> Result<()> {
-    if token as usize >= vocab_size {
-        return Err(Error::invalid("token", format!("id {token} is outside the vocabulary")));
+/// What every family's `forward_tokens` starts with: checks the tokens and returns their rotary position
+/// (the same on every axis), each at the end of its own cache.
+pub(crate) fn decode_positions(caches: &[&mut KvCache], prompts: &[&Prompt], tokens: &[u32], vocab_size: usize) -> Result<Vec<i64>> {
+    if caches.len() != tokens.len() || prompts.len() != tokens.len() || tokens.is_empty() {
+        return Err(Error::Internal(format!("a decode step of {} tokens for {} caches and {} prompts", tokens.len(), caches.len(), prompts.len())));
     }
-    Ok(())
+    if let Some(&t) = tokens.iter().find(|&&t| t as usize >= vocab_size) {
+        return Err(Error::invalid("token", format!("id {t} is outside the vocabulary")));
+    }
+    Ok(caches.iter().zip(prompts).map(|(c, p)| c.len() as i64 + p.positions.rope_delta).collect())
+}
+
+/// Which kind of decoder step runs, so each picks kernels whose result for a token never depends on the
+/// company: prefill chunks multiply through gemm whatever their length (its result for a row is the same
+/// for any number of rows from 2 up, so a prompt gives the same bits however it is chunked or shared), and
+/// decode steps through the few-row kernels (the same bits alone or in a batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Prefill,
+    Decode,
 }
 
 /// Records named intermediate tensors when enabled (fidelity tests); free otherwise.
@@ -240,14 +261,34 @@ pub(crate) fn is_cpu_with(x: &Tensor, dtype: DType) -> bool {
 /// (`[kv_heads, len, hd]`) to layer `layer` of `cache`, attends with `q` (`[heads, len, hd]`; the query
 /// heads sharing a KV head are adjacent, as transformers' `repeat_kv` has them) at the KV indices after
 /// the committed ones, and returns `[len, heads·hd]`.
-pub fn cached_attention(cache: &mut KvCache, layer: usize, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+pub fn cached_attention(cache: &mut KvCache, layer: usize, q: &Tensor, k: &Tensor, v: &Tensor, step: Step) -> Result<Tensor> {
     let (nh, len, hd) = q.dims3()?;
     let nkv = k.dim(0)?;
     let offset = cache.len();
     let (k, v) = cache.append(layer, k, v)?;
     let q = q.reshape((nkv, nh / nkv, len, hd))?;
-    let attn = attention(&q, &k, &v, 1.0 / (hd as f64).sqrt(), Some(offset))?;
+    // bf16 prefill widens to f32 at any chunk length (one-token chunks too), decode never does.
+    let widen = is_cpu_with(&q, DType::BF16) && step == Step::Prefill;
+    let min_rows = if step == Step::Prefill { PREFILL_MIN_SCORE_ROWS } else { 1 };
+    let attn = attention_in(&q, &k, &v, 1.0 / (hd as f64).sqrt(), Some(offset), widen, min_rows)?;
     Ok(attn.reshape((nh, len, hd))?.transpose(0, 1)?.reshape((len, nh * hd))?)
+}
+
+/// [`cached_attention`] for several sequences at once: the rows of `q`, `k`, `v` (`[heads, rows, hd]`) are
+/// consecutive segments, `lens[i]` rows continuing `caches[i]`; each segment attends to its own cache only.
+/// Returns `[rows, heads·hd]`.
+pub fn batched_attention(caches: &mut [&mut KvCache], lens: &[usize], layer: usize, q: &Tensor, k: &Tensor, v: &Tensor, step: Step) -> Result<Tensor> {
+    if let [cache] = caches {
+        return cached_attention(cache, layer, q, k, v, step);
+    }
+    let mut outs = Vec::with_capacity(caches.len());
+    let mut at = 0;
+    for (cache, &n) in caches.iter_mut().zip(lens) {
+        let rows = |t: &Tensor| -> Result<Tensor> { Ok(t.narrow(1, at, n)?.contiguous()?) };
+        outs.push(cached_attention(cache, layer, &rows(q)?, &rows(k)?, &rows(v)?, step)?);
+        at += n;
+    }
+    Ok(Tensor::cat(&outs, 0)?)
 }
 
 /// Upper bound on attention-score elements materialised at once; longer queries are processed in
@@ -261,17 +302,28 @@ const SCORE_BUDGET: usize = 1 << 22;
 /// query `i` sits at key index `o + i` and sees keys `0..=o+i`; `None` means full (non-causal).
 /// Softmax runs in f32 as in transformers. Returns `[kv_heads, rep, lq, hd]`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal_offset: Option<usize>) -> Result<Tensor> {
-    if is_cpu_with(q, DType::BF16) && q.dim(2)? > 1 {
-        // candle's CPU bf16 matmul is far slower than its f32 one: widen, attend, round once. Not for a
-        // single query (decode), where widening the whole KV cache costs more than it saves.
-        let f = |t: &Tensor| t.to_dtype(DType::F32);
-        let out = attention_with_budget(&f(q)?, &f(k)?, &f(v)?, scale, causal_offset, SCORE_BUDGET)?;
-        return Ok(out.to_dtype(DType::BF16)?);
-    }
-    attention_with_budget(q, k, v, scale, causal_offset, SCORE_BUDGET)
+    attention_in(q, k, v, scale, causal_offset, is_cpu_with(q, DType::BF16) && q.dim(2)? > 1, 1)
 }
 
-fn attention_with_budget(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal_offset: Option<usize>, budget: usize) -> Result<Tensor> {
+/// Query rows below which gemm multiplies by the transposed keys another way, with other bits (one row: a
+/// gemv; rows × keys ≤ 256: dot-product kernels): a short prefill chunk (the last token after a shared
+/// prefix) is padded with zero rows to this many, so its scores equal those of a long chunk.
+const PREFILL_MIN_SCORE_ROWS: usize = 32;
+
+/// [`attention`], in f32 when `widen` (bf16 inputs on the CPU): candle's CPU bf16 matmul is far slower than
+/// its f32 one, so widen, attend, round once. Not worth it for a single query (decode), where widening the
+/// whole KV cache costs more than it saves.
+/// `min_rows`: score products of fewer query rows are padded to this many (see [`PREFILL_MIN_SCORE_ROWS`]).
+fn attention_in(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal_offset: Option<usize>, widen: bool, min_rows: usize) -> Result<Tensor> {
+    if widen {
+        let f = |t: &Tensor| t.to_dtype(DType::F32);
+        let out = attention_with_budget(&f(q)?, &f(k)?, &f(v)?, scale, causal_offset, SCORE_BUDGET, min_rows)?;
+        return Ok(out.to_dtype(DType::BF16)?);
+    }
+    attention_with_budget(q, k, v, scale, causal_offset, SCORE_BUDGET, min_rows)
+}
+
+fn attention_with_budget(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal_offset: Option<usize>, budget: usize, min_rows: usize) -> Result<Tensor> {
     let (g, rep, lq, hd) = q.dims4()?;
     let lk = k.dim(1)?;
     let chunk = (budget / (g * rep * lk).max(1)).clamp(1, lq.max(1));
@@ -280,7 +332,12 @@ fn attention_with_budget(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal_
     for start in (0..lq).step_by(chunk) {
         let c = chunk.min(lq - start);
         let qc = q.narrow(2, start, c)?.contiguous()?.reshape((g, rep * c, hd))?;
-        let scores = qc.matmul(&kt)?.to_dtype(DType::F32)?;
+        let scores = if rep * c < min_rows {
+            qc.pad_with_zeros(1, 0, min_rows - rep * c)?.matmul(&kt)?.narrow(1, 0, rep * c)?.contiguous()?
+        } else {
+            qc.matmul(&kt)?
+        };
+        let scores = scores.to_dtype(DType::F32)?;
         let probs = if scores.device().is_cpu() {
             scaled_masked_softmax_cpu(scores, scale, causal_offset.map(|o| o + start), c, lk)?
         } else {
@@ -292,11 +349,46 @@ fn attention_with_budget(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal_
             }
             candle_nn::ops::softmax_last_dim(&scores)?
         };
-        let probs = probs.to_dtype(v.dtype())?;
-        let out = probs.reshape((g, rep * c, lk))?.matmul(v)?;
+        let probs = probs.to_dtype(v.dtype())?.reshape((g, rep * c, lk))?;
+        let out = match causal_offset {
+            Some(offset) => causal_probs_times_v(&probs, v, offset + start + c)?,
+            None => probs.matmul(v)?,
+        };
         outs.push(out.reshape((g, rep, c, hd))?);
     }
     Ok(if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(&outs, 2)? })
+}
+
+/// Keys per block of [`causal_probs_times_v`].
+const KEY_BLOCK: usize = 256;
+
+/// `probs · v` for causal rows that see only the first `visible` keys, in blocks of [`KEY_BLOCK`] keys counted
+/// from key 0 (the last one padded with zeros), blocks past `visible` skipped. gemm sums a product's inner
+/// dimension in pieces whose boundaries depend on its length, so one `[rows, lk] · [lk, hd]` product would
+/// give a query other bits when the chunk it sits in ends elsewhere (a prompt prefilled in other chunks, or
+/// after a shared prefix); fixed blocks make every query's sum the same whatever the chunking, and skip the
+/// keys no query of the chunk sees.
+fn causal_probs_times_v(probs: &Tensor, v: &Tensor, visible: usize) -> Result<Tensor> {
+    let lk = v.dim(1)?;
+    let visible = visible.min(lk);
+    let mut out: Option<Tensor> = None;
+    for start in (0..visible).step_by(KEY_BLOCK) {
+        let n = KEY_BLOCK.min(lk - start);
+        let (mut p, mut vb) = (probs.narrow(2, start, n)?, v.narrow(1, start, n)?);
+        if n < KEY_BLOCK {
+            p = p.pad_with_zeros(2, 0, KEY_BLOCK - n)?;
+            vb = vb.pad_with_zeros(1, 0, KEY_BLOCK - n)?;
+        }
+        let part = p.contiguous()?.matmul(&vb.contiguous()?)?;
+        out = Some(match out {
+            Some(acc) => (acc + part)?,
+            None => part,
+        });
+    }
+    match out {
+        Some(o) => Ok(o),
+        None => Err(Error::Internal("attention with no visible keys".into())),
+    }
 }
 
 /// Independent running maxima and sums per softmax row, so the compiler vectorizes the loops.
@@ -403,12 +495,12 @@ mod tests {
         let v = Tensor::randn(0f32, 1.0, (g, offset + lq, hd), &dev).unwrap();
         let want = naive(&q, &k, &v, 0.3, offset);
         for budget in [1, 40, 200, usize::MAX] {
-            let got = attention_with_budget(&q, &k, &v, 0.3, Some(offset), budget).unwrap();
+            let got = attention_with_budget(&q, &k, &v, 0.3, Some(offset), budget, 1).unwrap();
             assert!(max_abs_diff(&got, &want).unwrap() < 1e-5, "budget {budget}");
         }
         // Non-causal: every query sees every key, chunked or not.
-        let full = attention_with_budget(&q, &k, &v, 0.3, None, usize::MAX).unwrap();
-        let chunked = attention_with_budget(&q, &k, &v, 0.3, None, 30).unwrap();
+        let full = attention_with_budget(&q, &k, &v, 0.3, None, usize::MAX, 1).unwrap();
+        let chunked = attention_with_budget(&q, &k, &v, 0.3, None, 30, 1).unwrap();
         assert_eq!(max_abs_diff(&full, &chunked).unwrap(), 0.0);
     }
 }

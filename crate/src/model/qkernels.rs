@@ -5,6 +5,8 @@
 //!   in memory order, on all threads. The row is quantized once per call as ggml does (q8_0: 32-value blocks;
 //!   q4k: 256-value blocks with per-32 sums), then integer dot products over each block (`maddubs`) are scaled
 //!   and summed in f32.
+//! - A few activation rows (a batched decode step): the same, each weight row dotted with every row while in
+//!   cache; a row's result does not depend on the others.
 //! - Many rows times a q8_0 weight (prefill chunks): the weight is dequantized to f32 for gemm.
 //! Only the AVX2 + FMA + F16C paths are ours; other CPUs use candle's kernels.
 
@@ -35,34 +37,61 @@ fn has_avx2() -> bool {
 /// `x · Wᵀ` for one row `x` (`k` values) and a weight of `n` rows of `k` values stored as `dtype` blocks in
 /// `blocks`. Call only where [`supports`] says so.
 pub fn one_row(dtype: GgmlDType, blocks: &[u8], n: usize, k: usize, x: &[f32]) -> Vec<f32> {
-    assert!(supports(dtype) && x.len() == k, "one_row: unsupported call");
-    let mut y = vec![0f32; n];
+    assert!(x.len() == k, "one_row: a row of {} values for a weight of {k} columns", x.len());
+    few_rows(dtype, blocks, n, k, x)
+}
+
+/// `x · Wᵀ` for `m` rows `x` (`m · k` values; a batched decode step), `[m, n]`: each weight row is streamed
+/// once and dotted with every row while in cache. A row's result is the same bits for any `m`.
+pub fn few_rows(dtype: GgmlDType, blocks: &[u8], n: usize, k: usize, x: &[f32]) -> Vec<f32> {
+    assert!(supports(dtype) && k > 0 && !x.is_empty() && x.len() % k == 0, "few_rows: unsupported call");
+    let m = x.len() / k;
+    // [n, m] while computing, so each task writes whole weight rows' outputs.
+    let mut yt = vec![0f32; n * m];
     let threads = rayon::current_num_threads().max(1);
     let rows_per_task = n.div_ceil(threads * 8).max(1);
     match dtype {
         GgmlDType::Q8_0 => {
             let row_bytes = k / QK8_0 * Q8_0_BYTES;
             assert_eq!(blocks.len(), n * row_bytes);
-            let (xq, dx) = quantize_q8_0(x);
-            y.par_chunks_mut(rows_per_task).zip(blocks.par_chunks(rows_per_task * row_bytes)).for_each(|(out, rows)| {
-                for (o, row) in out.iter_mut().zip(rows.chunks_exact(row_bytes)) {
-                    // SAFETY: supports() checked AVX2, FMA and F16C; the row holds k / 32 whole blocks.
-                    *o = unsafe { x86::dot_q8_0(row, &xq, &dx) };
+            let xs: Vec<_> = x.chunks_exact(k).map(quantize_q8_0).collect();
+            yt.par_chunks_mut(rows_per_task * m).zip(blocks.par_chunks(rows_per_task * row_bytes)).for_each(|(out, rows)| {
+                for (o, row) in out.chunks_exact_mut(m).zip(rows.chunks_exact(row_bytes)) {
+                    for (o, (xq, dx)) in o.iter_mut().zip(&xs) {
+                        // SAFETY: supports() checked AVX2, FMA and F16C; the row holds k / 32 whole blocks.
+                        *o = unsafe { x86::dot_q8_0(row, xq, dx) };
+                    }
                 }
             });
         }
         GgmlDType::Q4K => {
             let row_bytes = k / QK_K * Q4K_BYTES;
             assert_eq!(blocks.len(), n * row_bytes);
-            let xq = quantize_q8k(x);
-            y.par_chunks_mut(rows_per_task).zip(blocks.par_chunks(rows_per_task * row_bytes)).for_each(|(out, rows)| {
-                for (o, row) in out.iter_mut().zip(rows.chunks_exact(row_bytes)) {
-                    // SAFETY: as above; the row holds k / 256 whole blocks.
-                    *o = unsafe { x86::dot_q4k(row, &xq) };
+            let xs: Vec<_> = x.chunks_exact(k).map(quantize_q8k).collect();
+            yt.par_chunks_mut(rows_per_task * m).zip(blocks.par_chunks(rows_per_task * row_bytes)).for_each(|(out, rows)| {
+                for (o, row) in out.chunks_exact_mut(m).zip(rows.chunks_exact(row_bytes)) {
+                    for (o, xq) in o.iter_mut().zip(&xs) {
+                        // SAFETY: as above; the row holds k / 256 whole blocks.
+                        *o = unsafe { x86::dot_q4k(row, xq) };
+                    }
                 }
             });
         }
         _ => unreachable!("checked by supports()"),
+    }
+    outputs_by_row(yt, n, m)
+}
+
+/// `[m, n]` from outputs computed `[n, m]` (each weight row's outputs for every activation row together).
+pub fn outputs_by_row(yt: Vec<f32>, n: usize, m: usize) -> Vec<f32> {
+    if m == 1 {
+        return yt;
+    }
+    let mut y = vec![0f32; m * n];
+    for (j, o) in yt.chunks_exact(m).enumerate() {
+        for (r, &v) in o.iter().enumerate() {
+            y[r * n + j] = v;
+        }
     }
     y
 }

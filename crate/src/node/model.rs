@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::{AbortSignal, AsyncTask, Buffer};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::bindgen_prelude::Object;
 use napi::{Env, Status, Task};
 use napi_derive::napi;
 
 use super::guarded;
-use crate::engine::{ChatRequest, DeviceKind, Engine, EngineOptions, ImageData, WeightDtype};
+use crate::engine::{ChatRequest, Completion, DeviceKind, Engine, EngineOptions, ImageData, WeightDtype};
 use crate::error::Error;
-use crate::generate::{GenerationParams, SamplingRequest};
+use crate::generate::{GenerationParams, SamplingRequest, TokenEvent};
 use crate::quant::Quantization;
 use crate::tokenizer::{Content, Message, Part};
 
@@ -28,8 +29,12 @@ pub struct NativeLoadOptions {
     pub quantize: Option<String>,
     /// Directory of the quantized-weight cache (default: the OS cache directory).
     pub quant_cache_dir: Option<String>,
-    /// Reuse the KV cache of the previous request's shared prompt prefix (default true).
+    /// Reuse KV caches of earlier and running requests up to a shared prompt prefix (default true).
     pub prefix_reuse: Option<bool>,
+    /// Megabytes the KV caches kept for prefix reuse may take (default 1024).
+    pub prefix_cache_mb: Option<u32>,
+    /// Sequences decoded together, 1 to 16 (default 8); more requests wait in the queue.
+    pub max_batch: Option<u32>,
     /// Images whose vision features are cached (default 16; 0 turns the cache off).
     pub vision_cache_images: Option<u32>,
     /// Pixel budget per image, overriding `preprocessor_config.json` (`size.longest_edge`).
@@ -147,6 +152,8 @@ impl NativeEngine {
             quantize,
             quant_cache_dir: o.quant_cache_dir.map(PathBuf::from),
             reuse_prefix: o.prefix_reuse.unwrap_or(defaults.reuse_prefix),
+            prefix_cache_bytes: o.prefix_cache_mb.map_or(defaults.prefix_cache_bytes, |mb| mb as usize * (1 << 20)),
+            max_batch: o.max_batch.map_or(defaults.max_batch, |n| n as usize),
             vision_cache_images: o.vision_cache_images.map_or(defaults.vision_cache_images, |n| n as usize),
             max_pixels: o.max_pixels.map(|n| n as usize),
             min_pixels: o.min_pixels.map(|n| n as usize),
@@ -175,10 +182,13 @@ impl NativeEngine {
     }
 
     /// Generates a reply; `onEvent` receives the text as it is produced. Aborting `signal` stops
-    /// generation between tokens and resolves with `finishReason: 'cancelled'`.
+    /// generation between tokens and resolves with `finishReason: 'cancelled'`. The request goes straight to
+    /// the engine's queue and the promise settles from its worker, so no Node thread waits while it runs
+    /// and any number of requests can be in flight (the engine batches them).
     #[napi(ts_return_type = "Promise<NativeGenerationResult>")]
-    pub fn generate(
+    pub fn generate<'env>(
         &self,
+        env: &'env Env,
         request: NativeGenerateRequest,
         #[napi(ts_arg_type = "(event: NativeGenerationEvent) => void")] on_event: ThreadsafeFunction<
             NativeGenerationEvent,
@@ -188,7 +198,7 @@ impl NativeEngine {
             false,
         >,
         signal: Option<AbortSignal>,
-    ) -> napi::Result<AsyncTask<GenerateTask>> {
+    ) -> napi::Result<Object<'env>> {
         let engine = self.engine()?;
         let want_logprobs = request.logprobs.unwrap_or(false);
         let request = guarded(|| chat_request(request))?;
@@ -197,8 +207,17 @@ impl NativeEngine {
             let flag = cancel.clone();
             s.on_abort(move || flag.store(true, Ordering::Relaxed));
         }
-        let task = GenerateTask { engine, request: Some(request), on_event: Arc::new(on_event), cancel, want_logprobs };
-        Ok(AsyncTask::new(task))
+        let (deferred, promise) = env.create_deferred()?;
+        let on_token = move |ev: &TokenEvent| {
+            let logprobs = want_logprobs.then(|| ev.logprob.iter().map(|l| l.logprob as f64).collect());
+            on_event.call(NativeGenerationEvent { text: ev.text.clone(), tokens: 1, logprobs }, ThreadsafeFunctionCallMode::NonBlocking);
+        };
+        let on_done = move |result: crate::Result<Completion>| match result {
+            Ok(c) => deferred.resolve(move |_| Ok(generation_result(c))),
+            Err(e) => deferred.reject(super::to_napi(e)),
+        };
+        guarded(|| engine.submit_then(request, cancel, on_token, on_done))?;
+        Ok(promise)
     }
 
     /// Frees the model once running requests finish; later calls fail.
@@ -294,48 +313,19 @@ impl Task for LoadTask {
     }
 }
 
-pub struct GenerateTask {
-    engine: Arc<Engine>,
-    request: Option<ChatRequest>,
-    on_event: Arc<ThreadsafeFunction<NativeGenerationEvent, (), NativeGenerationEvent, Status, false>>,
-    cancel: Arc<AtomicBool>,
-    want_logprobs: bool,
-}
-
-impl Task for GenerateTask {
-    type Output = crate::engine::Completion;
-    type JsValue = NativeGenerationResult;
-
-    fn compute(&mut self) -> napi::Result<Self::Output> {
-        let request = self.request.take().ok_or_else(|| napi::Error::from_reason("request already run"))?;
-        let on_event = self.on_event.clone();
-        let want_logprobs = self.want_logprobs;
-        let cancel = self.cancel.clone();
-        guarded(move || {
-            let handle = self.engine.submit_with_cancel(request, cancel, move |ev| {
-                let logprobs = want_logprobs.then(|| ev.logprob.iter().map(|l| l.logprob as f64).collect());
-                on_event.call(
-                    NativeGenerationEvent { text: ev.text.clone(), tokens: 1, logprobs },
-                    ThreadsafeFunctionCallMode::NonBlocking,
-                );
-            })?;
-            handle.wait()
-        })
-    }
-
-    fn resolve(&mut self, _env: Env, c: Self::Output) -> napi::Result<Self::JsValue> {
-        let u = &c.usage;
-        Ok(NativeGenerationResult {
-            finish_reason: c.finish_reason.as_str().into(),
-            text: c.text,
-            prompt_tokens: u.prompt_tokens as u32,
-            vision_tokens: u.vision_tokens as u32,
-            cached_tokens: u.cached_tokens as u32,
-            cached_images: u.cached_images as u32,
-            completion_tokens: u.completion_tokens as u32,
-            vision_ms: u.vision_ms,
-            prefill_ms: u.prefill_ms,
-            decode_ms: u.decode_ms,
-        })
+/// The JS view of a finished request.
+fn generation_result(c: Completion) -> NativeGenerationResult {
+    let u = &c.usage;
+    NativeGenerationResult {
+        finish_reason: c.finish_reason.as_str().into(),
+        text: c.text,
+        prompt_tokens: u.prompt_tokens as u32,
+        vision_tokens: u.vision_tokens as u32,
+        cached_tokens: u.cached_tokens as u32,
+        cached_images: u.cached_images as u32,
+        completion_tokens: u.completion_tokens as u32,
+        vision_ms: u.vision_ms,
+        prefill_ms: u.prefill_ms,
+        decode_ms: u.decode_ms,
     }
 }

@@ -14,7 +14,7 @@ use serde_json::Value;
 pub use config::{Glm4vConfig, TextConfig, VisionConfig};
 
 use crate::error::Result;
-use crate::model::{check_prompt_range, check_token, KvCache, ModelSpec, Prompt, Trace, VisionFeatures, VisionLanguageModel};
+use crate::model::{check_prompt_range, decode_positions, KvCache, ModelSpec, Prompt, Step, Trace, VisionFeatures, VisionLanguageModel};
 use crate::vision::PreprocessorConfig;
 use crate::weights::Weights;
 use text::TextModel;
@@ -90,14 +90,13 @@ impl VisionLanguageModel for Glm4v {
         let s = check_prompt_range(cache, prompt, end)?;
         let x = self.text.embed(&prompt.ids[s..end])?;
         let (x, _) = prompt.scatter_images(x, s, end, self.dtype)?;
-        self.text.forward(&x, prompt.positions(s, end), cache, trace)
+        self.text.forward(&x, prompt.positions(s, end), &mut [cache], &[end - s], Step::Prefill, trace)
     }
 
-    fn forward_token(&self, cache: &mut KvCache, prompt: &Prompt, token: u32) -> Result<Tensor> {
-        check_token(token, self.config.text.vocab_size)?;
-        let p = cache.len() as i64 + prompt.positions.rope_delta;
-        let x = self.text.embed(&[token])?;
-        self.text.forward(&x, [&[p], &[p], &[p]], cache, &mut Trace::off())
+    fn forward_tokens(&self, caches: &mut [&mut KvCache], prompts: &[&Prompt], tokens: &[u32]) -> Result<Tensor> {
+        let pos = decode_positions(caches, prompts, tokens, self.config.text.vocab_size)?;
+        let x = self.text.embed(tokens)?;
+        self.text.forward(&x, [&pos, &pos, &pos], caches, &vec![1; tokens.len()], Step::Decode, &mut Trace::off())
     }
 
     fn logits(&self, hidden: &Tensor) -> Result<Tensor> {

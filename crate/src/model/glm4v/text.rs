@@ -9,7 +9,7 @@ use super::config::TextConfig;
 use crate::error::Result;
 use crate::model::linear::{Linear, OutputHead};
 use crate::model::rope::{inv_freq, mrope_cos_sin};
-use crate::model::{activation, cached_attention, rms_norm, KvCache, Trace};
+use crate::model::{activation, batched_attention, rms_norm, KvCache, Step, Trace};
 use crate::weights::Weights;
 
 struct Layer {
@@ -100,20 +100,24 @@ impl TextModel {
         Ok(self.embed_tokens.index_select(&ids, 0)?)
     }
 
-    /// Runs `x [len, hidden]` (tokens at KV indices `cache.len()..`) through all layers, appending to the
-    /// cache. `pos` are the chunk's (t, h, w) rotary positions. Returns the final-normed hidden states.
-    pub fn forward(&self, x: &Tensor, pos: [&[i64]; 3], cache: &mut KvCache, trace: &mut Trace) -> Result<Tensor> {
+    /// Runs `x [rows, hidden]` through all layers with `step`'s kernels: consecutive segments of `lens[i]` rows continue `caches[i]`
+    /// (at KV indices `caches[i].len()..`), appending to it; one sequence is one segment, a batched decode step
+    /// one row per sequence. `pos` are the rows' (t, h, w) rotary positions. Returns the final-normed hidden
+    /// states.
+    pub fn forward(&self, x: &Tensor, pos: [&[i64]; 3], caches: &mut [&mut KvCache], lens: &[usize], step: Step, trace: &mut Trace) -> Result<Tensor> {
         let (cos, sin) = mrope_cos_sin(pos, &self.inv_freq, &self.axes, self.dtype, x.device())?;
         let mut x = x.clone();
         trace.record(|| "decoder.hidden0".into(), &x);
         let n = self.layers.len();
         for (l, layer) in self.layers.iter().enumerate() {
-            x = self.layer_forward(layer, l, &x, &cos, &sin, cache)?;
+            x = self.layer_forward(layer, l, &x, &cos, &sin, caches, lens, step)?;
             if l + 1 < n {
                 trace.record(|| format!("decoder.hidden{}", l + 1), &x);
             }
         }
-        cache.commit(x.dim(0)?);
+        for (cache, &n) in caches.iter_mut().zip(lens) {
+            cache.commit(n);
+        }
         let x = rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)?;
         trace.record(|| format!("decoder.hidden{n}"), &x);
         Ok(x)
@@ -135,7 +139,8 @@ impl TextModel {
         Ok(Tensor::cat(&[rotated, t.narrow(2, rot, hd - rot)?], 2)?)
     }
 
-    fn layer_forward(&self, layer: &Layer, index: usize, x: &Tensor, cos: &Tensor, sin: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+    #[allow(clippy::too_many_arguments)]
+    fn layer_forward(&self, layer: &Layer, index: usize, x: &Tensor, cos: &Tensor, sin: &Tensor, caches: &mut [&mut KvCache], lens: &[usize], step: Step) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (len, _) = x.dims2()?;
         let (hd, nh, nkv) = (cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads);
@@ -144,15 +149,15 @@ impl TextModel {
         let h = rms_norm(x, &layer.input_norm, eps)?;
         // [len, heads·hd] -> [heads, len, hd]
         let heads = |t: Tensor, n: usize| -> Result<Tensor> { Ok(t.reshape((len, n, hd))?.transpose(0, 1)?.contiguous()?) };
-        let q = self.partial_rope(&heads(layer.q_proj.forward(&h)?, nh)?, cos, sin)?;
-        let k = self.partial_rope(&heads(layer.k_proj.forward(&h)?, nkv)?, cos, sin)?;
-        let v = heads(layer.v_proj.forward(&h)?, nkv)?;
-        let attn = cached_attention(cache, index, &q, &k, &v)?;
-        let attn = rms_norm(&layer.o_proj.forward(&attn)?, &layer.post_self_attn_norm, eps)?;
+        let q = self.partial_rope(&heads(layer.q_proj.forward_step(step, &h)?, nh)?, cos, sin)?;
+        let k = self.partial_rope(&heads(layer.k_proj.forward_step(step, &h)?, nkv)?, cos, sin)?;
+        let v = heads(layer.v_proj.forward_step(step, &h)?, nkv)?;
+        let attn = batched_attention(caches, lens, index, &q, &k, &v, step)?;
+        let attn = rms_norm(&layer.o_proj.forward_step(step, &attn)?, &layer.post_self_attn_norm, eps)?;
         let x = (x + attn)?;
 
         let h = rms_norm(&x, &layer.post_attention_norm, eps)?;
-        let mlp = layer.down_proj.forward(&activation::silu_mul(&layer.gate_proj.forward(&h)?, &layer.up_proj.forward(&h)?)?)?;
+        let mlp = layer.down_proj.forward_step(step, &activation::silu_mul(&layer.gate_proj.forward_step(step, &h)?, &layer.up_proj.forward_step(step, &h)?)?)?;
         let mlp = rms_norm(&mlp, &layer.post_mlp_norm, eps)?;
         Ok((x + mlp)?)
     }

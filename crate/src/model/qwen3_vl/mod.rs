@@ -14,7 +14,7 @@ use serde_json::Value;
 pub use config::{Qwen3VLConfig, TextConfig, VisionConfig};
 
 use crate::error::Result;
-use crate::model::{check_prompt_range, check_token, KvCache, ModelSpec, Prompt, Trace, VisionFeatures, VisionLanguageModel};
+use crate::model::{check_prompt_range, decode_positions, KvCache, ModelSpec, Prompt, Step, Trace, VisionFeatures, VisionLanguageModel};
 use crate::vision::PreprocessorConfig;
 use crate::weights::Weights;
 use text::{DeepstackChunk, TextModel};
@@ -102,14 +102,13 @@ impl VisionLanguageModel for Qwen3VL {
             }),
             _ => None,
         };
-        self.text.forward(&x, prompt.positions(s, end), cache, deepstack.as_ref(), trace)
+        self.text.forward(&x, prompt.positions(s, end), &mut [cache], &[end - s], Step::Prefill, deepstack.as_ref(), trace)
     }
 
-    fn forward_token(&self, cache: &mut KvCache, prompt: &Prompt, token: u32) -> Result<Tensor> {
-        check_token(token, self.config.text.vocab_size)?;
-        let p = cache.len() as i64 + prompt.positions.rope_delta;
-        let x = self.text.embed(&[token])?;
-        self.text.forward(&x, [&[p], &[p], &[p]], cache, None, &mut Trace::off())
+    fn forward_tokens(&self, caches: &mut [&mut KvCache], prompts: &[&Prompt], tokens: &[u32]) -> Result<Tensor> {
+        let pos = decode_positions(caches, prompts, tokens, self.config.text.vocab_size)?;
+        let x = self.text.embed(tokens)?;
+        self.text.forward(&x, [&pos, &pos, &pos], caches, &vec![1; tokens.len()], Step::Decode, None, &mut Trace::off())
     }
 
     fn logits(&self, hidden: &Tensor) -> Result<Tensor> {

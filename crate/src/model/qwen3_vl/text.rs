@@ -8,7 +8,7 @@ use super::rope::mrope_axes;
 use crate::error::Result;
 use crate::model::linear::{Linear, OutputHead};
 use crate::model::rope::{inv_freq, mrope_cos_sin};
-use crate::model::{activation, cached_attention, rms_norm, KvCache, Trace};
+use crate::model::{activation, batched_attention, rms_norm, KvCache, Step, Trace};
 use crate::weights::Weights;
 
 struct Layer {
@@ -91,14 +91,17 @@ impl TextModel {
         Ok(self.embed_tokens.index_select(&ids, 0)?)
     }
 
-    /// Runs `x [len, hidden]` (tokens at KV indices `cache.len()..`) through all layers, appending to
-    /// the cache. `pos` are the chunk's (t, h, w) rotary positions. Returns the final-normed hidden
-    /// states `[len, hidden]`.
+    /// Runs `x [rows, hidden]` through all layers with `step`'s kernels: consecutive segments of `lens[i]` rows continue
+    /// `caches[i]` (at KV indices `caches[i].len()..`), appending to it; one sequence is one segment, a
+    /// batched decode step one row per sequence. `pos` are the rows' (t, h, w) rotary positions. Returns the
+    /// final-normed hidden states `[rows, hidden]`.
     pub fn forward(
         &self,
         x: &Tensor,
         pos: [&[i64]; 3],
-        cache: &mut KvCache,
+        caches: &mut [&mut KvCache],
+        lens: &[usize],
+        step: Step,
         deepstack: Option<&DeepstackChunk>,
         trace: &mut Trace,
     ) -> Result<Tensor> {
@@ -107,7 +110,7 @@ impl TextModel {
         trace.record(|| "decoder.hidden0".into(), &x);
         let n = self.layers.len();
         for (l, layer) in self.layers.iter().enumerate() {
-            x = self.layer_forward(layer, l, &x, &cos, &sin, cache)?;
+            x = self.layer_forward(layer, l, &x, &cos, &sin, caches, lens, step)?;
             // transformers' `hidden_states` are the layer outputs, before DeepStack is added.
             if l + 1 < n {
                 trace.record(|| format!("decoder.hidden{}", l + 1), &x);
@@ -120,7 +123,9 @@ impl TextModel {
                 }
             }
         }
-        cache.commit(x.dim(0)?);
+        for (cache, &n) in caches.iter_mut().zip(lens) {
+            cache.commit(n);
+        }
         let x = rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)?;
         trace.record(|| format!("decoder.hidden{n}"), &x);
         Ok(x)
@@ -131,7 +136,8 @@ impl TextModel {
         self.lm_head.forward(hidden)
     }
 
-    fn layer_forward(&self, layer: &Layer, index: usize, x: &Tensor, cos: &Tensor, sin: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+    #[allow(clippy::too_many_arguments)]
+    fn layer_forward(&self, layer: &Layer, index: usize, x: &Tensor, cos: &Tensor, sin: &Tensor, caches: &mut [&mut KvCache], lens: &[usize], step: Step) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (len, _) = x.dims2()?;
         let (hd, nh, nkv) = (cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads);
@@ -143,14 +149,14 @@ impl TextModel {
             let t = rms_norm(&t.reshape((len, n, hd))?, norm, eps)?.transpose(0, 1)?.contiguous()?;
             Ok(candle_nn::rotary_emb::rope(&t.unsqueeze(0)?, cos, sin)?.squeeze(0)?)
         };
-        let q = heads(layer.q_proj.forward(&h)?, nh, &layer.q_norm)?;
-        let k = heads(layer.k_proj.forward(&h)?, nkv, &layer.k_norm)?;
-        let v = layer.v_proj.forward(&h)?.reshape((len, nkv, hd))?.transpose(0, 1)?.contiguous()?;
-        let attn = cached_attention(cache, index, &q, &k, &v)?;
-        let x = (x + layer.o_proj.forward(&attn)?)?;
+        let q = heads(layer.q_proj.forward_step(step, &h)?, nh, &layer.q_norm)?;
+        let k = heads(layer.k_proj.forward_step(step, &h)?, nkv, &layer.k_norm)?;
+        let v = layer.v_proj.forward_step(step, &h)?.reshape((len, nkv, hd))?.transpose(0, 1)?.contiguous()?;
+        let attn = batched_attention(caches, lens, index, &q, &k, &v, step)?;
+        let x = (x + layer.o_proj.forward_step(step, &attn)?)?;
 
         let h = rms_norm(&x, &layer.post_attn_norm, eps)?;
-        let mlp = layer.down_proj.forward(&activation::silu_mul(&layer.gate_proj.forward(&h)?, &layer.up_proj.forward(&h)?)?)?;
+        let mlp = layer.down_proj.forward_step(step, &activation::silu_mul(&layer.gate_proj.forward_step(step, &h)?, &layer.up_proj.forward_step(step, &h)?)?)?;
         Ok((x + mlp)?)
     }
 }
