@@ -13,6 +13,8 @@ use half::bf16;
 use rayon::prelude::*;
 
 use crate::error::Result;
+#[cfg(target_arch = "x86_64")]
+use crate::model::few_rows;
 use crate::model::{is_cpu_with, qkernels, Step};
 use crate::weights::Weights;
 
@@ -201,11 +203,15 @@ enum FewRows {
     OutIn,
 }
 
-/// Output columns an `InOut` task accumulates at once for several rows: the partial sums of all rows stay
-/// in L1 (16 rows × 512 × 4 bytes = 32 KB).
-const IN_OUT_TILE: usize = 512;
 
 /// Weight elements the kernels read, widened to f32.
+#[cfg(target_arch = "x86_64")]
+trait Widen: Copy + Send + Sync + few_rows::Lanes {
+    fn widen(self) -> f32;
+}
+
+/// Weight elements the kernels read, widened to f32.
+#[cfg(not(target_arch = "x86_64"))]
 trait Widen: Copy + Send + Sync {
     fn widen(self) -> f32;
 }
@@ -253,30 +259,30 @@ impl CustomOp2 for FewRows {
 }
 
 impl FewRows {
-    /// `x` holds `m` rows of `k` values; returns `[m, n]`.
+    /// `x` holds `m` rows of `k` values; returns `[m, n]`. Each thread takes a block of weight rows (`InOut`:
+    /// partial sums, added in order; `OutIn`: whole outputs), so the weight is read once in all.
     fn run<W: Widen>(&self, x: &[f32], w: &[W], k: usize, n: usize) -> Vec<f32> {
         let m = x.len() / k;
         let threads = rayon::current_num_threads().max(1);
         match self {
             FewRows::InOut => {
-                // One row streams each weight row whole; several share column tiles that stay in L1. Either
-                // way each sum runs over the same weight rows in the same order.
-                let tile = if m == 1 { n } else { IN_OUT_TILE };
                 let rows_per_task = k.div_ceil(threads).max(1);
                 let partials: Vec<Vec<f32>> = (0..k.div_ceil(rows_per_task))
                     .into_par_iter()
                     .map(|task| {
-                        let first = task * rows_per_task;
-                        let last = (first + rows_per_task).min(k);
+                        let (first, last) = (task * rows_per_task, ((task + 1) * rows_per_task).min(k));
                         let mut y = vec![0f32; m * n];
-                        for c0 in (0..n).step_by(tile) {
-                            let c1 = (c0 + tile).min(n);
-                            for i in first..last {
-                                let row = &w[i * n + c0..i * n + c1];
-                                for (r, out) in y.chunks_exact_mut(n).enumerate() {
-                                    let xi = x[r * k + i];
-                                    out[c0..c1].iter_mut().zip(row).for_each(|(o, &wv)| *o += xi * wv.widen());
-                                }
+                        #[cfg(target_arch = "x86_64")]
+                        if few_rows::supported() {
+                            // SAFETY: checked AVX2 and FMA; x is [m, k], w [k, n], y [m, n].
+                            unsafe { few_rows::in_out(x, m, k, w, n, first, last, &mut y) };
+                            return y;
+                        }
+                        for i in first..last {
+                            let row = &w[i * n..(i + 1) * n];
+                            for (r, out) in y.chunks_exact_mut(n).enumerate() {
+                                let xi = x[r * k + i];
+                                out.iter_mut().zip(row).for_each(|(o, &wv)| *o += xi * wv.widen());
                             }
                         }
                         y
@@ -293,8 +299,16 @@ impl FewRows {
                 // [n, m] while computing (each task writes whole weight rows' outputs), then [m, n].
                 let mut yt = vec![0f32; n * m];
                 let outputs_per_task = n.div_ceil(threads * 8).max(1);
-                yt.par_chunks_mut(outputs_per_task * m).zip(w.par_chunks(outputs_per_task * k)).for_each(|(out, block)| {
-                    for (o, row) in out.chunks_exact_mut(m).zip(block.chunks_exact(k)) {
+                yt.par_chunks_mut(outputs_per_task * m).enumerate().for_each(|(task, out)| {
+                    let first = task * outputs_per_task;
+                    let rows = first..first + out.len() / m;
+                    #[cfg(target_arch = "x86_64")]
+                    if few_rows::supported() {
+                        // SAFETY: checked AVX2 and FMA; x is [m, k], w [n, k], out [rows, m].
+                        unsafe { few_rows::out_in(x, m, k, w, rows, out) };
+                        return;
+                    }
+                    for (o, row) in out.chunks_exact_mut(m).zip(w[rows.start * k..rows.end * k].chunks_exact(k)) {
                         for (r, o) in o.iter_mut().enumerate() {
                             *o = dot(&x[r * k..(r + 1) * k], row);
                         }

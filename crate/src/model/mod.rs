@@ -5,6 +5,8 @@
 
 pub mod activation;
 pub mod config_keys;
+#[cfg(target_arch = "x86_64")]
+pub mod few_rows;
 pub mod glm4v;
 pub mod kv_cache;
 pub mod linear;
