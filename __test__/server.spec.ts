@@ -347,6 +347,25 @@ test('graceful shutdown: running requests finish, new ones are refused; after th
   t.true(status === 503 || status === 'reset', `aborted request: ${status}`)
 })
 
+test('a full queue answers 429 with Retry-After at once; the admitted requests finish and room opens again', async (t) => {
+  const model = new ScriptedModel([{ pieces: ['a', 'b', 'c'], delayMs: 60 }])
+  const { server, url } = await serve(model, { maxQueue: 2 })
+  t.teardown(() => server.close({ graceMs: 0 }))
+  const admitted = [post(url, hello), post(url, hello)]
+  for (let i = 0; i < 200 && server.inflight < 2; i++) await sleep(5)
+  const t0 = performance.now()
+  const busy = await post(url, hello)
+  t.true(performance.now() - t0 < 1000, 'answered without waiting for the queue')
+  t.is(busy.status, 429)
+  t.is(busy.headers.get('retry-after'), '1')
+  const body = (await busy.json()) as any
+  t.is(body.error.code, 'queue_full')
+  t.regex(body.error.message, /2 requests/)
+  for (const r of await Promise.all(admitted)) t.is(r.status, 200)
+  t.is((await post(url, hello)).status, 200)
+  t.throws(() => createServer(model, { maxQueue: 0 }), { message: /maxQueue/ })
+})
+
 test('vtc mode (model "<name>:vtc"): the server runs the optical-memory loop and reports the rounds', async (t) => {
   const round1 = '<think>\n' + 'We expand the product term by term and collect the powers of x. '.repeat(30)
   const model = new ScriptedModel([
