@@ -81,11 +81,6 @@ impl PrefixCache {
             self.entries.swap_remove(oldest);
         }
     }
-
-    /// Forgets every entry (after an error that may have left a cache half-written).
-    pub(super) fn clear(&mut self) {
-        self.entries.clear();
-    }
 }
 
 /// Vision features of recently seen images, by content hash.

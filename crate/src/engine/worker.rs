@@ -303,8 +303,7 @@ impl Worker {
         Ok(())
     }
 
-    /// Replies to a finished request and keeps its KV cache for prefix reuse (not after an error, which may
-    /// have left it half-written).
+    /// Replies to a finished request and keeps its KV cache for prefix reuse.
     fn retire(&mut self, mut a: Active, queued: &AtomicUsize, live: &LiveFlags) {
         let result = match a.done.take().expect("retired when done") {
             Ok(out) => {
@@ -319,12 +318,8 @@ impl Worker {
                 usage.total_ms = ms(a.started);
                 Ok(Completion { usage, text: out.text, tokens: out.tokens, finish_reason: out.finish_reason, logprobs: out.logprobs })
             }
-            Err(e) => {
-                if let Some(pc) = self.prefix_cache.as_mut() {
-                    pc.clear();
-                }
-                Err(e)
-            }
+            // The failed sequence's cache may be half-written: it is dropped (the cached entries are copies).
+            Err(e) => Err(e),
         };
         finish_job(a.job, result, queued, live);
     }
