@@ -19,7 +19,7 @@ import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-import { fmt, pickModel, root, shared } from './engine-common.js'
+import { fmt, pickModel, printTable, root, shared } from './engine-common.js'
 
 const args = process.argv.slice(2)
 const opt = (name, dflt) => {
@@ -68,7 +68,7 @@ async function drive() {
   for (const r of rows) {
     table.push([String(r.b), fmt(r.aggregate), fmt(r.aggregate / r.b), one ? `${(r.aggregate / one.aggregate).toFixed(2)}×` : '–', fmt(r.worst_gap_ms), fmt(r.peak_rss_mb)])
   }
-  print(table)
+  printTable(table)
 
   if (!args.includes('--no-loop')) {
     const samples = Number(opt('loop-samples', 16))
@@ -76,7 +76,7 @@ async function drive() {
     console.log(`\nloop: one question × ${samples} samples, ${loop.rounds} rounds × ${loop.roundTokens} tokens each (fixed schedule)`)
     const batched = worker({ ...loop, batch: Math.min(samples, 16) })
     const alone = worker({ ...loop, batch: 1 })
-    print([
+    printTable([
       ['', 'wall s', 'tokens', 'pages', 'peak RSS MB'],
       ['one at a time', fmt(alone.wall_s), String(alone.tokens), String(alone.pages), fmt(alone.peak_rss_mb)],
       [`batched (${Math.min(samples, 16)})`, fmt(batched.wall_s), String(batched.tokens), String(batched.pages), fmt(batched.peak_rss_mb)],
@@ -85,11 +85,6 @@ async function drive() {
     if (batched.tokens !== alone.tokens) throw new Error('the two runs generated different token counts: the schedule was not kept')
   }
   rmSync(dir, { recursive: true, force: true })
-}
-
-function print(table) {
-  const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)))
-  for (const row of table) console.log(row.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  '))
 }
 
 async function decodeWorker(spec) {

@@ -117,3 +117,9 @@ export function commonPrefix(a, b) {
   while (i < a.length && a[i] === b[i]) i++
   return i
 }
+
+/** Prints rows of strings as columns: the first left-aligned, the rest right-aligned. */
+export function printTable(table) {
+  const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)))
+  for (const row of table) console.log(row.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  '))
+}

@@ -25,7 +25,7 @@ import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-import { buildCases, fmt, pickModel, root, runOurs, summarize } from './engine-common.js'
+import { buildCases, fmt, pickModel, printTable, root, runOurs, summarize } from './engine-common.js'
 
 const args = process.argv.slice(2)
 const opt = (name, dflt) => {
@@ -134,8 +134,7 @@ async function drive() {
     }
     table.push(cells)
   }
-  const widths = head.map((_, i) => Math.max(...table.map((row) => row[i].length)))
-  for (const row of table) console.log(row.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  '))
+  printTable(table)
   if (llama) {
     console.log('\nllama.cpp, same text decoder and token ids:')
     for (const [config, l] of Object.entries(llama)) {

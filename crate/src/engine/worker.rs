@@ -143,7 +143,7 @@ impl Worker {
                 }
             }
             for a in active.iter_mut().filter(|a| a.done.is_none() && a.job.cancel.load(Ordering::Relaxed)) {
-                a.done = Some(Ok(a.seq_finish(FinishReason::Cancelled)));
+                a.done = Some(Ok(a.seq.finish(FinishReason::Cancelled)));
             }
             if let Some(i) = active.iter().position(|a| a.done.is_none() && a.next.is_none()) {
                 if let Err(e) = catch_panic(|| self.prefill_turn(&mut active, i)) {
@@ -277,26 +277,12 @@ impl Worker {
 
     /// One decode step of the sequences `which`, together: each feeds its sampled token and samples the next.
     fn decode_turn(&mut self, active: &mut [Active], which: &[usize]) -> Result<()> {
-        let mut tokens = Vec::with_capacity(which.len());
-        let mut prompts = Vec::with_capacity(which.len());
-        let mut caches = Vec::with_capacity(which.len());
-        // `which` is ascending: split the slice so each chosen sequence lends its cache and prompt at once.
-        let mut rest = &mut *active;
-        let mut offset = 0;
-        for &i in which {
-            let (_, tail) = rest.split_at_mut(i - offset);
-            let (a, tail) = tail.split_first_mut().expect("index in range");
-            tokens.push(a.next.expect("a sequence with a token to feed"));
-            prompts.push(&a.prompt);
-            caches.push(&mut a.cache);
-            rest = tail;
-            offset = i + 1;
-        }
-        let logits = self.model.decode_batch(&mut caches, &prompts, &tokens)?;
-        let rows = logits.to_vec2::<f32>()?;
-        for (&i, row) in which.iter().zip(&rows) {
-            let a = &mut active[i];
-            let fed = a.next.take().expect("checked above");
+        let mut batch: Vec<&mut Active> = active.iter_mut().enumerate().filter(|(i, _)| which.contains(i)).map(|(_, a)| a).collect();
+        let tokens: Vec<u32> = batch.iter().map(|a| a.next.expect("a sequence with a token to feed")).collect();
+        let (mut caches, prompts): (Vec<&mut KvCache>, Vec<&Prompt>) = batch.iter_mut().map(|a| (&mut a.cache, &a.prompt)).unzip();
+        let rows = self.model.decode_batch(&mut caches, &prompts, &tokens)?.to_vec2::<f32>()?;
+        for ((a, row), fed) in batch.iter_mut().zip(&rows).zip(tokens) {
+            a.next = None;
             a.contents.push_generated(fed);
             a.sample(row, &self.tokenizer)?;
         }
@@ -402,16 +388,12 @@ impl Active {
     fn sample(&mut self, row: &[f32], tokenizer: &crate::tokenizer::Tokenizer) -> Result<()> {
         let on_token = &mut self.job.on_token;
         match self.seq.step(row, self.cache.len(), tokenizer, &mut |ev| on_token(ev))? {
-            Some(reason) => self.done = Some(Ok(self.seq_finish(reason))),
+            Some(reason) => self.done = Some(Ok(self.seq.finish(reason))),
             None => self.next = self.seq.tokens().last().copied(),
         }
         Ok(())
     }
 
-    /// The sequence's result, finished for `reason`.
-    fn seq_finish(&mut self, reason: FinishReason) -> Generation {
-        self.seq.finish(reason)
-    }
 }
 
 /// Sends a request's result and forgets it.

@@ -130,9 +130,14 @@ pub fn dequantize(blocks: &[u8], n: usize, k: usize) -> Vec<f32> {
 
 /// The row as 32-value blocks of i8 with an f32 scale each (symmetric, ±127).
 fn quantize_q8_0(x: &[f32]) -> (Vec<i8>, Vec<f32>) {
+    quantize_blocks(x, QK8_0)
+}
+
+/// The row as blocks of `block` i8 values with an f32 scale each: `round(v / scale)`, `scale = max |v| / 127`.
+fn quantize_blocks(x: &[f32], block: usize) -> (Vec<i8>, Vec<f32>) {
     let mut q = vec![0i8; x.len()];
-    let mut d = Vec::with_capacity(x.len() / QK8_0);
-    for (xs, qs) in x.chunks_exact(QK8_0).zip(q.chunks_exact_mut(QK8_0)) {
+    let mut d = Vec::with_capacity(x.len() / block);
+    for (xs, qs) in x.chunks_exact(block).zip(q.chunks_exact_mut(block)) {
         let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
         let scale = amax / 127.0;
         let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
@@ -154,19 +159,8 @@ struct Q8K {
 }
 
 fn quantize_q8k(x: &[f32]) -> Q8K {
-    let mut q = vec![0i8; x.len()];
-    let mut d = Vec::with_capacity(x.len() / QK_K);
-    let mut bsums = Vec::with_capacity(x.len() / 16);
-    for (xs, qs) in x.chunks_exact(QK_K).zip(q.chunks_exact_mut(QK_K)) {
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let scale = amax / 127.0;
-        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-        for (q, &v) in qs.iter_mut().zip(xs) {
-            *q = (v * inv).round() as i8;
-        }
-        d.push(scale);
-        bsums.extend(qs.chunks_exact(32).map(|c| c.iter().map(|&v| v as i16).sum::<i16>()));
-    }
+    let (q, d) = quantize_blocks(x, QK_K);
+    let bsums = q.chunks_exact(32).map(|c| c.iter().map(|&v| v as i16).sum::<i16>()).collect();
     Q8K { q, d, bsums }
 }
 
