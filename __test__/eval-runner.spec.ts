@@ -5,7 +5,8 @@
  * loop, renderer, backends, server, grader and reports are the product code.
  */
 import { execFile, spawn, spawnSync } from 'node:child_process'
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
+import { open } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -17,6 +18,7 @@ import { loadModel } from '../src/backends/embedded.js'
 import { GenerationError, type ChatModel, type GenerateRequest, type GenerationEvent } from '../src/backends/types.js'
 import { evalCommand } from '../src/cli/eval.js'
 import { loadBenchmark } from '../src/eval/bench.js'
+import { modelFingerprint } from '../src/eval/fingerprint.js'
 import type { EvalReport } from '../src/eval/report.js'
 import { readResults, rowKey, type EvalRow } from '../src/eval/results.js'
 import { runEval } from '../src/eval/runner.js'
@@ -92,6 +94,86 @@ test('e2e fixture model, both modes: one graded row per sample, reports, and a r
   const other = cli([...args, '--limit', '3', '--round-tokens', '32'])
   t.is(other.status, 1)
   t.regex(other.stderr, /holds results of another setup \(roundTokens: 16 before, 32 now\)/)
+})
+
+/** A model directory `dir` with the e2e fixture's files, linked, except `own` (copied, for editing). */
+function modelCopy(dir: string, own: string[] = []): string {
+  mkdirSync(dir, { recursive: true })
+  for (const f of readdirSync(E2E)) {
+    if (own.includes(f)) copyFileSync(join(E2E, f), join(dir, f))
+    else symlinkSync(join(E2E, f), join(dir, f))
+  }
+  return dir
+}
+
+test('resume: another model of the same directory name is refused, naming the file that differs; the same files elsewhere resume', (t) => {
+  const root = tmp()
+  t.teardown(() => rmSync(root, { recursive: true, force: true }))
+  const out = join(root, 'out')
+  const runA = modelCopy(join(root, 'runA', 'hf'))
+  // other weights: one value of a layer norm changed in its lowest mantissa byte (still a valid model)
+  const runB = modelCopy(join(root, 'runB', 'hf'), ['model.safetensors'])
+  const weights = readFileSync(join(runB, 'model.safetensors'))
+  const dataStart = 8 + Number(weights.readBigUInt64LE(0))
+  const header = JSON.parse(weights.subarray(8, dataStart).toString()) as Record<string, { data_offsets: [number, number] }>
+  weights[dataStart + header['model.language_model.layers.0.input_layernorm.weight'].data_offsets[0]] ^= 1
+  writeFileSync(join(runB, 'model.safetensors'), weights)
+  // the same files as runA, copied (another path and modification time)
+  const runC = modelCopy(join(root, 'runC', 'hf'), ['model.safetensors'])
+
+  const args = (model: string) => ['--model', model, '--bench', 'math500', '--mode', 'baseline', '--limit', '1', '--round-tokens', '4', '--max-rounds', '1', '--out', out]
+  const first = cli(args(runA))
+  t.is(first.status, 0, first.stderr)
+  const other = cli(args(runB))
+  t.is(other.status, 1, 'runB/hf has other weights than runA/hf')
+  t.regex(other.stderr, /holds results of another setup \(modelFiles\.model\.safetensors: "20340232 B, sha256:\w+" before, "20340232 B, sha256:\w+" now\)/)
+  const same = cli(args(runC))
+  t.is(same.status, 0, same.stderr)
+  t.regex(same.stdout, /0 samples run \(0 failed\), 1 already done/)
+  t.is(rowsOf(out).length, 1)
+})
+
+test('model fingerprint: config, template and weights count, paths do not; a 32 GiB weight file is fingerprinted without reading it whole', async (t) => {
+  const root = tmp()
+  t.teardown(() => rmSync(root, { recursive: true, force: true }))
+  const base = await modelFingerprint(E2E)
+  t.deepEqual(Object.keys(base).sort(), ['chat_template.jinja', 'config.json', 'generation_config.json', 'model.safetensors', 'preprocessor_config.json', 'tokenizer.json', 'tokenizer_config.json'])
+  const edited = modelCopy(join(root, 'edited'), ['chat_template.jinja', 'model.safetensors'])
+  t.deepEqual(await modelFingerprint(edited), base)
+  appendFileSync(join(edited, 'chat_template.jinja'), ' ')
+  // the last value of the largest tensor (the embedding's last row, where added tokens are trained)
+  const fh = await open(join(edited, 'model.safetensors'), 'r+')
+  const { size } = await fh.stat()
+  await fh.write(Buffer.from([7]), 0, 1, size - 1)
+  await fh.close()
+  const changed = await modelFingerprint(edited)
+  t.deepEqual(Object.keys(base).filter((k) => base[k] !== changed[k]), ['chat_template.jinja', 'model.safetensors'])
+
+  // a sparse 32 GiB shard: hashing it whole would read 32 GiB (over 10 s)
+  const big = join(root, 'big')
+  mkdirSync(big)
+  const head = Buffer.from(JSON.stringify({ w: { dtype: 'BF16', shape: [131072, 131072], data_offsets: [0, 2 ** 35] } }))
+  const len = Buffer.alloc(8)
+  len.writeBigUInt64LE(BigInt(head.length))
+  writeFileSync(join(big, 'model.safetensors'), Buffer.concat([len, head]))
+  truncateSync(join(big, 'model.safetensors'), 8 + head.length + 2 ** 35)
+  const t0 = performance.now()
+  const fp = await modelFingerprint(big)
+  t.true(performance.now() - t0 < 5000, `${Math.round(performance.now() - t0)} ms`)
+  t.regex(fp['model.safetensors'], /^34359738\d{3} B, sha256:[0-9a-f]{32}$/)
+})
+
+test('resume: a render config file with other content is refused, naming it', async (t) => {
+  const model = await loadModel(E2E)
+  t.teardown(() => model.dispose())
+  const bench = await loadBenchmark('math500', { dir: join(ROOT, 'benchmarks') })
+  const dir = tmp()
+  const config = join(dir, 'render.json')
+  writeFileSync(config, JSON.stringify({ dpi: 72 }))
+  const options = { backend: model, benches: [bench], outDir: join(dir, 'out'), limit: 1, modes: ['baseline' as const], memory: { roundTokens: 4, maxRounds: 1, render: { config } } }
+  t.is((await runEval(options)).status, 'complete')
+  writeFileSync(config, JSON.stringify({ dpi: 96 }))
+  await t.throwsAsync(runEval(options), { message: /another setup \(renderConfig: "sha256:\w+" before, "sha256:\w+" now\)/ })
 })
 
 test('aborted mid-run: the finished sample stays, a torn last line is dropped, and the rerun does only the rest', async (t) => {

@@ -134,6 +134,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
       memory,
       retryFailed: values['retry-failed'] === true,
       backendInfo: values.model ? { model: backend.name, backend: 'embedded', ...engineSettings(values) } : { model: backend.name, backend: values['base-url'] },
+      ...(values.model ? { modelDir: values.model } : {}),
       signal: interrupt.signal,
       onProgress: (p) => {
         bar ??= new ProgressBar('eval', p.total, 'samples')

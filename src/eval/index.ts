@@ -43,4 +43,5 @@ export {
 } from './report.js'
 export { runEval, type EvalOptions, type EvalOutcome, type EvalProgress } from './runner.js'
 export { EVAL_FILES, latestRows, readResults, writeReports, type Agreement, type EvalRow, type RunInfo } from './results.js'
+export { modelFingerprint } from './fingerprint.js'
 export { importRecorded, type RecordedOptions, type RecordedOutcome } from './recorded.js'

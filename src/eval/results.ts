@@ -2,8 +2,8 @@
  * The output directory of an evaluation run:
  * - `results.jsonl`: one line per sample, appended as soon as the sample ends (a crash loses only the samples
  *   still running);
- * - `run.json`: the options the results depend on (model, loop and sampling options, a hash of each benchmark
- *   file); a rerun with other ones is refused, so one file never mixes two setups;
+ * - `run.json`: the options the results depend on (model with a fingerprint of its files, loop and sampling
+ *   options, a hash of each benchmark file); a rerun with other ones is refused, so one file never mixes two setups;
  * - `report.json`, `report.md`, `report.html`: written from results.jsonl.
  * Reopening cuts a torn last line (a write cut off by a crash) and hands back the rows already there, so a rerun
  * skips them. A later row for the same (bench, id, mode, sample) supersedes an earlier one (a retried failure).
@@ -125,7 +125,7 @@ export class ResultsFile {
       const resultsPath = join(dir, EVAL_FILES.results)
       let info = await readRunInfo(runPath)
       if (info) {
-        const diff = differences(info.options, options)
+        const diff = differences(flatten(info.options), flatten(options))
         for (const [name, hash] of Object.entries(benches)) {
           if (info.benches[name] !== undefined && info.benches[name] !== hash) diff.push(`${name}: another benchmark file than before`)
         }
@@ -183,6 +183,15 @@ export class ResultsFile {
     await this.fh.close().catch(() => {})
     await releaseLock(this.dir)
   }
+}
+
+/** Nested options as dotted keys (`modelFiles.config.json`), so a refusal names the field that differs. */
+function flatten(o: Record<string, unknown>, prefix = ''): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(o).flatMap(([k, v]) =>
+      v && typeof v === 'object' && !Array.isArray(v) ? Object.entries(flatten(v as Record<string, unknown>, `${prefix}${k}.`)) : [[`${prefix}${k}`, v]],
+    ),
+  )
 }
 
 async function readRunInfo(path: string): Promise<RunInfo | undefined> {

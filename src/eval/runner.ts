@@ -16,6 +16,7 @@ import { VtcError } from '../errors.js'
 import { MemoryError, OpticalMemory, type MemoryResult, type OpticalMemoryOptions } from '../memory.js'
 import { Renderer } from '../render.js'
 import type { Benchmark, BenchItem } from './bench.js'
+import { contentHash, modelFingerprint } from './fingerprint.js'
 import { gradeResponse } from './grade.js'
 import type { EvalReport, RunMode } from './report.js'
 import { latestRows, ResultsFile, rowKey, writeReports, type EvalRow } from './results.js'
@@ -39,6 +40,11 @@ export interface EvalOptions {
   retryFailed?: boolean
   /** What identifies the backend in run.json (default `{ model: backend.name }`). */
   backendInfo?: Record<string, unknown>
+  /**
+   * The embedded model's directory: a fingerprint of its weights, config, tokenizer and chat template goes into
+   * run.json, so a resume with another model of the same name is refused.
+   */
+  modelDir?: string
   signal?: AbortSignal
   onProgress?: (p: EvalProgress) => void
 }
@@ -100,8 +106,13 @@ export async function runEval(opts: EvalOptions): Promise<EvalOutcome> {
   const { render, ...loopOptions } = memoryOptions
   const options = {
     ...(opts.backendInfo ?? { model: opts.backend.name }),
+    // it decides which prompts fit (a sample that does not fit fails)
+    ...(opts.backend.contextLength !== undefined ? { contextLength: opts.backend.contextLength } : {}),
+    ...(opts.modelDir !== undefined ? { modelFiles: await modelFingerprint(opts.modelDir) } : {}),
     ...loopOptions,
     render: render instanceof Renderer ? 'custom Renderer' : (render ?? { preset: 'vtc-r1' }),
+    // the page size and layout come from the render config's content, not its path
+    ...(render && !(render instanceof Renderer) && typeof render.config === 'string' ? { renderConfig: await contentHash(render.config, 'render config') } : {}),
   }
   const hashes: Record<string, string> = {}
   for (const b of opts.benches) hashes[b.name] = await fileHash(b.path)
