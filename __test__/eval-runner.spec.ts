@@ -19,6 +19,7 @@ import { GenerationError, type ChatModel, type GenerateRequest, type GenerationE
 import { evalCommand } from '../src/cli/eval.js'
 import { loadBenchmark } from '../src/eval/bench.js'
 import { modelFingerprint } from '../src/eval/fingerprint.js'
+import { importRecorded } from '../src/eval/recorded.js'
 import type { EvalReport } from '../src/eval/report.js'
 import { readResults, rowKey, type EvalRow } from '../src/eval/results.js'
 import { runEval } from '../src/eval/runner.js'
@@ -69,10 +70,10 @@ test('e2e fixture model, both modes: one graded row per sample, reports, and a r
     t.true(r.output.length > 0)
   }
   for (const r of rows.filter((x) => x.mode === 'vtc')) {
-    t.like(r, { rounds: 2, pages: 1, finishReason: 'rounds-exhausted' })
+    t.like(r, { rounds: 2, pages: 1, finishReason: 'rounds-exhausted', finished: false })
     t.true(r.visionTokens > 0, 'round 2 read the rendered page of round 1')
   }
-  for (const r of rows.filter((x) => x.mode === 'baseline')) t.like(r, { rounds: 1, pages: 0, visionTokens: 0, finishReason: 'length' })
+  for (const r of rows.filter((x) => x.mode === 'baseline')) t.like(r, { rounds: 1, pages: 0, visionTokens: 0, finishReason: 'length', finished: false })
 
   const report = reportOf(out)
   t.is(report.benches.length, 1)
@@ -310,13 +311,60 @@ test('recorded outputs: 500 real MATH500 traces graded into results and reports,
   const accuracy = rows.filter((r) => r.correct).length / 500
   t.like(report.benches[0], { bench: 'math500', baseline: { samples: 500, questions: 500, accuracy } })
   t.is(report.benches[0].baseline!.meanLatencyMs, null as unknown as number, 'no timings were recorded: no mean latency (NaN in JSON)')
-  t.like(report.meta, { agreement: { rows: 500, agree: 460 } })
+  t.like(report.agreement, { rows: 500, agree: 460 })
   t.regex(readFileSync(join(out, 'report.md'), 'utf8'), /\| math500 \| – \| \d+\.\d% \| – \| [\d,]+ \| – \| – \|[\s\S]*Agreement with the recorded verdicts: 460\/500/)
+
+  // 97 traces stop before </think> (cut off while thinking); the protocol's fallbacks still take an answer
+  // from them, and 32 of those are right: 6.4 of the 85.4 points. Every row and report says so.
+  const unfinished = rows.filter((r) => !r.output.includes('</think>'))
+  t.is(unfinished.length, 97)
+  t.true(unfinished.every((r) => r.finished === false && r.finishReason === 'length'))
+  t.true(rows.filter((r) => r.output.includes('</think>')).every((r) => r.finished && r.finishReason === 'stop' && r.answerSource === 'boxed'))
+  t.like(report.benches[0].baseline, { answerSources: { boxed: 404, 'answer-is': 35, 'last-number': 61 }, unfinished: 97, fallbackCorrect: 32, fallbackAccuracy: 0.064 })
+  const answers = /\| math500 \| baseline \| 0 \| 404 \| 35 \| 61 \| 0 \| 97 \| 32 \(6\.4 points of accuracy\) \|/
+  t.regex(first.stdout, answers)
+  t.regex(first.stdout, /40 disagreements, listed in report\.md and report\.html/)
+  const md = readFileSync(join(out, 'report.md'), 'utf8')
+  t.regex(md, answers)
+  t.regex(md, /Disagreements \(40\):/)
+  t.is(report.agreement!.disagreements.length, 40)
+  // every disagreement: we accept an answer the other grader rejected; 32 came by a fallback from an unfinished trace
+  t.true(report.agreement!.disagreements.every((d) => d.correct && !d.referenceCorrect))
+  t.is(report.agreement!.disagreements.filter((d) => d.finished === false && ['answer-is', 'last-number'].includes(d.answerSource!)).length, 32)
+  t.regex(md, /\| math500 \| test\/geometry\/106\.json \| baseline \| 0 \| 31 \| 31 \| correct \| wrong \| last-number \| no \|/)
+  const html = readFileSync(join(out, 'report.html'), 'utf8')
+  t.regex(html, /<th>math500<\/th><td>baseline<\/td><td>0<\/td><td>404<\/td><td>35<\/td><td>61<\/td><td>0<\/td><td>97<\/td><td>32 \(6\.4 points of accuracy\)<\/td>/)
+  t.regex(html, /<p>Agreement with the recorded verdicts: 460\/500 = 92\.0%<\/p>/)
+  t.regex(html, /<h2>Disagreements \(40\)<\/h2>/)
+  t.is((html.match(/<td>correct<\/td><td>wrong<\/td>/g) ?? []).length, 40)
 
   const again = run()
   t.is(again.status, 0, again.stderr)
   t.regex(again.stdout, /graded 0 recorded outputs \(500 already in results\.jsonl\)/)
   t.is(rowsOf(out).length, 500)
+})
+
+test('recorded outputs: whether a trace finished is read from its text, with and without </think> in the file', async (t) => {
+  const dir = tmp()
+  const benchFile = join(dir, 'aime-like.jsonl')
+  writeFileSync(benchFile, [0, 1].map((i) => JSON.stringify({ id: `q${i}`, problem: `Question ${i}?`, answer: 42 })).join('\n') + '\n')
+  const bench = await loadBenchmark(benchFile, { format: 'aime25' })
+  const grade = async (name: string, outputs: string[]) => {
+    const path = join(dir, `${name}.jsonl`)
+    writeFileSync(path, outputs.map((output, i) => JSON.stringify({ id: `q${i}`, output })).join('\n') + '\n')
+    const r = await importRecorded({ path, bench, outDir: join(dir, name) })
+    return r.rows.map((row) => [row.answerSource, row.finished, row.finishReason, row.correct])
+  }
+  // plain chain of thought: a final \boxed{} answer ends it
+  t.deepEqual(await grade('plain', ['6 times 7 is 42, so the answer is $\\boxed{42}$.', 'First, 6 times 7 = 42, and then we']), [
+    ['boxed', true, 'stop', true],
+    ['last-number', false, 'length', true],
+  ])
+  // a reasoning model's file: a trace without </think> was cut off while thinking, even with a \boxed{} on the way
+  t.deepEqual(await grade('thinking', ['6 times 7.\n</think>\n\nThe answer is $\\boxed{42}$.', 'So \\boxed{42}. Wait, let me check 6 times']), [
+    ['boxed', true, 'stop', true],
+    ['boxed', false, 'length', true],
+  ])
 })
 
 // ---- bad input ----------------------------------------------------------------------------------------------

@@ -92,3 +92,38 @@ test('html: self-contained, three SVG charts with one bar per bench × mode, tex
   t.truthy(m)
   t.is(Number(m![2]), 88, "half of the 176 px plot")
 })
+
+test('answers: where they came from, unfinished outputs, correct fallbacks on them, and the agreement with its disagreements', (t) => {
+  const rows: ResultRow[] = [
+    { ...row('math500', 'a', 0, 'baseline', true, 10, 20), answerSource: 'answer-tag', finished: true, referenceCorrect: true },
+    { ...row('math500', 'b', 0, 'baseline', true, 10, 20), prediction: 'x<1 | y', answerSource: 'last-number', finished: false, referenceCorrect: false },
+    { ...row('math500', 'c', 0, 'baseline', false, 10, 20), answerSource: 'none', finished: false, referenceCorrect: false },
+    // a fallback answer of a finished output is no cut-off trace's guess
+    { ...row('math500', 'd', 0, 'baseline', true, 10, 20), answerSource: 'answer-is', finished: true },
+  ]
+  const r = summarize(rows)
+  t.like(r.benches[0].baseline, {
+    accuracy: 0.75,
+    answerSources: { 'answer-tag': 1, 'last-number': 1, none: 1, 'answer-is': 1 },
+    unfinished: 2,
+    fallbackCorrect: 1,
+    fallbackAccuracy: 0.25,
+  })
+  t.like(r.agreement, { rows: 3, agree: 2 })
+  t.deepEqual(r.agreement!.disagreements, [
+    { bench: 'math500', id: 'b', mode: 'baseline', sample: 0, prediction: 'x<1 | y', gold: '1', correct: true, referenceCorrect: false, answerSource: 'last-number', finished: false },
+  ])
+
+  const md = reportMarkdown(r)
+  t.regex(md, /\| math500 \| baseline \| 1 \| 0 \| 1 \| 1 \| 1 \| 2 \| 1 \(25\.0 points of accuracy\) \|/)
+  t.regex(md, /Agreement with the recorded verdicts: 2\/3 = 66\.7%\n\nDisagreements \(1\):/)
+  t.regex(md, /\| math500 \| b \| baseline \| 0 \| x<1 \\\| y \| 1 \| correct \| wrong \| last-number \| no \|/, 'a | in a cell is escaped')
+  t.regex(reportMarkdown(r, { disagreements: false }), /2\/3 = 66\.7%\n1 disagreements, listed in report\.md and report\.html\n$/)
+  const html = reportHtml(r)
+  t.regex(html, /<th>math500<\/th><td>baseline<\/td><td>1<\/td><td>0<\/td><td>1<\/td><td>1<\/td><td>1<\/td><td>2<\/td><td>1 \(25\.0 points of accuracy\)<\/td>/)
+  t.regex(html, /<p>Agreement with the recorded verdicts: 2\/3 = 66\.7%<\/p>/)
+  t.regex(html, /<th>math500<\/th><td>b<\/td><td>baseline<\/td><td>0<\/td><td>x&lt;1 \| y<\/td>/)
+
+  // rows that do not say where their answers came from (other tools' rows) get no such table
+  t.false(reportMarkdown(summarize(ROWS)).includes('Answers by source'))
+})

@@ -8,7 +8,7 @@ import { VtcError } from '../errors.js'
 import { BENCHMARKS, benchmarkName, BenchmarkFormatError, loadBenchmark, type Benchmark } from '../eval/bench.js'
 import { importRecorded } from '../eval/recorded.js'
 import { reportMarkdown, type RunMode } from '../eval/report.js'
-import { agreementText, EVAL_FILES, writeReports } from '../eval/results.js'
+import { EVAL_FILES, writeReports } from '../eval/results.js'
 import { runEval } from '../eval/runner.js'
 import { stopOnInterrupt } from './interrupt.js'
 import { ProgressBar } from './progress.js'
@@ -44,7 +44,8 @@ export const EVAL_HELP = `usage: vtc-r1 eval (--model DIR | --base-url URL [--ap
   --retry-failed        redo the samples recorded as failed
   --report-only         only (re)write the reports from DIR/results.jsonl
   --from-outputs FILE   grade outputs recorded elsewhere (.parquet/.jsonl with question or id, and
-                        raw_output/output; a "correct" column is compared with our verdicts) instead of running
+                        raw_output/output; a "correct" column is compared with our verdicts) instead of running;
+                        whether each trace finished (a final answer after its reasoning) is read from its text
   --model DIR, --device, --dtype, --quantize Q, --quant-cache-dir DIR, --image-max-pixels N, --max-pixels N,
   --base-url URL, --api-model NAME,
   --api-key KEY, --context-length N: as for reason
@@ -103,7 +104,6 @@ export async function evalCommand(argv: string[]): Promise<void> {
     if (modes.length !== 1) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', '--from-outputs: the outputs come from one mode: --mode vtc or baseline (default baseline)')
     const r = await importRecorded({ path: values['from-outputs'], bench: benches[0], outDir: out, mode: modes[0] })
     console.log(`graded ${r.graded} recorded outputs${r.skipped ? ` (${r.skipped} already in ${EVAL_FILES.results})` : ''}`)
-    if (r.agreement) console.log(agreementText(r.agreement))
     printReport(r.report, out)
     return
   }
@@ -221,6 +221,6 @@ async function loadBenches(list: string | undefined, files: string[], dir: strin
 }
 
 function printReport(report: Parameters<typeof reportMarkdown>[0], out: string): void {
-  console.log(`\n${reportMarkdown(report)}`)
+  console.log(`\n${reportMarkdown(report, { disagreements: false })}`)
   console.log(`reports: ${join(out, EVAL_FILES.reportJson)}, ${EVAL_FILES.reportMd}, ${EVAL_FILES.reportHtml}; samples: ${EVAL_FILES.results}`)
 }

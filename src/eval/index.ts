@@ -31,10 +31,13 @@ export {
 export { normalizeAnswer } from './normalize.js'
 export { casEqual, type CasMethod, type CasOutcome } from './cas.js'
 export {
+  agreementText,
   reportHtml,
   reportMarkdown,
   summarize,
+  type Agreement,
   type BenchSummary,
+  type Disagreement,
   type EvalReport,
   type ModeRatios,
   type ModeSummary,
@@ -42,6 +45,6 @@ export {
   type RunMode,
 } from './report.js'
 export { runEval, type EvalOptions, type EvalOutcome, type EvalProgress } from './runner.js'
-export { EVAL_FILES, latestRows, readResults, writeReports, type Agreement, type EvalRow, type RunInfo } from './results.js'
+export { EVAL_FILES, latestRows, readResults, writeReports, type EvalRow, type RunInfo } from './results.js'
 export { modelFingerprint } from './fingerprint.js'
 export { importRecorded, type RecordedOptions, type RecordedOutcome } from './recorded.js'

@@ -5,6 +5,10 @@
  * graded, and appended to results.jsonl like a sample of a live run. Output tokens are counted with the Qwen3
  * tokenizer; the latency is unknown (null). When the file carries another grader's verdict (`correct`), it is
  * kept in the row and the agreement is reported.
+ *
+ * Recorded traces are often cut off mid-sentence, and the protocol's fallbacks ("answer is", the last number)
+ * still take an answer from them; so each row says whether its trace finished (inferred from its text, see
+ * `traceFinished`), and the reports count those answers.
  */
 import { readFile } from 'node:fs/promises'
 
@@ -13,8 +17,9 @@ import { asyncBufferFromFile, parquetReadObjects } from 'hyparquet'
 import { VtcError } from '../errors.js'
 import { countTextTokens } from '../text-tokens.js'
 import type { Benchmark, BenchItem } from './bench.js'
+import { extractAnswer } from './extract.js'
 import type { EvalReport, RunMode } from './report.js'
-import { agreementOf, ResultsFile, rowKey, writeReports, type Agreement, type EvalRow } from './results.js'
+import { ResultsFile, rowKey, writeReports, type EvalRow } from './results.js'
 import { fileHash, gradedFields } from './runner.js'
 
 const OUTPUT_COLUMNS = ['raw_output', 'output', 'response', 'generation', 'completion']
@@ -36,7 +41,6 @@ export interface RecordedOutcome {
   /** Rows graded this time (rows already in results.jsonl are skipped). */
   graded: number
   skipped: number
-  agreement?: Agreement
   report: EvalReport
   rows: EvalRow[]
 }
@@ -56,6 +60,8 @@ export async function importRecorded(opts: RecordedOptions): Promise<RecordedOut
   const verdictCol = pick(VERDICT_COLUMNS)
   const byId = new Map(opts.bench.items.map((it) => [it.id, it]))
   const byQuestion = new Map(opts.bench.items.map((it) => [it.question.trim(), it]))
+  // outputs of a reasoning model close their thinking; one of them that did not was cut off
+  const thinking = records.some((r) => typeof r[outputCol] === 'string' && r[outputCol].includes(THINK_END))
 
   const store = await ResultsFile.open(opts.outDir, { recorded: opts.path, mode }, { [opts.bench.name]: await fileHash(opts.bench.path) })
   try {
@@ -75,10 +81,13 @@ export async function importRecorded(opts: RecordedOptions): Promise<RecordedOut
       const output = rec[outputCol]
       if (typeof output !== 'string') throw new VtcError('ERR_VTC_INVALID_INPUT', `${opts.path} row ${index} (${item.id}): "${outputCol}" is not text`)
       const reference = verdictCol === undefined ? undefined : rec[verdictCol]
+      const finished = traceFinished(output, thinking)
       await store.append({
         ...key,
         ...gradedFields(output, item),
-        finishReason: 'stop',
+        // inferred: a trace that ends before its final answer was, as a rule, cut off by a length limit
+        finishReason: finished ? 'stop' : 'length',
+        finished,
         outputTokens: countTextTokens(output),
         tokensEstimated: true,
         rounds: 1,
@@ -95,8 +104,7 @@ export async function importRecorded(opts: RecordedOptions): Promise<RecordedOut
       graded++
     }
     const { report, rows } = await writeReports(opts.outDir, store.info.options)
-    const agreement = agreementOf(rows)
-    return { graded, skipped, ...(agreement ? { agreement } : {}), report, rows }
+    return { graded, skipped, report, rows }
   } finally {
     await store.close()
   }
@@ -111,6 +119,19 @@ export async function importRecorded(opts: RecordedOptions): Promise<RecordedOut
     }
     return item
   }
+}
+
+const THINK_END = '</think>'
+
+/**
+ * Whether a recorded trace finished: a final answer (`<answer>` or `\boxed{}`) after its reasoning, which
+ * ends at the last `</think>` when the file's outputs use it (a trace without one there was cut off while
+ * thinking, whatever it boxed on the way).
+ */
+export function traceFinished(output: string, thinking: boolean): boolean {
+  const cut = output.lastIndexOf(THINK_END)
+  if (thinking && cut < 0) return false
+  return extractAnswer(output.slice(Math.max(cut, 0)), { requireFinal: true }).source !== 'none'
 }
 
 async function readRecords(path: string): Promise<Record<string, unknown>[]> {

@@ -3,6 +3,7 @@
  * self-contained HTML page with inline SVG bar charts (no external assets, no scripts).
  */
 import { VtcError } from '../errors.js'
+import type { ExtractionSource } from './extract.js'
 
 export type RunMode = 'vtc' | 'baseline'
 
@@ -22,6 +23,12 @@ export interface ResultRow {
   visionTokens: number
   /** Set when the sample failed: it is counted in `errors`, not in the accuracy or the means. */
   error?: { code: string; message: string }
+  /** Where the graded answer came from: `<answer>`, `\boxed{}`, or a fallback (`answer-is`, `last-number`). */
+  answerSource?: ExtractionSource
+  /** Whether the output ended on its own (false: cut off by a budget, or a recorded trace without its final answer). */
+  finished?: boolean
+  /** Outputs recorded elsewhere: the verdict that came with them (another grader's). */
+  referenceCorrect?: boolean
 }
 
 export interface ModeSummary {
@@ -36,6 +43,16 @@ export interface ModeSummary {
   meanLatencyMs: number
   meanRounds: number
   meanVisionTokens: number
+  /** Samples by where their answer came from (rows that say so). */
+  answerSources: Partial<Record<ExtractionSource, number>>
+  /** Samples whose output did not finish (`finished: false`). */
+  unfinished: number
+  /**
+   * Correct samples whose answer a fallback ("answer is", last number) took from an unfinished output, and the
+   * part of `accuracy` they make: the protocol counts them, a reader should know how many there are.
+   */
+  fallbackCorrect: number
+  fallbackAccuracy: number
 }
 
 /** vtc ÷ baseline on the questions both modes ran (the efficiency claim compares the same questions). */
@@ -53,9 +70,19 @@ export interface BenchSummary {
   ratios?: ModeRatios
 }
 
+/** Our verdicts against the recorded ones (outputs graded elsewhere too), over the rows that carry one. */
+export interface Agreement {
+  rows: number
+  agree: number
+  disagreements: Disagreement[]
+}
+
+export type Disagreement = Pick<ResultRow, 'bench' | 'id' | 'mode' | 'sample' | 'prediction' | 'gold' | 'correct' | 'referenceCorrect' | 'answerSource' | 'finished'>
+
 export interface EvalReport {
   generatedAt: string
   benches: BenchSummary[]
+  agreement?: Agreement
   meta?: Record<string, unknown>
 }
 
@@ -64,12 +91,28 @@ const MODES: RunMode[] = ['vtc', 'baseline']
 export function summarize(rows: ResultRow[], opts: { meta?: Record<string, unknown>; now?: Date } = {}): EvalReport {
   rows.forEach(checkRow)
   const benches = [...new Set(rows.map((r) => r.bench))].sort()
+  const agreement = agreementOf(rows)
   return {
     generatedAt: (opts.now ?? new Date()).toISOString(),
     benches: benches.map((bench) => summarizeBench(bench, rows.filter((r) => r.bench === bench))),
+    ...(agreement ? { agreement } : {}),
     ...(opts.meta ? { meta: opts.meta } : {}),
   }
 }
+
+function agreementOf(rows: ResultRow[]): Agreement | undefined {
+  const withRef = rows.filter((r) => typeof r.referenceCorrect === 'boolean' && !r.error)
+  if (!withRef.length) return undefined
+  const disagreements = withRef
+    .filter((r) => r.correct !== r.referenceCorrect)
+    .map(({ bench, id, mode, sample, prediction, gold, correct, referenceCorrect, answerSource, finished }) => ({
+      bench, id, mode, sample, prediction, gold, correct, referenceCorrect, answerSource, finished,
+    }))
+  return { rows: withRef.length, agree: withRef.length - disagreements.length, disagreements }
+}
+
+export const agreementText = (a: Agreement): string =>
+  `Agreement with the recorded verdicts: ${a.agree}/${a.rows} = ${((100 * a.agree) / a.rows).toFixed(1)}%`
 
 function checkRow(r: ResultRow, i: number): void {
   const bad = (what: string) => new VtcError('ERR_VTC_REPORT_ROW', `result row ${i} (${r?.bench}/${r?.id}): ${what}`)
@@ -108,19 +151,29 @@ function summarizeBench(bench: string, all: ResultRow[]): BenchSummary {
   return out
 }
 
+const FALLBACKS: (ExtractionSource | undefined)[] = ['answer-is', 'last-number']
+const fallbackOnUnfinished = (r: ResultRow) => r.correct && r.finished === false && FALLBACKS.includes(r.answerSource)
+
 function summarizeMode(rows: ResultRow[], errors = 0): ModeSummary {
   const byQuestion = new Map<string, ResultRow[]>()
   for (const r of rows) byQuestion.set(r.id, [...(byQuestion.get(r.id) ?? []), r])
-  const perQuestion = [...byQuestion.values()].map((rs) => mean(rs.map((r) => (r.correct ? 1 : 0))))
+  const accuracy = (correct: (r: ResultRow) => boolean) => mean([...byQuestion.values()].map((rs) => mean(rs.map((r) => (correct(r) ? 1 : 0)))))
+  const answerSources: ModeSummary['answerSources'] = {}
+  for (const r of rows) if (r.answerSource) answerSources[r.answerSource] = (answerSources[r.answerSource] ?? 0) + 1
   return {
     samples: rows.length,
     errors,
     questions: byQuestion.size,
-    accuracy: mean(perQuestion),
+    accuracy: accuracy((r) => r.correct),
     meanOutputTokens: mean(rows.map((r) => r.outputTokens)),
     meanLatencyMs: mean(rows.flatMap((r) => (r.latencyMs === null ? [] : [r.latencyMs]))),
     meanRounds: mean(rows.map((r) => r.rounds)),
     meanVisionTokens: mean(rows.map((r) => r.visionTokens)),
+    answerSources,
+    unfinished: rows.filter((r) => r.finished === false).length,
+    fallbackCorrect: rows.filter(fallbackOnUnfinished).length,
+    // these samples are correct, so the accuracy they alone would make is their part of `accuracy`
+    fallbackAccuracy: accuracy(fallbackOnUnfinished),
   }
 }
 
@@ -134,28 +187,79 @@ const num = (x: number | undefined, digits = 0) =>
 const times = (x: number | undefined) => (x === undefined || Number.isNaN(x) ? '–' : `${x.toFixed(2)}×`)
 const secs = (ms: number | undefined) => (ms === undefined || Number.isNaN(ms) ? '–' : `${(ms / 1000).toFixed(1)} s`)
 
-/** One markdown table: a row per benchmark, both modes side by side, then the vtc/baseline ratios. */
-export function reportMarkdown(report: EvalReport): string {
-  const head =
-    '| benchmark | acc vtc | acc baseline | tokens vtc | tokens baseline | latency vtc | latency baseline | rounds vtc | acc ratio | token ratio | latency ratio |'
-  const sep = `|${' --- |'.repeat(11)}`
-  const lines = report.benches.map((b) =>
-    [
-      b.bench,
-      pct(b.vtc?.accuracy),
-      pct(b.baseline?.accuracy),
-      num(b.vtc?.meanOutputTokens),
-      num(b.baseline?.meanOutputTokens),
-      secs(b.vtc?.meanLatencyMs),
-      secs(b.baseline?.meanLatencyMs),
-      num(b.vtc?.meanRounds, 2),
-      times(b.ratios?.accuracy),
-      times(b.ratios?.outputTokens),
-      times(b.ratios?.latency),
-    ].join(' | '),
+const points = (x: number) => (Number.isNaN(x) ? '–' : `${(100 * x).toFixed(1)} points`)
+
+const ANSWER_HEAD = ['benchmark', 'mode', 'answer tag', 'boxed', 'answer is', 'last number', 'none', 'unfinished', 'correct by a fallback on an unfinished output']
+const SOURCES: ExtractionSource[] = ['answer-tag', 'boxed', 'answer-is', 'last-number', 'none']
+const ANSWER_NOTE =
+  'Answers by source (the `<answer>` tag, the last `\\boxed{}`, or the protocol\'s fallbacks "answer is" and last number); ' +
+  'unfinished: outputs cut off before they ended:'
+
+/** A row per benchmark × mode whose rows say where their answers came from. */
+function answerRows(report: EvalReport): string[][] {
+  return report.benches.flatMap((b) =>
+    MODES.flatMap((m) => {
+      const s = b[m]
+      if (!s || !Object.keys(s.answerSources).length) return []
+      const sources = SOURCES.map((k) => num(s.answerSources[k] ?? 0))
+      return [[b.bench, m, ...sources, num(s.unfinished), `${num(s.fallbackCorrect)} (${points(s.fallbackAccuracy)} of accuracy)`]]
+    }),
   )
+}
+
+const DISAGREEMENT_HEAD = ['benchmark', 'id', 'mode', 'sample', 'prediction', 'gold', 'ours', 'recorded', 'answer from', 'finished']
+
+function disagreementRows(a: Agreement): string[][] {
+  const verdict = (c: boolean | undefined) => (c ? 'correct' : 'wrong')
+  return a.disagreements.map((d) => [
+    d.bench, d.id, d.mode, String(d.sample), d.prediction || '–', d.gold, verdict(d.correct), verdict(d.referenceCorrect),
+    d.answerSource ?? '–', d.finished === undefined ? '–' : d.finished ? 'yes' : 'no',
+  ])
+}
+
+/** A row per benchmark, both modes side by side, then the vtc/baseline ratios; `column` is the accuracy ratio or the vision tokens. */
+function summaryTable(report: EvalReport, column: 'acc ratio' | 'vision tokens vtc'): [string[], string[][]] {
+  const head = ['benchmark', 'acc vtc', 'acc baseline', 'tokens vtc', 'tokens baseline', 'latency vtc', 'latency baseline', 'rounds vtc', column, 'token ratio', 'latency ratio']
+  const rows = report.benches.map((b) => [
+    b.bench,
+    pct(b.vtc?.accuracy),
+    pct(b.baseline?.accuracy),
+    num(b.vtc?.meanOutputTokens),
+    num(b.baseline?.meanOutputTokens),
+    secs(b.vtc?.meanLatencyMs),
+    secs(b.baseline?.meanLatencyMs),
+    num(b.vtc?.meanRounds, 2),
+    column === 'acc ratio' ? times(b.ratios?.accuracy) : num(b.vtc?.meanVisionTokens),
+    times(b.ratios?.outputTokens),
+    times(b.ratios?.latency),
+  ])
+  return [head, rows]
+}
+
+const mdCell = (c: string) => c.replace(/\|/g, '\\|').replace(/\s*\n\s*/g, ' ')
+const mdTable = (head: string[], rows: string[][]) =>
+  [head, head.map(() => '---'), ...rows].map((cells) => `| ${cells.map(mdCell).join(' | ')} |`)
+
+/**
+ * A markdown table per benchmark with both modes side by side and the vtc/baseline ratios; where the answers
+ * came from; the agreement with recorded verdicts and its disagreements (`disagreements: false`: only their count).
+ */
+export function reportMarkdown(report: EvalReport, opts: { disagreements?: boolean } = {}): string {
+  const [head, lines] = summaryTable(report, 'acc ratio')
   const failed = failures(report)
-  return [head, sep, ...lines.map((l) => `| ${l} |`), ...(failed ? ['', failed] : [])].join('\n') + '\n'
+  const answers = answerRows(report)
+  const a = report.agreement
+  const listed = opts.disagreements ?? true
+  return (
+    [
+      ...mdTable(head, lines),
+      ...(failed ? ['', failed] : []),
+      ...(answers.length ? ['', ANSWER_NOTE, '', ...mdTable(ANSWER_HEAD, answers)] : []),
+      ...(a ? ['', agreementText(a)] : []),
+      ...(a?.disagreements.length && !listed ? [`${a.disagreements.length} disagreements, listed in report.md and report.html`] : []),
+      ...(a?.disagreements.length && listed ? ['', `Disagreements (${a.disagreements.length}):`, '', ...mdTable(DISAGREEMENT_HEAD, disagreementRows(a))] : []),
+    ].join('\n') + '\n'
+  )
 }
 
 /** "Failed samples (not counted): aime25 vtc 2, …", or '' when every sample ran. */
@@ -221,28 +325,19 @@ function barChart(report: EvalReport, spec: ChartSpec): string {
   )
 }
 
+/** A table whose first column heads its rows. */
+function htmlTable(head: string[], rows: string[][]): string {
+  const tr = (cells: string[]) => `<tr>${cells.map((c, i) => (i ? `<td>${esc(c)}</td>` : `<th>${esc(c)}</th>`)).join('')}</tr>`
+  return `<table>\n<thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead>\n<tbody>\n${rows.map(tr).join('\n')}\n</tbody>\n</table>`
+}
+
 /** A self-contained HTML page: summary table and accuracy / output tokens / latency charts. */
 export function reportHtml(report: EvalReport, opts: { title?: string } = {}): string {
   const title = opts.title ?? 'vtc-r1 evaluation'
   const failed = failures(report)
-  const rows = report.benches
-    .map((b) => {
-      const cells = [
-        b.bench,
-        pct(b.vtc?.accuracy),
-        pct(b.baseline?.accuracy),
-        num(b.vtc?.meanOutputTokens),
-        num(b.baseline?.meanOutputTokens),
-        secs(b.vtc?.meanLatencyMs),
-        secs(b.baseline?.meanLatencyMs),
-        num(b.vtc?.meanRounds, 2),
-        num(b.vtc?.meanVisionTokens),
-        times(b.ratios?.outputTokens),
-        times(b.ratios?.latency),
-      ]
-      return `<tr>${cells.map((c, i) => (i ? `<td>${esc(c)}</td>` : `<th>${esc(c)}</th>`)).join('')}</tr>`
-    })
-    .join('\n')
+  const [head, rows] = summaryTable(report, 'vision tokens vtc')
+  const answers = answerRows(report)
+  const a = report.agreement
   const charts = [
     barChart(report, { title: 'Accuracy', value: (m) => m.accuracy, label: (x) => pct(x), max: 1 }),
     barChart(report, { title: 'Mean output tokens', value: (m) => m.meanOutputTokens, label: (x) => num(x) }),
@@ -270,12 +365,10 @@ pre { background: #f7fafc; padding: 8px; }
 <h1>${esc(title)}</h1>
 <p>Generated ${esc(report.generatedAt)}. Ratios are vtc ÷ baseline on the questions both modes ran.</p>
 ${failed ? `<p>${esc(failed)}</p>` : ''}
-<table>
-<thead><tr><th>benchmark</th><th>acc vtc</th><th>acc baseline</th><th>tokens vtc</th><th>tokens baseline</th><th>latency vtc</th><th>latency baseline</th><th>rounds vtc</th><th>vision tokens vtc</th><th>token ratio</th><th>latency ratio</th></tr></thead>
-<tbody>
-${rows}
-</tbody>
-</table>
+${htmlTable(head, rows)}
+${answers.length ? `<p>${esc(ANSWER_NOTE)}</p>\n${htmlTable(ANSWER_HEAD, answers)}` : ''}
+${a ? `<p>${esc(agreementText(a))}</p>` : ''}
+${a?.disagreements.length ? `<h2>Disagreements (${a.disagreements.length})</h2>\n${htmlTable(DISAGREEMENT_HEAD, disagreementRows(a))}` : ''}
 ${charts}
 ${meta}
 </body>

@@ -33,6 +33,7 @@ export interface EvalRow extends ResultRow {
   verdict: GradeMethod
   answerSource: ExtractionSource
   finishReason: MemoryFinish
+  finished: boolean
   /** Pages rendered (vtc mode). */
   pages: number
   renderMs: number
@@ -43,8 +44,6 @@ export interface EvalRow extends ResultRow {
   tokensEstimated?: boolean
   /** The final output (the last round's text), as graded. */
   output: string
-  /** Rows from recorded outputs: the verdict that came with them (another grader's), when there was one. */
-  referenceCorrect?: boolean
 }
 
 /** What run.json holds. */
@@ -206,36 +205,17 @@ async function readRunInfo(path: string): Promise<RunInfo | undefined> {
   }
 }
 
-export interface Agreement {
-  /** Rows that carried a reference verdict, and how many of them our grader agrees with. */
-  rows: number
-  agree: number
-}
-
-/** Agreement of our verdicts with the recorded ones, over the rows that have one. */
-export function agreementOf(rows: EvalRow[]): Agreement | undefined {
-  const withRef = rows.filter((r) => typeof r.referenceCorrect === 'boolean' && !r.error)
-  if (!withRef.length) return undefined
-  return { rows: withRef.length, agree: withRef.filter((r) => r.correct === r.referenceCorrect).length }
-}
-
-export const agreementText = (a: Agreement): string =>
-  `Agreement with the recorded verdicts: ${a.agree}/${a.rows} = ${((100 * a.agree) / a.rows).toFixed(1)}%`
-
 /**
  * Writes report.json, report.md and report.html from the latest row of each sample in `dir`/results.jsonl.
- * `meta` (default: the run's options from run.json) goes into the JSON and the HTML, with the agreement with
- * recorded verdicts when the rows carry some.
+ * `meta` (default: the run's options from run.json) goes into the JSON and the HTML.
  */
 export async function writeReports(dir: string, meta?: Record<string, unknown>): Promise<{ report: EvalReport; rows: EvalRow[] }> {
   const { rows: all } = await readResults(join(dir, EVAL_FILES.results))
   if (!all.length) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `${join(dir, EVAL_FILES.results)} has no results to report`)
   const rows = latestRows(all)
-  const agreement = agreementOf(rows)
-  const info = { ...(meta ?? (await readRunInfo(join(dir, EVAL_FILES.run)))?.options), ...(agreement ? { agreement } : {}) }
-  const report = summarize(rows, { meta: info })
+  const report = summarize(rows, { meta: meta ?? (await readRunInfo(join(dir, EVAL_FILES.run)))?.options })
   await writeFileAtomic(join(dir, EVAL_FILES.reportJson), JSON.stringify(report, null, 2) + '\n')
-  await writeFileAtomic(join(dir, EVAL_FILES.reportMd), reportMarkdown(report) + (agreement ? `\n${agreementText(agreement)}\n` : ''))
+  await writeFileAtomic(join(dir, EVAL_FILES.reportMd), reportMarkdown(report))
   await writeFileAtomic(join(dir, EVAL_FILES.reportHtml), reportHtml(report))
   return { report, rows }
 }

@@ -207,13 +207,16 @@ function resultRow(task: Task, r: MemoryResult | undefined): EvalRow {
   const { item } = task
   const output = r?.text ?? ''
   const t = r?.totals
+  const finishReason = r?.finishReason ?? 'error'
   return {
     bench: task.bench,
     id: item.id,
     mode: task.mode,
     sample: task.sample,
     ...gradedFields(output, item),
-    finishReason: r?.finishReason ?? 'error',
+    finishReason,
+    // a complete answer, or the model stopped by itself; not cut off by the round or token budget
+    finished: finishReason === 'complete' || finishReason === 'stop',
     outputTokens: t?.outputTokens ?? 0,
     rounds: t?.rounds ?? 0,
     visionTokens: t?.visionTokens ?? 0,
