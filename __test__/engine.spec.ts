@@ -2,7 +2,9 @@ import { readFileSync } from 'node:fs'
 
 import test from 'ava'
 
+import type { TokenLogprob } from '../src/backends/types.js'
 import { loadModel, OpticalMemory, SYSTEM_PROMPT, VtcError } from '../src/index.js'
+import { createServer } from '../src/server/index.js'
 import { SHARED } from './helpers.js'
 
 const E2E = `${SHARED}golden/qwen3vl/e2e/`
@@ -131,4 +133,63 @@ test.serial('the loop on the embedded engine: KV-prefix reuse and the vision cac
 test('loadModel rejects bad reuse options', async (t) => {
   await t.throwsAsync(loadModel(E2E, { visionCache: -1 }), { code: 'ERR_VTC_INVALID_ARGUMENT', message: /visionCache/ })
   await t.throwsAsync(loadModel(E2E, { prefixReuse: 'no' as never }), { code: 'ERR_VTC_INVALID_ARGUMENT', message: /prefixReuse/ })
+})
+
+test('logprobs: one entry per generated token with its text, bytes and top alternatives, in the API and the server', async (t) => {
+  const model = await loadModel(E2E)
+  t.teardown(() => model.dispose())
+  const greedy = golden.cases.text.greedy_text
+  const messages = [
+    { role: 'system' as const, content: SYSTEM_PROMPT },
+    { role: 'user' as const, content: [{ type: 'text' as const, text: QUESTION }] },
+  ]
+  // A stop string the output begins with but never completes holds text back: events with no text.
+  const stop = `${greedy.slice(0, 30)}\u0000never`
+  let text = ''
+  let silent = 0
+  const entries: TokenLogprob[] = []
+  let completionTokens = 0
+  for await (const ev of model.chat(messages, { maxTokens: 24, temperature: 0, logprobs: true, topLogprobs: 3, stop: [stop] })) {
+    if (ev.type === 'done') completionTokens = ev.usage.completionTokens
+    else {
+      text += ev.text
+      if (!ev.text) silent++
+      entries.push(...(ev.logprobs ?? []))
+    }
+  }
+  t.is(text, greedy)
+  t.true(silent > 0, 'some tokens released no text')
+  t.is(entries.length, completionTokens)
+  t.is(Buffer.from(entries.flatMap((e) => e.bytes)).toString('utf8'), greedy)
+  for (const e of entries) {
+    t.is(e.token, Buffer.from(e.bytes).toString('utf8'))
+    t.is(e.topLogprobs.length, 3)
+    // greedy: the chosen token is the most likely one
+    t.deepEqual(e.topLogprobs[0], { token: e.token, bytes: e.bytes, logprob: e.logprob })
+    t.true(e.logprob <= 0 && e.topLogprobs[1].logprob <= e.logprob)
+  }
+
+  // The server reports the same entries in OpenAI's shape, streamed and not.
+  const server = createServer(model)
+  const { url } = await server.listen(0, '127.0.0.1')
+  t.teardown(() => server.close())
+  const body = { messages, max_tokens: 24, temperature: 0, logprobs: true, top_logprobs: 3, stop: [stop] }
+  const wire = entries.map((e) => ({
+    token: e.token,
+    logprob: e.logprob,
+    bytes: e.bytes,
+    top_logprobs: e.topLogprobs.map((a) => ({ token: a.token, logprob: a.logprob, bytes: a.bytes })),
+  }))
+  const post = (b: unknown) => fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(b) })
+  const plain = (await (await post(body)).json()) as { choices: { logprobs: { content: unknown[] } }[] }
+  t.deepEqual(plain.choices[0].logprobs.content, wire)
+  const sse = await (await post({ ...body, stream: true })).text()
+  const streamed = sse
+    .split('\n\n')
+    .filter((e) => e.startsWith('data: {'))
+    .flatMap((e) => (JSON.parse(e.slice(6)) as { choices: { logprobs?: { content: unknown[] } | null }[] }).choices[0]?.logprobs?.content ?? [])
+  t.deepEqual(streamed, wire)
+  const tooMany = await post({ ...body, top_logprobs: 21 })
+  t.is(tooMany.status, 400)
+  t.regex(((await tooMany.json()) as { error: { message: string } }).error.message, /top_logprobs/)
 })

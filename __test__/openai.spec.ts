@@ -341,7 +341,7 @@ class EchoModel implements ChatModel {
   async *generate(req: GenerateRequest): AsyncGenerator<GenerationEvent> {
     this.requests.push(req)
     for (const piece of ['<think>\nsix sevens', ' are 42\n</think>\n\n', '<answer>42</answer>']) {
-      yield { type: 'text', text: piece, tokens: 1, ...(req.logprobs ? { logprobs: [{ token: piece, logprob: -1 }] } : {}) }
+      yield { type: 'text', text: piece, tokens: 1, ...(req.logprobs ? { logprobs: [{ token: piece, bytes: [...Buffer.from(piece)], logprob: -1, topLogprobs: [] }] } : {}) }
     }
     yield { type: 'done', finishReason: 'stop', usage: { promptTokens: 123, completionTokens: 3 }, timings: {} }
   }
@@ -360,15 +360,16 @@ test('end to end: our server streams, our backend parses it (text, images, usage
     maxTokens: 77,
     temperature: 0.6,
     logprobs: true,
+    topLogprobs: 2,
   })) {
     events.push(ev)
   }
   const text = events.flatMap((e) => (e.type === 'text' ? [e.text] : [])).join('')
   t.is(text, '<think>\nsix sevens are 42\n</think>\n\n<answer>42</answer>')
   t.like(events.at(-1), { type: 'done', finishReason: 'stop', usage: { promptTokens: 123, completionTokens: 3 } })
-  t.like(events[0], { type: 'text', tokens: 1, logprobs: [{ token: '<think>\nsix sevens', logprob: -1 }] })
+  t.like(events[0], { type: 'text', tokens: 1, logprobs: [{ token: '<think>\nsix sevens', bytes: [...Buffer.from('<think>\nsix sevens')], logprob: -1, topLogprobs: [] }] })
   const got = model.requests[0]
-  t.like(got, { maxTokens: 77, temperature: 0.6, logprobs: true })
+  t.like(got, { maxTokens: 77, temperature: 0.6, logprobs: true, topLogprobs: 2 })
   const image = (got.messages[0].content as any[])[1].image as Buffer
   t.true(image.equals(await pages[0].png()))
 

@@ -49,7 +49,7 @@ class ScriptedModel implements ChatModel {
       if (turn.delayMs) await sleep(turn.delayMs)
       if (req.signal?.aborted) throw abortError(text)
       text += piece
-      yield { type: 'text', text: piece, tokens: 1, ...(req.logprobs ? { logprobs: [{ token: piece, logprob: -0.5 }] } : {}) }
+      yield { type: 'text', text: piece, tokens: 1, ...(req.logprobs ? { logprobs: [{ token: piece, bytes: [...Buffer.from(piece)], logprob: -0.5, topLogprobs: [] }] } : {}) }
     }
     this.finished++
     yield {
@@ -167,7 +167,7 @@ test('streaming without include_usage sends no usage chunk; logprobs are passed 
   const events = sseEvents(await (await post(url, { ...hello, stream: true, logprobs: true })).text())
   const chunks = events.slice(0, -1).map((e) => JSON.parse(e))
   t.false(chunks.some((c) => c.usage))
-  t.deepEqual(chunks[1].choices[0].logprobs.content[0], { token: 'x', logprob: -0.5, bytes: null, top_logprobs: [] })
+  t.deepEqual(chunks[1].choices[0].logprobs.content[0], { token: 'x', logprob: -0.5, bytes: [120], top_logprobs: [] })
 })
 
 test('image parts: data URLs decoded for the model; local paths only when enabled; remote URLs refused', async (t) => {

@@ -243,6 +243,10 @@ pub struct Tokenizer {
     template_vars: serde_json::Map<String, Value>,
     /// See [`set_text_content_as_string`](Self::set_text_content_as_string).
     text_content_as_string: bool,
+    /// Added (special and user-defined) tokens: their text is their content, not vocabulary pieces.
+    added: std::collections::HashMap<u32, String>,
+    /// The decoder maps byte-level characters (GPT-2's table) back to bytes.
+    byte_level: bool,
 }
 
 impl Tokenizer {
@@ -275,7 +279,9 @@ impl Tokenizer {
         }
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| Error::Tokenizer { path: path.to_path_buf(), message: e.to_string() })?;
-        Ok(Self { inner, path: path.to_path_buf(), template: None, template_vars: Default::default(), text_content_as_string: false })
+        let added = inner.get_added_tokens_decoder().into_iter().map(|(id, t)| (id, t.content)).collect();
+        let byte_level = matches!(inner.get_decoder(), Some(tokenizers::decoders::DecoderWrapper::ByteLevel(_)));
+        Ok(Self { inner, path: path.to_path_buf(), template: None, template_vars: Default::default(), text_content_as_string: false, added, byte_level })
     }
 
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
@@ -306,6 +312,27 @@ impl Tokenizer {
 
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
+    }
+
+    /// The bytes one token stands for, alone (a byte-level piece may be part of a UTF-8 character, so
+    /// this is not always text): what OpenAI's logprobs report as `bytes`. Added tokens give their
+    /// content; `<0xNN>` byte-fallback pieces their byte; an unknown id nothing.
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        if let Some(content) = self.added.get(&id) {
+            return content.as_bytes().to_vec();
+        }
+        let Some(piece) = self.inner.id_to_token(id) else { return Vec::new() };
+        if self.byte_level {
+            if let Some(bytes) = piece.chars().map(byte_level_byte).collect::<Option<Vec<u8>>>() {
+                return bytes;
+            }
+        }
+        if let Some(hex) = piece.strip_prefix("<0x").and_then(|h| h.strip_suffix('>')) {
+            if let Ok(b) = u8::from_str_radix(hex, 16) {
+                return vec![b];
+            }
+        }
+        self.decode(&[id], false).map(String::into_bytes).unwrap_or_default()
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -353,6 +380,19 @@ pub fn expand_image_tokens(ids: &[u32], image_token: u32, counts: &[usize]) -> R
         }
     }
     Ok(out)
+}
+
+/// The byte a character of GPT-2's byte-level alphabet stands for. The `tokenizers` crate keeps its
+/// table private, so the mapping is restated here: printable Latin-1 bytes stand for themselves, the
+/// other 68 bytes (controls, space, 0x7F–0xA0, soft hyphen) are shifted to U+0100 onwards, in order.
+fn byte_level_byte(c: char) -> Option<u8> {
+    let printable = |b: u32| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    let code = c as u32;
+    if printable(code) {
+        return Some(code as u8);
+    }
+    let shifted = code.checked_sub(0x100)? as usize;
+    (0u32..=0xFF).filter(|b| !printable(*b)).nth(shifted).map(|b| b as u8)
 }
 
 /// Turns generated ids into text deltas, holding back bytes of an unfinished UTF-8 character.
@@ -434,6 +474,30 @@ impl Tokenizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_level_characters_map_back_to_gpt2_bytes() {
+        assert_eq!(byte_level_byte('a'), Some(b'a'));
+        assert_eq!(byte_level_byte('\u{120}'), Some(b' ')); // 'Ġ'
+        assert_eq!(byte_level_byte('\u{10A}'), Some(b'\n')); // 'Ċ'
+        assert_eq!(byte_level_byte('\u{142}'), Some(0xA0)); // 'ł'
+        assert_eq!(byte_level_byte('\u{143}'), Some(0xAD)); // 'Ń'
+        assert_eq!(byte_level_byte('\u{144}'), None);
+    }
+
+    #[test]
+    fn token_bytes_add_up_to_the_text_for_both_families() {
+        let text = "Ünïcode ∑ x² → 数学 😀 <|im_end|>\n\tdone";
+        for family in ["qwen3vl", "glm4v"] {
+            let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/golden")).join(family).join("e2e");
+            let tok = Tokenizer::from_dir(&dir).unwrap();
+            let ids = tok.encode(text).unwrap();
+            let bytes: Vec<u8> = ids.iter().flat_map(|&id| tok.token_bytes(id)).collect();
+            assert_eq!(String::from_utf8(bytes).unwrap(), text, "{family}");
+            // Some piece of the emoji is not valid UTF-8 alone.
+            assert!(ids.iter().any(|&id| std::str::from_utf8(&tok.token_bytes(id)).is_err()), "{family}");
+        }
+    }
 
     #[test]
     fn python_style_json() {

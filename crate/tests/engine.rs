@@ -61,7 +61,7 @@ fn engine_reproduces_golden_and_streams() {
     assert_eq!(c.usage.prompt_tokens, 79);
     assert_eq!(c.usage.completion_tokens, 24);
     assert_eq!(c.logprobs.len(), 24);
-    assert!(c.logprobs.iter().all(|lp| lp.top.len() == 3 && lp.top[0].0 == lp.token && lp.logprob <= 0.0));
+    assert!(c.logprobs.iter().all(|lp| lp.top.len() == 3 && lp.top[0].token == lp.chosen.token && lp.chosen.logprob <= 0.0));
 
     // One page from its PNG file.
     let c = engine.generate(request(&gj, &["openr1-0_page_001.png"], greedy(24))).unwrap();
@@ -96,6 +96,61 @@ fn engine_reproduces_golden_and_streams() {
     assert_eq!(c.finish_reason, FinishReason::Stop);
     assert_eq!(c.text, "\"");
     assert_eq!(*streamed.lock().unwrap(), "\"");
+}
+
+/// log_softmax of a logits row.
+fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max + logits.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
+    logits.iter().map(|x| x - lse).collect()
+}
+
+/// Streamed logprobs: one entry per generated token, each the log-softmax of the model's next-token
+/// distribution there. The first position is checked against the transformers logits of the fixture,
+/// every later one against a teacher-forced forward of the prompt plus the tokens before it (a full
+/// prefill, not the decode path that produced them); the entries' bytes add up to the token text.
+#[test]
+fn logprobs_match_the_golden_and_a_teacher_forced_forward() {
+    const TOP: usize = 5;
+    let engine = Engine::load(e2e_dir(), EngineOptions::default()).unwrap();
+    let gj = golden_json();
+    let g = Golden::load(&e2e_dir());
+    let streamed = Arc::new(Mutex::new(Vec::new()));
+    let s2 = streamed.clone();
+    let params = GenerationParams { logprobs: Some(TOP), ..greedy(12) };
+    let c = engine.submit(request(&gj, &[], params), move |ev| s2.lock().unwrap().push(ev.logprob.clone().unwrap())).unwrap().wait().unwrap();
+    let streamed = streamed.lock().unwrap().clone();
+    assert_eq!(streamed.len(), c.tokens.len());
+    assert_eq!(streamed, c.logprobs);
+
+    let model = vtc_r1::model::load(&e2e_dir(), &candle_core::Device::Cpu, candle_core::DType::F32).unwrap();
+    let tok = vtc_r1::tokenizer::Tokenizer::from_dir(&e2e_dir()).unwrap();
+    let prompt_ids = g.ids("text.input_ids");
+    for (i, lp) in c.logprobs.iter().enumerate() {
+        let want = if i == 0 {
+            log_softmax(&g.get("text.logits").flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        } else {
+            let ids = [prompt_ids.as_slice(), &c.tokens[..i]].concat();
+            let prompt = model.prepare_prompt(&ids, None).unwrap();
+            let mut cache = model.new_cache();
+            let logits = model.prefill(&mut cache, &prompt, prompt.len()).unwrap().unwrap();
+            log_softmax(&logits.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        };
+        assert_eq!(lp.chosen.token, c.tokens[i]);
+        assert!((lp.chosen.logprob - want[c.tokens[i] as usize]).abs() < 1e-4, "token {i}: {} vs {}", lp.chosen.logprob, want[c.tokens[i] as usize]);
+        assert_eq!(lp.top.len(), TOP);
+        assert!(lp.top.windows(2).all(|w| w[0].logprob >= w[1].logprob), "token {i}: alternatives not sorted");
+        for alt in &lp.top {
+            assert!((alt.logprob - want[alt.token as usize]).abs() < 1e-4, "token {i}: alternative {}", alt.token);
+            assert_eq!(alt.bytes, tok.token_bytes(alt.token));
+        }
+        // No token outside the reported top is more likely than its last one.
+        let floor = lp.top[TOP - 1].logprob;
+        let above = want.iter().filter(|&&w| w > floor + 1e-4).count();
+        assert!(above < TOP, "token {i}: {above} tokens above the reported top-{TOP}");
+    }
+    let bytes: Vec<u8> = c.logprobs.iter().flat_map(|lp| lp.chosen.bytes.clone()).collect();
+    assert_eq!(String::from_utf8_lossy(&bytes), tok.decode(&c.tokens, false).unwrap());
 }
 
 #[test]

@@ -15,6 +15,7 @@ import {
   type GenerateRequest,
   type GenerationEvent,
   type ImageInput,
+  type TokenLogprob,
 } from './types.js'
 
 // ---- the contract with the native module -------------------------------------------------------------------
@@ -72,6 +73,7 @@ export interface NativeGenerateRequest {
   seed?: number
   stop?: string[]
   logprobs?: boolean
+  topLogprobs?: number
   ignoreEos?: boolean
 }
 
@@ -101,10 +103,8 @@ export interface NativeGenerationEvent {
   text: string
   /** Tokens this piece spans. */
   tokens: number
-  /** Log-probabilities of those tokens, when requested. */
-  logprobs?: number[]
-  /** Their text, when logprobs were requested. */
-  tokenTexts?: string[]
+  /** One entry per token, when requested. */
+  logprobs?: TokenLogprob[]
 }
 
 export interface NativeGenerationResult {
@@ -262,6 +262,7 @@ export class EmbeddedBackend implements ChatModel {
       ...(req.seed !== undefined ? { seed: req.seed } : {}),
       ...(req.stop?.length ? { stop: req.stop } : {}),
       ...(req.logprobs ? { logprobs: true } : {}),
+      ...(req.topLogprobs !== undefined ? { topLogprobs: req.topLogprobs } : {}),
       ...(req.ignoreEos ? { ignoreEos: true } : {}),
     }
     // the engine pushes events; this generator pulls them
@@ -291,10 +292,10 @@ export class EmbeddedBackend implements ChatModel {
       for (;;) {
         while (queue.length) {
           const ev = queue.shift()!
-          if (!ev.text) continue
+          // an event with no text still carries its token's logprob (EOS, part of a character)
+          if (!ev.text && !ev.logprobs?.length) continue
           text += ev.text
-          const logprobs = ev.logprobs?.map((logprob, i) => ({ token: ev.tokenTexts?.[i] ?? '', logprob }))
-          yield { type: 'text', text: ev.text, tokens: ev.tokens, ...(logprobs ? { logprobs } : {}) }
+          yield { type: 'text', text: ev.text, tokens: ev.tokens, ...(ev.logprobs ? { logprobs: ev.logprobs } : {}) }
         }
         if (settled) break
         await new Promise<void>((resolve) => (wake = resolve))

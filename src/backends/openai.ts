@@ -14,6 +14,7 @@ import {
   type FinishReason,
   type GenerateRequest,
   type GenerationEvent,
+  type TokenChoice,
   type TokenLogprob,
   type Usage,
 } from './types.js'
@@ -127,6 +128,7 @@ export class OpenAIBackend implements ChatModel {
     if (req.seed !== undefined) body.seed = req.seed
     if (req.stop?.length) body.stop = req.stop
     if (req.logprobs) body.logprobs = true
+    if (req.topLogprobs !== undefined) body.top_logprobs = req.topLogprobs
     if (req.ignoreEos) body.ignore_eos = true
     return { ...body, ...this.extraBody }
   }
@@ -192,7 +194,7 @@ export class OpenAIBackend implements ChatModel {
         }
         const lp = choice.logprobs?.content
         const logprobs: TokenLogprob[] | undefined = Array.isArray(lp)
-          ? lp.map((x) => ({ token: String(x.token), logprob: Number(x.logprob) }))
+          ? lp.map((x) => ({ ...tokenChoice(x), topLogprobs: Array.isArray(x.top_logprobs) ? x.top_logprobs.map(tokenChoice) : [] }))
           : undefined
         if (logprobs) tokens += logprobs.length
         else if (piece) counted = false
@@ -203,7 +205,8 @@ export class OpenAIBackend implements ChatModel {
             reasoning = false
           }
         }
-        if (piece) {
+        // a chunk with no text may still carry logprobs (the end-of-turn token)
+        if (piece || logprobs?.length) {
           tFirst ??= performance.now()
           text += piece
           yield { type: 'text', text: piece, ...(logprobs ? { tokens: logprobs.length, logprobs } : {}) }
@@ -282,8 +285,21 @@ interface Chunk {
     delta?: Delta
     message?: Delta
     finish_reason?: string | null
-    logprobs?: { content?: { token: unknown; logprob: unknown }[] | null } | null
+    logprobs?: { content?: (WireTokenChoice & { top_logprobs?: WireTokenChoice[] | null })[] | null } | null
   }[]
+}
+
+interface WireTokenChoice {
+  token: unknown
+  logprob: unknown
+  bytes?: unknown
+}
+
+/** An OpenAI logprob entry; a server that sends no `bytes` gets the token's UTF-8. */
+function tokenChoice(x: WireTokenChoice): TokenChoice {
+  const token = String(x.token)
+  const bytes = Array.isArray(x.bytes) && x.bytes.every((b) => Number.isInteger(b)) ? (x.bytes as number[]) : [...Buffer.from(token, 'utf8')]
+  return { token, bytes, logprob: Number(x.logprob) }
 }
 
 interface Delta {

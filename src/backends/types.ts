@@ -45,8 +45,13 @@ export interface GenerateRequest {
   seed?: number
   /** Stop strings (not included in the output). */
   stop?: string[]
-  /** Ask for the log-probability of each generated token (`text` events then carry `logprobs`). */
+  /**
+   * Ask for the log-probability of each generated token: `text` events then carry `logprobs`, one entry per
+   * token (an event may have empty text, e.g. for the end-of-turn token or part of a multi-byte character).
+   */
   logprobs?: boolean
+  /** With `logprobs`: also this many most likely alternatives per token (0–20, as OpenAI). */
+  topLogprobs?: number
   /**
    * Keep generating past end-of-turn, to exactly `maxTokens` (benchmarks with a fixed token schedule).
    * The embedded engine honours it; OpenAI-compatible servers get vLLM's / SGLang's `ignore_eos`.
@@ -85,9 +90,18 @@ export interface Timings {
   decodeMs?: number
 }
 
-export interface TokenLogprob {
+/** A token's text (lossy where its bytes are not UTF-8 alone), its bytes and log-probability. */
+export interface TokenChoice {
   token: string
+  /** The token's bytes (a piece of a multi-byte character is not valid UTF-8 alone). */
+  bytes: number[]
   logprob: number
+}
+
+/** A generated token with its log-probability and, when asked, the most likely alternatives there. */
+export interface TokenLogprob extends TokenChoice {
+  /** Most likely first; empty unless `topLogprobs` was given. */
+  topLogprobs: TokenChoice[]
 }
 
 /** A piece of generated text, in order; concatenating every `text` gives the completion. */

@@ -20,7 +20,7 @@ import type { AddressInfo } from 'node:net'
 import { VtcError } from '../errors.js'
 import { Renderer } from '../render.js'
 import { MemoryError, OpticalMemory, type MemoryFinish, type MemoryResult, type OpticalMemoryOptions } from '../memory.js'
-import { GenerationError, type ChatModel, type GenerateRequest } from '../backends/types.js'
+import { GenerationError, type ChatModel, type GenerateRequest, type TokenLogprob } from '../backends/types.js'
 import { HttpError, parseChatRequest, type ChatRequest } from './request.js'
 
 export { HttpError, parseChatRequest, type ChatRequest } from './request.js'
@@ -227,10 +227,10 @@ export class VtcServer {
       ...(request.topK !== undefined ? { topK: request.topK } : {}),
       ...(request.seed !== undefined ? { seed: request.seed } : {}),
       ...(request.stop ? { stop: request.stop } : {}),
-      ...(request.logprobs ? { logprobs: true } : {}),
+      ...(request.logprobs ? { logprobs: true, topLogprobs: request.topLogprobs ?? 0 } : {}),
     }
     let text = ''
-    const logprobs: { token: string; logprob: number }[] = []
+    const logprobs: TokenLogprob[] = []
     try {
       for await (const ev of this.model.generate(gen)) {
         if (ev.type === 'text') {
@@ -249,7 +249,7 @@ export class VtcServer {
               {
                 index: 0,
                 message: { role: 'assistant', content: text },
-                logprobs: request.logprobs ? { content: logprobs.map((l) => ({ ...l, bytes: null, top_logprobs: [] })) } : null,
+                logprobs: request.logprobs ? openaiLogprobs(logprobs) : null,
                 finish_reason: ev.finishReason,
               },
             ],
@@ -391,7 +391,7 @@ class SseWriter {
     }
   }
 
-  private chunk(delta: Record<string, unknown>, finish: string | null, logprobs?: { token: string; logprob: number }[]): Record<string, unknown> {
+  private chunk(delta: Record<string, unknown>, finish: string | null, logprobs?: TokenLogprob[]): Record<string, unknown> {
     return {
       id: this.meta.id,
       object: 'chat.completion.chunk',
@@ -401,14 +401,14 @@ class SseWriter {
         {
           index: 0,
           delta,
-          logprobs: logprobs ? { content: logprobs.map((l) => ({ ...l, bytes: null, top_logprobs: [] })) } : null,
+          logprobs: logprobs ? openaiLogprobs(logprobs) : null,
           finish_reason: finish,
         },
       ],
     }
   }
 
-  delta(text: string, logprobs?: { token: string; logprob: number }[]): Promise<void> {
+  delta(text: string, logprobs?: TokenLogprob[]): Promise<void> {
     return this.send(this.chunk({ content: text }, null, logprobs))
   }
 
@@ -444,6 +444,18 @@ interface OpenAIUsage {
   total_tokens: number
   /** As OpenAI and vLLM report prompt caching: prompt tokens whose KV entries were reused. */
   prompt_tokens_details?: { cached_tokens: number }
+}
+
+/** OpenAI's `logprobs` object: one entry per token, with its bytes and the asked-for alternatives. */
+function openaiLogprobs(logprobs: TokenLogprob[]): { content: unknown[] } {
+  return {
+    content: logprobs.map((l) => ({
+      token: l.token,
+      logprob: l.logprob,
+      bytes: l.bytes,
+      top_logprobs: l.topLogprobs.map((t) => ({ token: t.token, logprob: t.logprob, bytes: t.bytes })),
+    })),
+  }
 }
 
 function openaiUsage(prompt: number, completion: number, cached: number | undefined): OpenAIUsage {

@@ -50,6 +50,8 @@ export interface ChatRequest {
   stream: boolean
   includeUsage: boolean
   logprobs: boolean
+  /** Alternatives per token with `logprobs` (0–20). */
+  topLogprobs?: number
 }
 
 export interface ParseOptions {
@@ -110,6 +112,12 @@ export async function parseChatRequest(body: unknown, options: ParseOptions): Pr
   if (b.logprobs !== undefined && b.logprobs !== null) {
     if (typeof b.logprobs !== 'boolean') throw bad('logprobs', 'must be a boolean')
     req.logprobs = b.logprobs
+  }
+  if (b.top_logprobs !== undefined && b.top_logprobs !== null) {
+    const n = int(b.top_logprobs, 'top_logprobs', 0)
+    if (n > 20) throw bad('top_logprobs', `must be at most 20, got ${n}`)
+    if (!req.logprobs) throw bad('top_logprobs', 'needs "logprobs": true')
+    req.topLogprobs = n
   }
   if (b.vtc !== undefined && b.vtc !== null && b.vtc !== false) {
     if (b.vtc === true) req.vtc = {}

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-pub use sampler::{logprobs, SamplingParams, SamplingRequest, TokenLogprob};
+pub use sampler::{logprobs, SamplingParams, SamplingRequest, TokenChoice, TokenLogprob};
 pub use stop::StopRules;
 
 use crate::error::{Error, Result};
@@ -224,7 +224,7 @@ impl Sequence {
             self.out.first_token_ms = ms(self.started);
         }
         self.out.tokens.push(token);
-        let logprob = self.params.logprobs.map(|n| logprobs(logits, token, n));
+        let logprob = self.params.logprobs.map(|n| logprobs(logits, token, n, &|id| tokenizer.token_bytes(id)));
         if let Some(lp) = &logprob {
             self.out.logprobs.push(lp.clone());
         }

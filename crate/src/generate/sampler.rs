@@ -90,14 +90,21 @@ impl SamplingRequest {
     }
 }
 
+/// A token, the bytes it stands for (not always valid UTF-8 alone), and its log-probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenChoice {
+    pub token: u32,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}
+
 /// Log-probability of a chosen token and the most likely alternatives, from the model's
 /// distribution (log-softmax of the raw logits, before penalties and sampling filters).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenLogprob {
-    pub token: u32,
-    pub logprob: f32,
-    /// `(token, logprob)`, most likely first.
-    pub top: Vec<(u32, f32)>,
+    pub chosen: TokenChoice,
+    /// Most likely first.
+    pub top: Vec<TokenChoice>,
 }
 
 pub struct Sampler {
@@ -215,11 +222,16 @@ pub fn argmax(l: &[f32]) -> u32 {
     best as u32
 }
 
-/// Log-probability of `token` and the `top_n` most likely tokens under `log_softmax(logits)`.
-pub fn logprobs(logits: &[f32], token: u32, top_n: usize) -> TokenLogprob {
+/// Log-probability of `token` and the `top_n` most likely tokens under `log_softmax(logits)`;
+/// `bytes_of` gives a token's bytes.
+pub fn logprobs(logits: &[f32], token: u32, top_n: usize, bytes_of: &dyn Fn(u32) -> Vec<u8>) -> TokenLogprob {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let lse = max + logits.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
-    let lp = |i: usize| logits[i] - lse;
+    let choice = |t: u32| TokenChoice {
+        token: t,
+        bytes: bytes_of(t),
+        logprob: logits.get(t as usize).map_or(f32::NEG_INFINITY, |l| l - lse),
+    };
     let mut top: Vec<u32> = (0..logits.len() as u32).collect();
     let n = top_n.min(top.len());
     if n > 0 && n < top.len() {
@@ -227,11 +239,7 @@ pub fn logprobs(logits: &[f32], token: u32, top_n: usize) -> TokenLogprob {
     }
     top.truncate(n);
     top.sort_unstable_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
-    TokenLogprob {
-        token,
-        logprob: logits.get(token as usize).map(|_| lp(token as usize)).unwrap_or(f32::NEG_INFINITY),
-        top: top.into_iter().map(|t| (t, lp(t as usize))).collect(),
-    }
+    TokenLogprob { chosen: choice(token), top: top.into_iter().map(choice).collect() }
 }
 
 #[cfg(test)]
@@ -335,10 +343,11 @@ mod tests {
 
     #[test]
     fn logprobs_are_normalized_with_sorted_alternatives() {
-        let lp = logprobs(&[0.0, (3.0f32).ln(), 0.0], 1, 2);
-        assert!((lp.logprob - (0.6f32).ln()).abs() < 1e-6);
+        let lp = logprobs(&[0.0, (3.0f32).ln(), 0.0], 1, 2, &|t| vec![b'a' + t as u8]);
+        assert!((lp.chosen.logprob - (0.6f32).ln()).abs() < 1e-6);
+        assert_eq!(lp.chosen.bytes, b"b");
         assert_eq!(lp.top.len(), 2);
-        assert_eq!(lp.top[0].0, 1);
-        assert!((lp.top[1].1 - (0.2f32).ln()).abs() < 1e-6);
+        assert_eq!(lp.top[0].token, 1);
+        assert!((lp.top[1].logprob - (0.2f32).ln()).abs() < 1e-6);
     }
 }

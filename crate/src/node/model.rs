@@ -14,7 +14,7 @@ use napi_derive::napi;
 use super::guarded;
 use crate::engine::{ChatRequest, Completion, DeviceKind, Engine, EngineOptions, ImageData, WeightDtype};
 use crate::error::Error;
-use crate::generate::{GenerationParams, SamplingRequest, TokenEvent};
+use crate::generate::{GenerationParams, SamplingRequest, TokenChoice, TokenEvent, TokenLogprob};
 use crate::quant::Quantization;
 use crate::tokenizer::{Content, Message, Part};
 
@@ -85,6 +85,8 @@ pub struct NativeGenerateRequest {
     pub stop: Option<Vec<String>>,
     /// Also return the log-probability of each token.
     pub logprobs: Option<bool>,
+    /// With `logprobs`: this many most likely alternatives per token (0–20).
+    pub top_logprobs: Option<u32>,
     /// Keep generating past end-of-turn tokens, to `max_tokens` (benchmarks with a fixed schedule).
     pub ignore_eos: Option<bool>,
 }
@@ -95,7 +97,34 @@ pub struct NativeGenerationEvent {
     pub text: String,
     /// Tokens this event stands for.
     pub tokens: u32,
-    pub logprobs: Option<Vec<f64>>,
+    /// One entry per token, when `logprobs` was asked for.
+    pub logprobs: Option<Vec<NativeTokenLogprob>>,
+}
+
+/// A token's text (lossy where its bytes are not UTF-8 alone), its bytes and log-probability.
+#[napi(object)]
+pub struct NativeTokenChoice {
+    pub token: String,
+    pub bytes: Vec<u32>,
+    pub logprob: f64,
+}
+
+#[napi(object)]
+pub struct NativeTokenLogprob {
+    pub token: String,
+    pub bytes: Vec<u32>,
+    pub logprob: f64,
+    /// The most likely tokens at this position, most likely first.
+    pub top_logprobs: Vec<NativeTokenChoice>,
+}
+
+fn token_choice(c: &TokenChoice) -> NativeTokenChoice {
+    NativeTokenChoice { token: String::from_utf8_lossy(&c.bytes).into_owned(), bytes: c.bytes.iter().map(|&b| b as u32).collect(), logprob: c.logprob as f64 }
+}
+
+fn token_logprob(lp: &TokenLogprob) -> NativeTokenLogprob {
+    let NativeTokenChoice { token, bytes, logprob } = token_choice(&lp.chosen);
+    NativeTokenLogprob { token, bytes, logprob, top_logprobs: lp.top.iter().map(token_choice).collect() }
 }
 
 #[napi(object)]
@@ -209,7 +238,7 @@ impl NativeEngine {
         }
         let (deferred, promise) = env.create_deferred()?;
         let on_token = move |ev: &TokenEvent| {
-            let logprobs = want_logprobs.then(|| ev.logprob.iter().map(|l| l.logprob as f64).collect());
+            let logprobs = want_logprobs.then(|| ev.logprob.iter().map(token_logprob).collect());
             on_event.call(NativeGenerationEvent { text: ev.text.clone(), tokens: 1, logprobs }, ThreadsafeFunctionCallMode::NonBlocking);
         };
         let on_done = move |result: crate::Result<Completion>| match result {
@@ -267,8 +296,11 @@ fn chat_request(r: NativeGenerateRequest) -> crate::Result<ChatRequest> {
     };
     params.stop = r.stop.unwrap_or_default();
     params.ignore_eos = r.ignore_eos.unwrap_or(false);
-    if r.logprobs.unwrap_or(false) {
-        params.logprobs = Some(0);
+    match (r.logprobs.unwrap_or(false), r.top_logprobs) {
+        (_, Some(n)) if n > 20 => return Err(Error::invalid("topLogprobs", format!("{n}: at most 20 alternatives per token"))),
+        (false, Some(n)) if n > 0 => return Err(Error::invalid("topLogprobs", "needs `logprobs: true`")),
+        (true, n) => params.logprobs = Some(n.unwrap_or(0) as usize),
+        _ => {}
     }
     Ok(ChatRequest::new(messages, images, params))
 }
