@@ -283,6 +283,43 @@ test('math500-r1-traces.parquet works through a column mapping (traces without a
   }
 })
 
+test('an input without the columns the build reads is refused with its columns and the --map that fixes it', async (t) => {
+  const out = join(tmp(), 'never-made')
+  const err = await t.throwsAsync(build(MATH500, out), { instanceOf: VtcError })
+  t.is(err?.code, 'ERR_VTC_INVALID_INPUT')
+  t.true(err!.message.includes('math500-r1-traces.parquet has no column "problem", "generations", "correctness_math_verify"'), err!.message)
+  t.regex(err!.message, /its columns are model, dataset, question, raw_output, .*ground_truth/)
+  t.regex(err!.message, /--map problem=question --map generations=raw_output --map correctness_math_verify=correct/)
+  t.false(existsSync(out), 'no output written')
+
+  const jsonl = join(tmp(), 'other.jsonl')
+  writeFileSync(jsonl, JSON.stringify({ question: 'q', output: '<think>r</think> \\boxed{1}' }) + '\n')
+  const e2 = await t.throwsAsync(build(jsonl, tmp(), { select: ['any'] }), { instanceOf: VtcError })
+  t.true(e2!.message.includes('other.jsonl has no column "problem", "generations"; its columns are question, output.'), e2!.message)
+  t.regex(e2!.message, /--map problem=question --map generations=output$/)
+})
+
+test('a build that gives no sample is an error naming why, unless allowEmpty', async (t) => {
+  const good = JSON.parse(readFileSync(SAMPLE_JSONL, 'utf8').split('\n')[0])
+  const input = join(tmp(), 'all-wrong.jsonl')
+  writeFileSync(input, [1, 2].map((i) => JSON.stringify({ ...good, uuid: `wrong-${i}`, correctness_math_verify: [false] })).join('\n') + '\n')
+  const out = tmp()
+  const err = await t.throwsAsync(build(input, out), { instanceOf: VtcError })
+  t.is(err?.code, 'ERR_VTC_EMPTY_DATASET')
+  t.regex(err!.message, /no samples: all 2 rows were skipped \(2 no-correct-generation; each is listed in skipped\.jsonl\)\. Pass --allow-empty/)
+  t.false(existsSync(join(out, FILES.datasetInfo)), 'no dataset_info.json for an empty dataset')
+  // the work is kept: allowing an empty dataset finishes it without reading the rows again
+  const r = await build(input, out, { allowEmpty: true })
+  t.is(r.rowsThisRun, 0)
+  t.is(r.stats.samples, 0)
+  t.true(existsSync(join(out, FILES.datasetInfo)))
+
+  const empty = join(tmp(), 'empty.jsonl')
+  writeFileSync(empty, '')
+  const e2 = await t.throwsAsync(build(empty, tmp()), { instanceOf: VtcError })
+  t.regex(e2!.message, /no samples: .*empty\.jsonl has no rows/)
+})
+
 test('a full disk stops the build with a clear error and leaves nothing half-written', async (t) => {
   const out = tmp()
   await build(SAMPLE_JSONL, out, { limit: 0 })
@@ -331,4 +368,13 @@ test('CLI: vtc-r1 dataset build writes the dataset and prints the summary', (t) 
   const bad = run(['--input', SAMPLE_PARQUET, '--out', out, '--segment-tokens', 'lots'])
   t.is(bad.status, 1)
   t.regex(bad.stderr, /vtc-r1: --segment-tokens lots: expected an integer/)
+  const unmapped = run(['--input', MATH500, '--out', tmp()])
+  t.is(unmapped.status, 1)
+  t.regex(unmapped.stderr, /has no column "problem".*--map problem=question/)
+  const empty = join(tmp(), 'empty.jsonl')
+  writeFileSync(empty, '')
+  t.is(run(['--input', empty, '--out', tmp()]).status, 1)
+  const allowed = run(['--input', empty, '--out', tmp(), '--allow-empty'])
+  t.is(allowed.status, 0, allowed.stderr)
+  t.regex(allowed.stdout, /rows +0 read/)
 })

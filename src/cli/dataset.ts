@@ -29,6 +29,7 @@ export const DATASET_HELP = `usage: vtc-r1 dataset build --input PATH --out DIR 
   --map FIELD=COLUMN    read FIELD from another column (repeatable), e.g. for
                         math500-r1-traces.parquet: --map problem=question
                         --map generations=raw_output --map correctness_math_verify=correct
+  --allow-empty         write the dataset even if no row gives a sample (otherwise an error)
   --images-first        pages before the question in the user turn
   --preset NAME         render preset vtc-r1 (default) or glyph (needs --font)
   --config FILE         render config JSON;  --font FILE  main font
@@ -64,6 +65,7 @@ export async function datasetCommand(argv: string[]): Promise<void> {
       'qwen-model': { type: 'string' },
       'glyph-model': { type: 'string' },
       'batch-rows': { type: 'string' },
+      'allow-empty': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -95,6 +97,7 @@ export async function datasetCommand(argv: string[]): Promise<void> {
     cutoffLen: optInt('--cutoff-len', values['cutoff-len']),
     models: { qwen3vl: values['qwen-model'], glyph: values['glyph-model'] },
     batchRows: optInt('--batch-rows', values['batch-rows']),
+    allowEmpty: values['allow-empty'],
     signal: interrupt.signal,
     onProgress: (p) => {
       bar ??= new ProgressBar('dataset', p.rowsTotal, 'rows')

@@ -15,7 +15,7 @@ import { Renderer, type PngCompression, type RendererOptions } from '../render.j
 import { DEFAULT_SEGMENT_TOKENS } from '../segment.js'
 import { countTextTokens } from '../text-tokens.js'
 import { datasetInfo, trainYaml } from './llamafactory.js'
-import { countRows, listInputs, readRows, where, type ColumnMap, type InputRow } from './openr1.js'
+import { checkColumns, countRows, listInputs, readRows, where, type ColumnMap, type InputRow } from './openr1.js'
 import { PreparePool } from './pool.js'
 import { prepare, type Prepared, type PreparedRow, type SkippedRow } from './prepare.js'
 import { SYSTEM_PROMPT, traceSamples } from './samples.js'
@@ -49,6 +49,8 @@ export interface BuildOptions extends RendererOptions {
   /** Base models written into the training YAMLs. */
   models?: { qwen3vl?: string; glyph?: string }
   pngCompression?: PngCompression
+  /** Write the dataset even when it has no samples (otherwise that is an error naming why). */
+  allowEmpty?: boolean
   /** Rows per batch (default 32); only throughput depends on it. */
   batchRows?: number
   signal?: AbortSignal
@@ -92,6 +94,7 @@ export async function buildDataset(options: BuildOptions): Promise<BuildResult> 
   const t0 = performance.now()
   const o = resolveOptions(options)
   const files = await listInputs(Array.isArray(options.input) ? options.input : [options.input])
+  await checkColumns(files, o.select, o.columns)
   const fingerprint = {
     inputs: files.map((f) => ({ file: f.path.split(sep).slice(-2).join('/'), size: f.size })),
     columns: o.columns,
@@ -187,6 +190,10 @@ export async function buildDataset(options: BuildOptions): Promise<BuildResult> 
     }
 
     const finalStats = stats.stats()
+    // rows were read (or the input has none) and gave nothing: refuse rather than write an empty dataset
+    if (finalStats.samples === 0 && (rowsThisRun > 0 || store.manifest.inputExhausted) && !options.allowEmpty) {
+      throw new VtcError('ERR_VTC_EMPTY_DATASET', emptyMessage(finalStats, files.map((f) => f.path)))
+    }
     await writeFinalFiles(store, o, finalStats)
     return {
       outDir: o.outDir,
@@ -206,6 +213,15 @@ export async function buildDataset(options: BuildOptions): Promise<BuildResult> 
   } finally {
     await store.close()
   }
+}
+
+function emptyMessage(stats: DatasetStats, inputs: string[]): string {
+  const { read, skippedBy } = stats.rows
+  const why = Object.entries(skippedBy)
+    .map(([reason, n]) => `${n} ${reason}`)
+    .join(', ')
+  const what = read === 0 ? `${inputs.join(', ')} has no rows` : `all ${read} rows were skipped (${why}; each is listed in ${FILES.skipped})`
+  return `no samples: ${what}. Pass --allow-empty (allowEmpty) to write an empty dataset anyway`
 }
 
 type Resolved = Required<

@@ -12,6 +12,7 @@ import { createInterface } from 'node:readline'
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet'
 
 import { VtcError } from '../errors.js'
+import { CRITERION_FIELD, type Criterion } from './trace.js'
 
 /** The OpenR1 fields the builder uses. */
 export const OPENR1_FIELDS = [
@@ -118,6 +119,67 @@ async function statOrThrow(path: string) {
   } catch (err) {
     throw new VtcError('ERR_VTC_IO', `cannot read input ${path}: ${(err as Error).message}`, { cause: err })
   }
+}
+
+/** Columns other trace sets use for a field, suggested when the field's column is missing. */
+const COLUMN_ALIASES: Partial<Record<OpenR1Field, string[]>> = {
+  problem: ['question', 'prompt', 'query', 'input'],
+  generations: ['raw_output', 'output', 'outputs', 'response', 'responses', 'completion', 'completions', 'generation'],
+  correctness_math_verify: ['correct', 'is_correct', 'correctness'],
+}
+
+/**
+ * Refuses an input whose every row would be skipped for a missing column: `problem`, `generations`, or the
+ * flag that `select` reads. The error names the file, the columns it has and the `--map` that would fix it.
+ */
+export async function checkColumns(files: InputFile[], select: readonly Criterion[], columns: ColumnMap = {}): Promise<void> {
+  const col = (f: OpenR1Field) => columns[f] ?? f
+  const flags = select.includes('any') ? [] : [...new Set(select.map((c) => CRITERION_FIELD[c]!))]
+  for (const file of files) {
+    const found = await inputColumns(file)
+    if (found.size === 0) continue // no rows to judge by
+    const missing = (['problem', 'generations'] as OpenR1Field[]).filter((f) => !found.has(col(f)))
+    if (flags.length && !flags.some((f) => found.has(col(f)))) missing.push(flags[0])
+    if (!missing.length) continue
+    const names = missing.map((f) => `"${col(f)}"${f === flags[0] ? ` (read by --select ${select.join(',')})` : ''}`)
+    const fix = missing.map((f) => `--map ${f}=${COLUMN_ALIASES[f]?.find((c) => found.has(c)) ?? 'COLUMN'}`)
+    throw new VtcError(
+      'ERR_VTC_INVALID_INPUT',
+      `${file.path} has no column ${names.join(', ')}; its columns are ${[...found].join(', ')}. ` +
+        `Say which column holds each field: ${fix.join(' ')}${missing.includes(flags[0]) ? ' (or --select any to take unverified traces)' : ''}`,
+    )
+  }
+}
+
+/** A parquet file's columns, or the keys of a JSONL file's first 100 objects (empty when unreadable: reported later). */
+async function inputColumns(file: InputFile): Promise<Set<string>> {
+  if (file.kind === 'parquet') {
+    try {
+      return new Set(parquetSchema(await parquetMetadataAsync(await asyncBufferFromFile(file.path))).children.map((c) => c.element.name))
+    } catch {
+      return new Set()
+    }
+  }
+  const keys = new Set<string>()
+  const stream = createReadStream(file.path, { encoding: 'utf8' })
+  try {
+    let n = 0
+    for await (const line of createInterface({ input: stream, crlfDelay: Infinity })) {
+      if (!line.trim()) continue
+      try {
+        const obj: unknown = JSON.parse(line)
+        if (obj && typeof obj === 'object' && !Array.isArray(obj)) for (const k of Object.keys(obj)) keys.add(k)
+      } catch {
+        // a malformed line is counted by the build
+      }
+      if (++n >= 100) break
+    }
+  } catch {
+    // unreadable: the build reports it
+  } finally {
+    stream.destroy()
+  }
+  return keys
 }
 
 /** Rows in the input files (parquet: counted from metadata; JSONL: non-empty lines). */

@@ -2,7 +2,7 @@
  * From an OpenR1 row to the one trace a training example is made of: which generation to take, its reasoning
  * (inside `<think>`), and its final answer.
  */
-import type { OpenR1Row } from './openr1.js'
+import type { OpenR1Field, OpenR1Row } from './openr1.js'
 
 /**
  * How a generation qualifies, tried in the given order (the first generation that passes the first
@@ -15,6 +15,14 @@ import type { OpenR1Row } from './openr1.js'
  */
 export type Criterion = 'math_verify' | 'llama' | 'complete' | 'stop' | 'any'
 export const CRITERIA: readonly Criterion[] = ['math_verify', 'llama', 'complete', 'stop', 'any']
+/** The field each criterion reads (`any` reads none). */
+export const CRITERION_FIELD: Record<Criterion, OpenR1Field | undefined> = {
+  math_verify: 'correctness_math_verify',
+  llama: 'correctness_llama',
+  complete: 'is_reasoning_complete',
+  stop: 'finish_reasons',
+  any: undefined,
+}
 
 /**
  * What goes inside `<answer>…</answer>`:
