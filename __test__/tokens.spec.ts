@@ -2,8 +2,9 @@ import { readFileSync } from 'node:fs'
 
 import test from 'ava'
 
+import { countTextTokens, countTextTokensAsync, qwen3Tokenizer, tokenPieces } from '../src/text-tokens.js'
 import { visionTokens, type VisionModel } from '../src/tokens.js'
-import { SHARED } from './helpers.js'
+import { goldenTexts, SHARED } from './helpers.js'
 
 /** Image tokens of a golden e2e case: its prompt length minus the text-only case's and two markers a page. */
 function goldenImageTokens(family: 'qwen3vl' | 'glm4v', name: string): number {
@@ -40,4 +41,30 @@ test("LLaMA-Factory's image_max_pixels: the training budget of VTC-R1 checkpoint
   for (const [family, rows] of Object.entries(lf.sizes) as [VisionModel, { source: [number, number]; tokens: number }[]][]) {
     for (const { source, tokens } of rows) t.is(visionTokens(source[0], source[1], family, budget), tokens, `${family} ${source.join('×')}`)
   }
+})
+
+test('text tokens counted piece by piece add up to the count of the whole text', async (t) => {
+  // English, CJK, runs of spaces and blank lines, NUL and other control characters
+  const texts = [...goldenTexts().map((x) => x.text), 'a\u0085 b\n\n  c\u3000d\r\n\r\ne \t f\u0000 g']
+  for (const text of texts) {
+    const whole = qwen3Tokenizer().count(text)
+    const pieces = [...tokenPieces(text, 40)]
+    t.is(pieces.join(''), text)
+    t.true(pieces.length > 1 || text.length < 80)
+    t.is(pieces.reduce((n, p) => n + qwen3Tokenizer().count(p), 0), whole, text.slice(0, 40))
+    t.is(countTextTokens(text), whole)
+  }
+  const long = goldenTexts().map((x) => x.text).join('\n').repeat(3)
+  const seen: number[] = []
+  t.is(await countTextTokensAsync(long, (done) => seen.push(done)), qwen3Tokenizer().count(long))
+  t.true(seen.length > 1 && seen.at(-1) === long.length)
+})
+
+test('counting the tokens of a long text takes bounded memory', (t) => {
+  const base = goldenTexts().map((x) => x.text).join('\n')
+  const text = base.repeat(Math.ceil(4e6 / base.length)) // 4 MB: 650 MB counted whole
+  const peakBefore = process.resourceUsage().maxRSS
+  t.true(countTextTokens(text) > 1e6)
+  const growthMb = (process.resourceUsage().maxRSS - peakBefore) / 1024
+  t.true(growthMb < 100, `peak RSS grew by ${growthMb.toFixed(0)} MB`)
 })
