@@ -74,9 +74,9 @@ export interface BatchItem {
 export declare function encodePngAsync(data: Buffer, width: number, height: number, channels: number, compression?: string | undefined | null): Promise<Buffer>
 
 export interface NativeBatchOptions {
-  /** Write pages to this directory as `<id>_page_<NNN>.<png|gray|rgb>`. */
+  /** Write pages to this directory as `<id>_page_<NNN>.<png|pgm|ppm>`. */
   outDir?: string
-  /** `png` (default) or `raw`. */
+  /** `png` (default) or `raw` (uncompressed PGM/PPM). */
   format?: string
   pngCompression?: string
   /** 1 or 3; default grey when the config's colours are grey (same pixels, a third of the bytes). */
@@ -105,6 +105,8 @@ export interface NativeGenerateRequest {
   stop?: Array<string>
   /** Also return the log-probability of each token. */
   logprobs?: boolean
+  /** With `logprobs`: this many most likely alternatives per token (0–20). */
+  topLogprobs?: number
   /** Keep generating past end-of-turn tokens, to `max_tokens` (benchmarks with a fixed schedule). */
   ignoreEos?: boolean
 }
@@ -114,7 +116,8 @@ export interface NativeGenerationEvent {
   text: string
   /** Tokens this event stands for. */
   tokens: number
-  logprobs?: Array<number>
+  /** One entry per token, when `logprobs` was asked for. */
+  logprobs?: Array<NativeTokenLogprob>
 }
 
 export interface NativeGenerationResult {
@@ -206,6 +209,21 @@ export interface NativeTextResult {
   files: Array<string>
   pages: Array<NativePage>
   error?: string
+}
+
+/** A token's text (lossy where its bytes are not UTF-8 alone), its bytes and log-probability. */
+export interface NativeTokenChoice {
+  token: string
+  bytes: Array<number>
+  logprob: number
+}
+
+export interface NativeTokenLogprob {
+  token: string
+  bytes: Array<number>
+  logprob: number
+  /** The most likely tokens at this position, most likely first. */
+  topLogprobs: Array<NativeTokenChoice>
 }
 
 export interface RendererOptions {

@@ -1,11 +1,12 @@
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
-import { Renderer, renderText, VtcError } from '../src/index.js'
+import { countTextTokens, Renderer, renderText, VtcError } from '../src/index.js'
 import { goldenLayouts, goldenTexts, pngHeader } from './helpers.js'
 
 const texts = goldenTexts()
@@ -83,6 +84,62 @@ test('a corrupt or missing font file is named in the error', async (t) => {
   t.true(e2!.message.includes(missing))
 })
 
+// the reference config_en.json (spec/rendering.md), which names its font bare
+const CONFIG_EN = {
+  'page-size': '595,842', dpi: 72, 'margin-x': 10, 'margin-y': 10, 'font-path': 'DejaVuSans.ttf', 'font-size': 9,
+  'line-height': 10, 'font-color': '#000000', alignment: 'LEFT', 'horizontal-scale': 1.0, 'first-line-indent': 0,
+  'left-indent': 0, 'right-indent': 0, 'space-after': 0, 'space-before': 0, 'border-width': 0, 'border-padding': 0,
+  'page-bg-color': '#FFFFFF', 'para-bg-color': '#FFFFFF', 'auto-crop-width': true, 'auto-crop-last-page': true,
+}
+const BUNDLED_FONT = fileURLToPath(new URL('../fonts/DejaVuSans.ttf', import.meta.url))
+
+/** A config file in a fresh directory (not the working directory), with `files` copied beside it. */
+function configDir(config: object, files: Record<string, string> = {}): string {
+  const dir = mkdtempSync(join(tmpdir(), 'vtc-config-'))
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config))
+  for (const [name, from] of Object.entries(files)) copyFileSync(from, join(dir, name))
+  return join(dir, 'config.json')
+}
+
+test('the reference config_en.json works from any directory: a bare font name falls back to the bundled font', async (t) => {
+  const config = configDir(CONFIG_EN)
+  const [a, b] = await Promise.all([
+    (await Renderer.create({ config })).render(texts[0].text),
+    (await Renderer.create()).render(texts[0].text),
+  ])
+  t.deepEqual(a.pages.map((p) => p.data), b.pages.map((p) => p.data))
+})
+
+test('a font named in a config file is found beside the config file first', async (t) => {
+  const config = configDir({ ...CONFIG_EN, 'font-path': 'MyFont.ttf' }, { 'MyFont.ttf': BUNDLED_FONT })
+  const r = await (await Renderer.create({ config })).render('beside the config')
+  t.is(r.pages.length, 1)
+})
+
+test.serial('a bare font name is looked up in the system font directories; a miss names every place searched', async (t) => {
+  const data = mkdtempSync(join(tmpdir(), 'vtc-xdg-'))
+  mkdirSync(join(data, 'fonts/truetype/some-family'), { recursive: true })
+  copyFileSync(BUNDLED_FONT, join(data, 'fonts/truetype/some-family/SystemOnly.ttf'))
+  const saved = process.env.XDG_DATA_DIRS
+  process.env.XDG_DATA_DIRS = data
+  try {
+    const config = configDir({ ...CONFIG_EN, 'font-path': 'systemonly.TTF' })
+    t.is((await (await Renderer.create({ config })).render('a system font')).pages.length, 1)
+    t.is((await (await Renderer.create({ fontPath: 'SystemOnly.ttf' })).render('a system font')).pages.length, 1)
+
+    const missing = configDir({ ...CONFIG_EN, 'font-path': 'NoSuchFont.ttf' })
+    const err = await t.throwsAsync(Renderer.create({ config: missing }), { instanceOf: VtcError })
+    t.is(err!.code, 'ERR_VTC_FONT')
+    t.true(err!.message.includes(`"font-path" of ${missing} "NoSuchFont.ttf"`), err!.message)
+    for (const place of [dirname(missing), process.cwd(), dirname(BUNDLED_FONT), join(data, 'fonts')]) {
+      t.true(err!.message.includes(place), `${place} in: ${err!.message}`)
+    }
+  } finally {
+    if (saved === undefined) delete process.env.XDG_DATA_DIRS
+    else process.env.XDG_DATA_DIRS = saved
+  }
+})
+
 test('the glyph preset asks for Verdana instead of guessing a font', async (t) => {
   const err = await t.throwsAsync(Renderer.create({ preset: 'glyph' }), { instanceOf: VtcError })
   t.regex(err!.message, /Verdana/)
@@ -125,6 +182,24 @@ test('renderBatch writes pages atomically, reports progress and per-text results
   t.is(first.files.length, first.pageSizes.length)
   const h = pngHeader(readFileSync(first.files[0]))
   t.deepEqual([h.width, h.height], first.pageSizes[0])
+})
+
+test('raw pages are binary PGM/PPM whose header gives the page size', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vtc-raw-'))
+  const renderer = await Renderer.create()
+  for (const channels of [1, 3] as const) {
+    const [r] = await renderer.renderBatch([{ id: `c${channels}`, text: texts[0].text }], { outDir: dir, format: 'raw', channels })
+    t.is(r.files.length, r.pageSizes.length)
+    for (const [k, file] of r.files.entries()) {
+      t.true(file.endsWith(channels === 1 ? '.pgm' : '.ppm'), file)
+      const bytes = readFileSync(file)
+      const m = /^(P[56])\n(\d+) (\d+)\n255\n/.exec(bytes.subarray(0, 32).toString('latin1'))
+      t.truthy(m, `${file} starts with a netpbm header`)
+      t.is(m![1], channels === 1 ? 'P5' : 'P6')
+      t.deepEqual([Number(m![2]), Number(m![3])], r.pageSizes[k])
+      t.is(bytes.length - m![0].length, r.pageSizes[k][0] * r.pageSizes[k][1] * channels)
+    }
+  }
 })
 
 test('renderBatch reports a bad text in its result and renders the others', async (t) => {
@@ -181,4 +256,36 @@ test('breaking out of a page stream stops it', async (t) => {
     if (++n === 3) break
   }
   t.is(n, 3)
+})
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const cli = (args: string[], input?: string) =>
+  spawnSync(process.execPath, ['--import=tsx', join(ROOT, 'src/cli/main.ts'), 'render', ...args], { encoding: 'utf8', cwd: ROOT, input })
+
+test('CLI: an empty input is an error that says so, and writes nothing', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vtc-cli-'))
+  const empty = join(dir, 'empty.txt')
+  writeFileSync(empty, '')
+  const out = join(dir, 'pages')
+  const r = cli([empty, '--out', out])
+  t.is(r.status, 1)
+  t.regex(r.stderr, /empty\.txt has no text: nothing to render, no pages written/)
+  t.notRegex(r.stdout, /written/)
+  t.false(existsSync(out))
+  const blank = cli(['-'], '\n  \n')
+  t.is(blank.status, 1)
+  t.regex(blank.stderr, /standard input has no text/)
+})
+
+test('CLI: render writes raw pages as PGM, says how many it wrote, and counts the text tokens', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vtc-cli-'))
+  const file = join(dir, 'trace.txt')
+  writeFileSync(file, texts[0].text)
+  const out = join(dir, 'pages')
+  const r = cli([file, '--out', out, '--format', 'raw'])
+  t.is(r.status, 0, r.stderr)
+  const files = readdirSync(out)
+  t.true(files.length > 0 && files.every((f) => /^trace_page_\d{3}\.pgm$/.test(f)), files.join(' '))
+  t.true(r.stdout.includes(`${files.length} pages written to ${out} as PGM/PPM`), r.stdout)
+  t.regex(r.stdout, new RegExp(`text tokens +${countTextTokens(texts[0].text)} `))
 })

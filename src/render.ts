@@ -3,8 +3,10 @@
  * The work happens in Rust, off the JS thread; pages come back as Buffers without copies.
  */
 import { readFile } from 'node:fs/promises'
+import { dirname, resolve } from 'node:path'
 
 import { native, nativeSync, VtcError } from './errors.js'
+import { findFont } from './font-path.js'
 import * as core from './native.js'
 
 export type Preset = 'vtc-r1' | 'glyph'
@@ -83,6 +85,16 @@ export interface RenderResult {
   missingGlyphs: number
 }
 
+/** The config's non-empty `font-path`; a config that is not valid JSON is left for the native parser to report. */
+function fontPathIn(configJson: string | undefined): string | undefined {
+  try {
+    const font = configJson && (JSON.parse(configJson) as Record<string, unknown>)['font-path']
+    return typeof font === 'string' && font ? font : undefined
+  } catch {
+    return undefined
+  }
+}
+
 function toPage(p: core.NativePage): Page {
   return new Page(p.width, p.height, p.channels as 1 | 3, p.data, p.png ?? undefined)
 }
@@ -110,22 +122,34 @@ export class Renderer {
 
   static async create(options: RendererOptions = {}): Promise<Renderer> {
     let configJson: string | undefined
+    const cwd = process.cwd()
+    let configDir = cwd
     if (typeof options.config === 'string') {
       try {
         configJson = await readFile(options.config, 'utf8')
       } catch (err) {
         throw new VtcError('ERR_VTC_IO', `cannot read render config ${options.config}: ${(err as Error).message}`, { cause: err })
       }
+      configDir = dirname(resolve(options.config))
     } else if (options.config) {
       configJson = JSON.stringify(options.config)
     }
+    // the config's font-path is relative to the config file (then, as before, to the working directory);
+    // the resolved path overrides it
+    let fontPath = options.fontPath ? await findFont(options.fontPath, [cwd], 'font') : undefined
+    const configFont = fontPathIn(configJson)
+    if (!fontPath && configFont) {
+      const where = typeof options.config === 'string' ? options.config : 'the config'
+      fontPath = await findFont(configFont, [configDir, cwd], `"font-path" of ${where}`)
+    }
+    const fallbackFonts = options.fallbackFonts && (await Promise.all(options.fallbackFonts.map((f) => findFont(f, [cwd], 'fallback font'))))
     const inner = nativeSync(
       () =>
         new core.NativeRenderer({
           preset: options.preset,
           configJson,
-          fontPath: options.fontPath,
-          fallbackFonts: options.fallbackFonts,
+          fontPath,
+          fallbackFonts,
         }),
     )
     return new Renderer(inner)
@@ -241,7 +265,7 @@ export interface BatchProgress {
 }
 
 export interface BatchOptions {
-  /** Write pages here as `<id>_page_<NNN>.png` (or `.gray`/`.rgb` raw). */
+  /** Write pages here as `<id>_page_<NNN>.png` (or, `raw`, uncompressed binary `.pgm` grey / `.ppm` RGB). */
   outDir?: string
   format?: 'png' | 'raw'
   pngCompression?: PngCompression

@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util'
 
 import { VtcError } from '../errors.js'
 import { Renderer, type BatchItem, type Preset } from '../render.js'
-import { countTextTokens } from '../text-tokens.js'
+import { countTextTokensAsync } from '../text-tokens.js'
 import { visionTokens } from '../tokens.js'
 import { ProgressBar } from './progress.js'
 
@@ -21,7 +21,7 @@ export const RENDER_HELP = `usage: vtc-r1 render [FILE|-] [options]
   --font FILE          main font file
   --fallback-font FILE font for characters the main font lacks (repeatable)
   --out DIR            write pages to DIR as <id>_page_NNN.png (default: no files)
-  --format png|raw     page file format (default png)
+  --format png|raw     page file format: png (default), or raw pixels as binary PGM (grey) / PPM (RGB)
   --threads N          worker threads (default: all cores)
   --max-pixels N       Qwen3-VL pixel cap for the token count (default 262144, as VTC-R1 trains)
   --layout             print one JSON line per text, {id, pages: [[line…]…], sizes}, instead of images`
@@ -59,7 +59,12 @@ export async function renderCommand(argv: string[]): Promise<void> {
   const threads = values.threads === undefined ? undefined : positiveInt('--threads', values.threads)
   const maxPixels = values['max-pixels'] === undefined ? 262144 : positiveInt('--max-pixels', values['max-pixels'])
 
+  const source = values.jsonl ?? (positionals[0] && positionals[0] !== '-' ? positionals[0] : 'standard input')
   const items = values.jsonl ? await readJsonl(values.jsonl) : [{ id: idFor(positionals[0]), text: await readInput(positionals[0]) }]
+  if (items.every((it) => !it.text.trim())) {
+    const what = items.length === 0 ? 'has no rows' : items.length > 1 ? 'has only empty texts' : 'has no text'
+    throw new VtcError('ERR_VTC_INVALID_INPUT', `${source} ${what}: nothing to render, no pages written`)
+  }
   const renderer = await Renderer.create({
     preset,
     config: values.config,
@@ -67,13 +72,27 @@ export async function renderCommand(argv: string[]): Promise<void> {
     fallbackFonts: values['fallback-font'],
   })
 
+  // text tokens are counted on this thread while the native threads render; their bar shows once the
+  // render bar (shown for many texts) is done
   const bar = new ProgressBar('render', items.length)
+  const tokenBar = new ProgressBar('text tokens', items.reduce((n, it) => n + it.text.length, 0), 'chars')
+  let rendered = false
+  let tokenBarShown = false
+  const counting = values.layout
+    ? Promise.resolve([])
+    : countTokens(items, (chars) => {
+        if (!rendered && items.length > 1) return
+        tokenBar.update(chars)
+        tokenBarShown = true
+      })
+  counting.catch(() => {}) // awaited below, after rendering
   const results = await renderer.renderBatch(items, {
     outDir: values.layout ? undefined : values.out,
     format,
     threads,
     onProgress: items.length > 1 ? (p) => bar.update(p.textsDone, { pages: p.pagesDone }) : undefined,
   })
+  rendered = true
   if (items.length > 1) bar.done()
 
   if (values.layout) {
@@ -83,6 +102,8 @@ export async function renderCommand(argv: string[]): Promise<void> {
     }
     return
   }
+  const tokens = await counting
+  if (tokenBarShown) tokenBar.done()
 
   let pages = 0
   let chars = 0
@@ -91,23 +112,44 @@ export async function renderCommand(argv: string[]): Promise<void> {
   let visionUncapped = 0
   let missing = 0
   const failed: string[] = []
+  const empty: string[] = []
   for (const [i, r] of results.entries()) {
     if (r.error) failed.push(`${r.id}: ${r.error}`)
+    else if (r.pageSizes.length === 0) empty.push(r.id)
+    else textTokens += tokens[i] // the ratio compares the texts that gave pages
     pages += r.pageSizes.length
     chars += r.chars
     missing += r.missingGlyphs
-    textTokens += countTextTokens(items[i].text)
     for (const [w, h] of r.pageSizes) {
       vision += visionTokens(w, h, 'qwen3-vl', { maxPixels })
       visionUncapped += visionTokens(w, h, 'qwen3-vl')
     }
   }
   console.log(summary({ texts: items.length, pages, chars, textTokens, vision, visionUncapped, maxPixels, missing }))
-  if (values.out) console.log(`pages written to ${values.out}`)
+  if (empty.length) console.log(`${empty.length} text(s) gave no page (nothing visible to render): ${empty.slice(0, 10).join(', ')}${empty.length > 10 ? ', …' : ''}`)
+  const written = results.reduce((n, r) => n + r.files.length, 0)
+  if (values.out) {
+    const kind = format === 'png' ? 'PNG' : 'PGM/PPM'
+    console.log(written ? `${written} pages written to ${values.out} as ${kind} (<id>_page_NNN)` : `no pages written to ${values.out}`)
+  }
   if (failed.length) {
     console.error(`${failed.length} text(s) failed:\n  ${failed.join('\n  ')}`)
     process.exitCode = 1
+  } else if (pages === 0) {
+    console.error(`${source}: no text gave a page`)
+    process.exitCode = 1
   }
+}
+
+/** Text tokens of each text (0 for one the renderer refuses), reporting the characters counted so far. */
+async function countTokens(items: BatchItem[], onProgress: (chars: number) => void): Promise<number[]> {
+  const counts: number[] = []
+  let before = 0
+  for (const { text } of items) {
+    counts.push(text.isWellFormed() ? await countTextTokensAsync(text, (c) => onProgress(before + c)) : 0)
+    before += text.length
+  }
+  return counts
 }
 
 export function summary(s: {

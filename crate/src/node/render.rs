@@ -61,9 +61,9 @@ pub struct BatchItem {
 
 #[napi(object)]
 pub struct NativeBatchOptions {
-    /// Write pages to this directory as `<id>_page_<NNN>.<png|gray|rgb>`.
+    /// Write pages to this directory as `<id>_page_<NNN>.<png|pgm|ppm>`.
     pub out_dir: Option<String>,
-    /// `png` (default) or `raw`.
+    /// `png` (default) or `raw` (uncompressed PGM/PPM).
     pub format: Option<String>,
     pub png_compression: Option<String>,
     /// 1 or 3; default grey when the config's colours are grey (same pixels, a third of the bytes).

@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PageFormat {
     Png,
-    /// Raw pixels, `width × height × channels` bytes, sizes in the result.
+    /// Uncompressed pixels as binary PGM (grey) or PPM (RGB): a short header with the size, then
+    /// `width × height × channels` bytes.
     Raw,
 }
 
@@ -156,8 +157,12 @@ fn write_page(dir: &Path, stem: &str, n: usize, page: &Page, opts: &BatchOptions
             written.map(|_| path)
         }
         PageFormat::Raw => {
-            let path = path(if page.channels == 1 { "gray" } else { "rgb" });
-            write_atomic(&path, &page.data).map(|_| path)
+            // binary PGM/PPM: the pixels as they are, behind a header that records the page size
+            let (magic, ext) = if page.channels == 1 { ("P5", "pgm") } else { ("P6", "ppm") };
+            let mut bytes = format!("{magic}\n{} {}\n255\n", page.width, page.height).into_bytes();
+            bytes.extend_from_slice(&page.data);
+            let path = path(ext);
+            write_atomic(&path, &bytes).map(|_| path)
         }
     }
 }
