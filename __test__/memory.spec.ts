@@ -9,7 +9,7 @@ import test from 'ava'
 
 import { EmbeddedBackend, engineBinding, loadModel, type NativeEngine, type NativeGenerateRequest, type NativeGenerationEvent } from '../src/backends/embedded.js'
 import { OpenAIBackend } from '../src/backends/openai.js'
-import { memoryReportHtml } from '../src/cli/reason.js'
+import { memoryReportHtml, summaryText } from '../src/cli/reason.js'
 import { abortError, GenerationError, type ChatModel, type GenerateRequest, type GenerationEvent } from '../src/backends/types.js'
 import { isComplete, MemoryError, OpticalMemory, SYSTEM_PROMPT, type MemoryEvent, type OpticalMemoryOptions } from '../src/memory.js'
 import { Renderer } from '../src/render.js'
@@ -407,6 +407,36 @@ test('embedded backend adapter: the loop hands the engine raw page pixels; usage
   t.is(result.rounds[0].tokens, 4)
   t.is(result.rounds[1].visionTokens, 200, 'the engine-reported vision tokens win over the estimate')
   t.like(result.totals, { visionMs: 10, prefillMs: 14, decodeMs: 22 })
+})
+
+test('the report states the text tokens the pages replaced against the vision tokens they cost, and every phase of the latency', async (t) => {
+  const engine = new ScriptedEngine([[round1.slice(0, 2000), round1.slice(2000)], final])
+  const result = await new OpticalMemory(new EmbeddedBackend(engine)).solve(question)
+  const [r1, r2] = result.rounds
+  t.is(r1.pageTokens, 200, "the engine's count of the pages round 2 read wins over the estimate")
+  t.is(r2.pageTokens, 0)
+  t.like(result.totals, { renderedTokens: 4, pageTokens: 200 })
+  const replaced = `4 text tokens of 1 round with ${r1.pages.length} page${r1.pages.length === 1 ? '' : 's'} of 200 vision tokens (0.02× fewer)`
+  t.regex(summaryText(result), new RegExp(`^pages replaced ${replaced.replace(/[()]/g, '\\$&')}$`, 'm'))
+  const html = await memoryReportHtml(result)
+  t.true(html.includes(`<tr><th>pages replaced</th><td>${replaced}</td></tr>`))
+  t.regex(html, /<tr><th>latency<\/th><td>\d+ ms \(render \d+ ms, vision 10 ms, prefill 14 ms, decode 22 ms\)<\/td><\/tr>/)
+  t.true(html.includes(`rendered to ${r1.pages.length} page`))
+})
+
+test('maxTokens bounds the whole run: each round gets what is left, a spent budget ends it as length', async (t) => {
+  const model = new ScriptedModel([{ pieces: [round1], finish: 'length' }, { pieces: [round2], finish: 'length' }, { pieces: final }])
+  const { memory } = await loop(t, model, { maxTokens: 20, roundTokens: 15 })
+  const result = await memory.solve(question)
+  t.deepEqual(
+    model.requests.map((r) => r.maxTokens),
+    [15, 10],
+    'the scripted rounds report 10 tokens each',
+  )
+  t.is(result.finishReason, 'length')
+  t.is(result.totals.outputTokens, 20)
+  t.deepEqual(result.rounds[1].pages, [], 'the last round is not rendered')
+  t.throws(() => new OpticalMemory(memory.backend, { maxTokens: 0 }), { code: 'ERR_VTC_INVALID_ARGUMENT', message: /maxTokens/ })
 })
 
 test('embedded backend adapter: engine errors keep the partial text and their code; abort stops the engine', async (t) => {

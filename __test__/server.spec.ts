@@ -230,6 +230,7 @@ test('bad requests: 400 naming the field, 404 for an unknown model', async (t) =
     [{ ...hello, max_tokens: 0 }, 400, /^max_tokens: must be an integer ≥ 1/],
     [{ ...hello, n: 2 }, 400, /^n: only n = 1/],
     [{ ...hello, stream: 'yes' }, 400, /^stream: must be a boolean/],
+    [{ ...hello, model: 'scripted:vtc', max_rounds: 2 }, 400, /^max_rounds: the vtc mode's options go in the "vtc" object/],
     [{ ...hello, model: 'gpt-4' }, 404, /model "gpt-4" does not exist; this server serves scripted, scripted:vtc/],
   ]
   for (const [body, status, message] of cases) {
@@ -239,7 +240,22 @@ test('bad requests: 400 naming the field, 404 for an unknown model', async (t) =
     t.regex(err.message, message)
     t.is(typeof err.type, 'string')
   }
+  // not implemented, so refused rather than ignored
+  const unsupported: [string, unknown][] = [
+    ['tools', [{ type: 'function', function: { name: 'f' } }]],
+    ['tool_choice', 'required'],
+    ['response_format', { type: 'json_object' }],
+  ]
+  for (const [param, value] of unsupported) {
+    const res = await post(url, { ...hello, model: 'scripted:vtc', [param]: value })
+    t.is(res.status, 400)
+    const err = ((await res.json()) as any).error
+    t.is(err.param, param)
+    t.regex(err.message, new RegExp(`^${param}: .* not supported`))
+  }
   t.is(model.requests.length, 0)
+  // values that ask for nothing unsupported pass
+  t.is((await post(url, { ...hello, tools: [], tool_choice: 'none', response_format: { type: 'text' } })).status, 200)
 })
 
 test('413 for a body over the limit, with or without a content-length', async (t) => {
@@ -386,7 +402,7 @@ test('vtc mode (model "<name>:vtc"): the server runs the optical-memory loop and
   const pages = body.vtc.rounds[0].pages
   t.true(pages >= 1)
   t.is(body.vtc.rounds[1].images, pages)
-  t.deepEqual(model.requests.map((r) => r.maxTokens), [100, 100])
+  t.deepEqual(model.requests.map((r) => r.maxTokens), [100, 99], 'max_tokens is the budget of all rounds together')
   const parts = model.requests[1].messages[1].content as any[]
   t.is(parts.length, 1 + pages)
   t.deepEqual(parts[0], { type: 'text', text: 'What is the coefficient?' })
@@ -403,4 +419,66 @@ test('vtc mode (model "<name>:vtc"): the server runs the optical-memory loop and
   const conv = await post(url, { model: 'scripted:vtc', messages: [{ role: 'user', content: 'a' }, { role: 'assistant', content: 'b' }, { role: 'user', content: 'c' }] })
   t.is(conv.status, 400)
   t.regex(((await conv.json()) as any).error.message, /no assistant turns/)
+})
+
+test('vtc mode: max_tokens counts the completion tokens of all rounds; a run that spends it ends as length', async (t) => {
+  const long = (n: number) => Array.from({ length: n }, (_, i) => `Step ${i}: we expand the product term by term and collect the powers of x. `)
+  const model = new ScriptedModel([{ pieces: long(10), finish: 'length' }, { pieces: ['So it is 42.\n</think>\n\n', '<answer>42</answer>'] }])
+  const { server, url } = await serve(model)
+  t.teardown(() => server.close())
+  const ask = { model: 'scripted:vtc', messages: [{ role: 'user', content: 'What is the coefficient?' }], max_tokens: 16 }
+  const body = (await (await post(url, ask)).json()) as any
+  t.deepEqual(
+    model.requests.map((r) => r.maxTokens),
+    [16, 6],
+    'round 2 gets what round 1 left',
+  )
+  t.is(body.usage.completion_tokens, 12)
+  t.is(body.vtc.finish_reason, 'complete')
+  t.deepEqual(body.vtc.limits, { max_rounds: 8, round_tokens: 8192, max_tokens: 16 })
+
+  // the budget spent without an answer: no further round, finish_reason length
+  model.requests.length = 0
+  const spent = (await (await post(url, { ...ask, max_tokens: 10 })).json()) as any
+  t.is(model.requests.length, 1)
+  t.is(spent.usage.completion_tokens, 10)
+  t.is(spent.choices[0].finish_reason, 'length')
+  t.is(spent.vtc.finish_reason, 'length')
+  t.is(spent.vtc.totals.pages, 0, 'nothing rendered that no round would read')
+})
+
+test("vtc mode: a request's max_rounds and round_tokens are capped by the operator's limits", async (t) => {
+  const unfinished = { pieces: ['<think>\n' + 'We expand the product term by term and collect the powers of x. '.repeat(30)], finish: 'length' }
+  const model = new ScriptedModel([unfinished])
+  const { server, url } = await serve(model, { vtc: { maxRounds: 2, roundTokens: 500 } })
+  t.teardown(() => server.close())
+  const ask = (vtc: unknown) => post(url, { model: 'scripted', vtc, messages: [{ role: 'user', content: 'Q?' }] }).then((r) => r.json() as Promise<any>)
+
+  const capped = await ask({ max_rounds: 5, round_tokens: 1000 })
+  t.deepEqual(model.requests.map((r) => r.maxTokens), [500, 500])
+  t.deepEqual(capped.vtc.limits, { max_rounds: 2, round_tokens: 500, max_tokens: null })
+  t.is(capped.vtc.finish_reason, 'rounds-exhausted')
+
+  model.requests.length = 0
+  const fewer = await ask({ max_rounds: 1, round_tokens: 300 })
+  t.deepEqual(model.requests.map((r) => r.maxTokens), [300])
+  t.deepEqual(fewer.vtc.limits, { max_rounds: 1, round_tokens: 300, max_tokens: null })
+})
+
+test('servedModelName: the id /v1/models lists and requests must use or omit', async (t) => {
+  const model = new ScriptedModel([{ pieces: ['Hi'] }])
+  const { server, url } = await serve(model, { servedModelName: 'glyph-9b' })
+  t.teardown(() => server.close())
+  const models = (await (await fetch(`${url}/v1/models`)).json()) as any
+  t.deepEqual(
+    models.data.map((m: { id: string }) => m.id),
+    ['glyph-9b', 'glyph-9b:vtc'],
+  )
+  t.like(await (await fetch(`${url}/health`)).json(), { model: 'glyph-9b' })
+  t.is(((await (await post(url, { ...hello, model: 'glyph-9b' })).json()) as any).model, 'glyph-9b')
+  t.is(((await (await post(url, hello)).json()) as any).model, 'glyph-9b', 'omitted: the served name')
+  const other = await post(url, { ...hello, model: 'scripted' })
+  t.is(other.status, 404)
+  t.regex(((await other.json()) as any).error.message, /this server serves glyph-9b, glyph-9b:vtc/)
+  t.throws(() => createServer(model, { servedModelName: ' ' }), { message: /servedModelName must be a non-empty string/ })
 })

@@ -36,6 +36,11 @@ export interface OpticalMemoryOptions {
   maxRounds?: number
   /** Token budget of one round (default 8192). Baseline mode gets `maxRounds × roundTokens`. */
   roundTokens?: number
+  /**
+   * Output tokens of the whole run, over all rounds (default: no limit beyond `maxRounds × roundTokens`). Each
+   * round gets what is left, at most `roundTokens`; a run that spends it without an answer ends as `length`.
+   */
+  maxTokens?: number
   /** Default: the VTC-R1 system prompt, verbatim. An empty string sends no system message. */
   systemPrompt?: string
   /** Default `question-first`. */
@@ -94,6 +99,11 @@ export interface MemoryRound {
   cachedImages?: number
   /** Pages rendered from this round's output (none for the round that ends the run). */
   pages: Page[]
+  /**
+   * Vision tokens of those pages, what each later round pays to read them instead of this round's `tokens`: the
+   * backend's count when the next round reports one, else estimated from the page sizes.
+   */
+  pageTokens: number
   renderMs: number
   /** Wall time of the round, rendering included. */
   ms: number
@@ -108,6 +118,10 @@ export interface MemoryTotals {
   visionTokens: number
   /** Pages rendered. */
   pages: number
+  /** Output tokens of the rounds rendered into pages: the text the pages replaced in the context. */
+  renderedTokens: number
+  /** Vision tokens of those pages (the rounds' `pageTokens`): what the replaced text costs as images. */
+  pageTokens: number
   /** Wall time of the whole run, rendering included. */
   latencyMs: number
   renderMs: number
@@ -119,7 +133,8 @@ export interface MemoryTotals {
 
 /**
  * How the run ended: `complete` (an answer after `</think>`), `rounds-exhausted`, `no-pages` (a round rendered
- * to nothing), `length` / `stop` (baseline without a complete answer), `aborted` / `error` (partial results).
+ * to nothing), `length` (`maxTokens` spent, or the baseline cut off), `stop` (baseline without a complete
+ * answer), `aborted` / `error` (partial results).
  */
 export type MemoryFinish = 'complete' | 'rounds-exhausted' | 'no-pages' | 'length' | 'stop' | 'aborted' | 'error'
 
@@ -158,6 +173,10 @@ export function isComplete(text: string): boolean {
   return extractAnswer(text, { requireFinal: true }).source === 'answer-tag'
 }
 
+/** The paper's budgets: rounds, and tokens per round. */
+export const DEFAULT_MAX_ROUNDS = 8
+export const DEFAULT_ROUND_TOKENS = 8192
+
 /** Chat-template tokens around the messages (role tags, image delimiters): a margin for the context check. */
 const TEMPLATE_MARGIN = 64
 
@@ -177,8 +196,8 @@ export class OpticalMemory {
     }
     const o = {
       ...options,
-      maxRounds: options.maxRounds ?? 8,
-      roundTokens: options.roundTokens ?? 8192,
+      maxRounds: options.maxRounds ?? DEFAULT_MAX_ROUNDS,
+      roundTokens: options.roundTokens ?? DEFAULT_ROUND_TOKENS,
       systemPrompt: options.systemPrompt ?? SYSTEM_PROMPT,
       imageOrder: options.imageOrder ?? 'question-first',
       temperature: options.temperature ?? 0.6,
@@ -186,6 +205,7 @@ export class OpticalMemory {
     }
     positiveInt('maxRounds', o.maxRounds)
     positiveInt('roundTokens', o.roundTokens)
+    if (o.maxTokens !== undefined) positiveInt('maxTokens', o.maxTokens)
     if (o.imageOrder !== 'question-first' && o.imageOrder !== 'images-first') {
       throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `imageOrder must be 'question-first' or 'images-first', got ${JSON.stringify(o.imageOrder)}`)
     }
@@ -233,17 +253,20 @@ export class OpticalMemory {
     if (mode !== 'vtc' && mode !== 'baseline') throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `mode must be 'vtc' or 'baseline', got ${JSON.stringify(mode)}`)
     const o = this.options
     const signal = options.signal
-    const budget = mode === 'baseline' ? o.maxRounds * o.roundTokens : o.roundTokens
+    const budget = Math.min(mode === 'baseline' ? o.maxRounds * o.roundTokens : o.roundTokens, o.maxTokens ?? Infinity)
     const ctx = this.backend.contextLength
     const textPrompt = ctx === undefined ? 0 : countTextTokens(o.systemPrompt) + countTextTokens(question) + TEMPLATE_MARGIN
     if (ctx !== undefined && textPrompt + budget > ctx) {
+      const [from, lower] =
+        budget === o.maxTokens
+          ? ['maxTokens', 'maxTokens']
+          : mode === 'baseline'
+            ? [`maxRounds ${o.maxRounds} × roundTokens ${o.roundTokens}`, 'maxRounds or roundTokens']
+            : ['roundTokens', 'roundTokens']
       throw new VtcError(
         'ERR_VTC_CONTEXT_LENGTH',
-        mode === 'baseline'
-          ? `the baseline budget of ${budget} tokens (maxRounds ${o.maxRounds} × roundTokens ${o.roundTokens}) plus the prompt (~${textPrompt} tokens) ` +
-              `exceeds ${this.backend.name}'s context length of ${ctx} tokens; lower maxRounds or roundTokens`
-          : `the round budget of ${budget} tokens (roundTokens) plus the prompt (~${textPrompt} tokens) exceeds ` +
-              `${this.backend.name}'s context length of ${ctx} tokens; lower roundTokens`,
+        `the ${mode === 'baseline' ? 'baseline' : 'round'} budget of ${budget} tokens (${from}) plus the prompt (~${textPrompt} tokens) ` +
+          `exceeds ${this.backend.name}'s context length of ${ctx} tokens; lower ${lower}`,
       )
     }
     const t0 = performance.now()
@@ -251,6 +274,8 @@ export class OpticalMemory {
     const rounds: MemoryRound[] = []
     const images: Page[] = []
     let imageTokens = 0
+    /** Output tokens of the rounds so far (against `maxTokens`). */
+    let spent = 0
     let current: MemoryRound | undefined
     const result = (finishReason: MemoryFinish): MemoryResult => this.result(mode, question, current ? [...rounds, current] : rounds, finishReason, t0)
 
@@ -259,10 +284,10 @@ export class OpticalMemory {
       const maxRounds = mode === 'baseline' ? 1 : o.maxRounds
       for (let index = 1; index <= maxRounds; index++) {
         tRound = performance.now()
-        let maxTokens = budget
+        let maxTokens = Math.min(budget, (o.maxTokens ?? Infinity) - spent)
         if (ctx !== undefined) {
           // pages accumulate: later rounds get what is left of the context window
-          maxTokens = Math.min(budget, ctx - textPrompt - imageTokens)
+          maxTokens = Math.min(maxTokens, ctx - textPrompt - imageTokens)
           if (maxTokens < 1) {
             throw new VtcError(
               'ERR_VTC_CONTEXT_LENGTH',
@@ -280,6 +305,7 @@ export class OpticalMemory {
           images: images.length,
           visionTokens: imageTokens,
           pages: [],
+          pageTokens: 0,
           renderMs: 0,
           ms: 0,
           timings: {},
@@ -309,7 +335,12 @@ export class OpticalMemory {
             current.tokens = ev.usage.completionTokens
             if (ev.usage.estimated) current.tokensEstimated = true
             if (ev.usage.promptTokens !== undefined) current.promptTokens = ev.usage.promptTokens
-            if (ev.usage.visionTokens !== undefined) current.visionTokens = ev.usage.visionTokens
+            if (ev.usage.visionTokens !== undefined) {
+              // the backend's count of all pages read: what the previous round's pages really cost
+              const prev = rounds.at(-1)
+              if (prev) prev.pageTokens = ev.usage.visionTokens - prev.visionTokens
+              current.visionTokens = ev.usage.visionTokens
+            }
             if (ev.usage.cachedTokens !== undefined) current.cachedTokens = ev.usage.cachedTokens
             if (ev.usage.cachedImages !== undefined) current.cachedImages = ev.usage.cachedImages
             current.timings = ev.timings
@@ -319,11 +350,13 @@ export class OpticalMemory {
         if (!finished) throw new VtcError('ERR_VTC_BACKEND_PROTOCOL', `${this.backend.name}: the generation ended without a done event`)
         current.complete = isComplete(current.text)
         current.ms = performance.now() - tRound
+        spent += current.tokens
 
         let finish: MemoryFinish | undefined
         if (current.complete) finish = 'complete'
         else if (mode === 'baseline') finish = current.finishReason === 'length' ? 'length' : 'stop'
         else if (index === maxRounds) finish = 'rounds-exhausted'
+        else if (spent >= (o.maxTokens ?? Infinity)) finish = 'length'
         else {
           signal?.throwIfAborted()
           const tRender = performance.now()
@@ -331,12 +364,12 @@ export class OpticalMemory {
           const { pages } = await renderer.render(current.text, { signal })
           current.renderMs = performance.now() - tRender
           current.pages = pages
-          const pageTokens = pages.reduce((n, p) => n + this.pageTokens(p), 0)
+          current.pageTokens = pages.reduce((n, p) => n + this.pageTokens(p), 0)
           current.ms = performance.now() - tRound
-          yield { type: 'pages', round: index, pages, renderMs: current.renderMs, visionTokens: pageTokens }
+          yield { type: 'pages', round: index, pages, renderMs: current.renderMs, visionTokens: current.pageTokens }
           if (pages.length === 0) finish = 'no-pages'
           images.push(...pages)
-          imageTokens += pageTokens
+          imageTokens += current.pageTokens
         }
         const done = current
         rounds.push(done)
@@ -410,6 +443,8 @@ export class OpticalMemory {
         outputTokens: sum((r) => r.tokens),
         visionTokens: sum((r) => r.visionTokens),
         pages: sum((r) => r.pages.length),
+        renderedTokens: sum((r) => (r.pages.length ? r.tokens : 0)),
+        pageTokens: sum((r) => r.pageTokens),
         latencyMs: performance.now() - t0,
         renderMs: sum((r) => r.renderMs),
         visionMs: sum((r) => r.timings.visionMs ?? 0),

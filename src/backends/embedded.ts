@@ -179,6 +179,11 @@ export interface LoadModelOptions {
    * 468). Off by default.
    */
   imageMaxPixels?: number
+  /**
+   * The context window to plan with (prompt + completion tokens), at most the model's `max_position_embeddings`:
+   * the optical-memory loop and the server's vtc mode check their budgets against it. Default: the model's.
+   */
+  contextLength?: number
   signal?: AbortSignal
 }
 
@@ -193,12 +198,15 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
     )
   }
   if (typeof dir !== 'string' || !dir) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', 'loadModel: give the model directory')
-  const { signal, prefixReuse, visionCache, maxPixels, minPixels, imageMaxPixels, maxBatch, prefixCacheMb, ...rest } = options
+  const { signal, prefixReuse, visionCache, maxPixels, minPixels, imageMaxPixels, maxBatch, prefixCacheMb, contextLength, ...rest } = options
   if (prefixReuse !== undefined && typeof prefixReuse !== 'boolean') {
     throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `loadModel: prefixReuse must be a boolean, got ${JSON.stringify(prefixReuse)}`)
   }
   if (visionCache !== undefined && typeof visionCache !== 'boolean' && !(Number.isInteger(visionCache) && visionCache >= 0 && visionCache < 2 ** 32)) {
     throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `loadModel: visionCache must be a boolean or a whole number of images, got ${JSON.stringify(visionCache)}`)
+  }
+  if (contextLength !== undefined && !(Number.isInteger(contextLength) && contextLength > 0)) {
+    throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `loadModel: contextLength must be a positive whole number of tokens, got ${JSON.stringify(contextLength)}`)
   }
   for (const [name, v] of [['maxPixels', maxPixels], ['minPixels', minPixels], ['imageMaxPixels', imageMaxPixels]] as const) {
     if (v !== undefined && !(Number.isInteger(v) && v > 0 && v < 2 ** 31)) {
@@ -221,23 +229,36 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
     ...(prefixCacheMb !== undefined ? { prefixCacheMb } : {}),
     ...(visionCache === false ? { visionCacheImages: 0 } : typeof visionCache === 'number' ? { visionCacheImages: visionCache } : {}),
   }
+  let engine: NativeEngine
   try {
-    return new EmbeddedBackend(await binding.load(dir, load, signal))
+    engine = await binding.load(dir, load, signal)
   } catch (err) {
     throw fromNative(err)
   }
+  if (contextLength !== undefined && contextLength > engine.contextLength) {
+    engine.dispose()
+    throw new VtcError(
+      'ERR_VTC_INVALID_ARGUMENT',
+      `the context length ${contextLength} exceeds ${engine.name}'s context window of ${engine.contextLength} tokens (max_position_embeddings)`,
+    )
+  }
+  return new EmbeddedBackend(engine, contextLength)
 }
 
 /** A `Backend` over the in-process engine. */
 export class EmbeddedBackend implements ChatModel {
-  constructor(readonly engine: NativeEngine) {}
+  /** `window`: a context window smaller than the model's to plan with (`LoadModelOptions.contextLength`). */
+  constructor(
+    readonly engine: NativeEngine,
+    private readonly window?: number,
+  ) {}
 
   get name(): string {
     return this.engine.name
   }
 
   get contextLength(): number {
-    return this.engine.contextLength
+    return this.window ?? this.engine.contextLength
   }
 
   /** The model family, as `config.json` names it: `qwen3_vl` or `glm4v`. */

@@ -26,7 +26,9 @@ export const REASON_HELP = `usage: vtc-r1 reason (--model DIR | --base-url URL [
   --base-url URL        an OpenAI-compatible server instead (vLLM, SGLang, vtc-r1 serve): http://HOST:PORT/v1
   --api-model NAME      the server's model id (default: the first one it lists)
   --api-key KEY         bearer token for the server (default: $OPENAI_API_KEY)
-  --context-length N    the model's context window, to check the budgets before starting
+  --context-length N    the context window to plan with: budgets that do not fit are refused before starting,
+                        and later rounds get what the pages leave (default: the model's, or what the server lists;
+                        with --model at most its max_position_embeddings)
   --baseline            the standard long-context mode: one round, no images, max-rounds × round-tokens tokens
   --max-rounds N        most rounds (default 8)
   --round-tokens N      tokens per round (default 8192)
@@ -78,6 +80,9 @@ export async function backendFromArgs(v: BackendArgs, command: string, maxBatch?
   if (v.model && v['base-url']) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `${command}: give either --model DIR or --base-url URL, not both`)
   const contextLength = v['context-length'] === undefined ? undefined : positiveInt('--context-length', v['context-length'])
   if (v.model) {
+    for (const flag of ['api-model', 'api-key'] as const) {
+      if (v[flag] !== undefined) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `${command}: --${flag} applies to a server (--base-url URL), not to the embedded engine (--model DIR)`)
+    }
     const device = v.device ?? 'cpu'
     if (device !== 'cpu' && device !== 'cuda') throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `--device ${device}: allowed values are cpu, cuda`)
     const dtype = v.dtype ?? 'f32'
@@ -90,6 +95,7 @@ export async function backendFromArgs(v: BackendArgs, command: string, maxBatch?
       ...(v['image-max-pixels'] !== undefined ? { imageMaxPixels: positiveInt('--image-max-pixels', v['image-max-pixels']) } : {}),
       ...(v['max-pixels'] !== undefined ? { maxPixels: positiveInt('--max-pixels', v['max-pixels']) } : {}),
       ...(maxBatch !== undefined ? { maxBatch } : {}),
+      ...(contextLength !== undefined ? { contextLength } : {}),
     })
   }
   for (const flag of ['device', 'dtype', 'quantize', 'quant-cache-dir', 'image-max-pixels', 'max-pixels'] as const) {
@@ -260,19 +266,38 @@ class StreamPrinter {
 
 export function summaryText(r: MemoryResult): string {
   const t = r.totals
-  const timing = [`render ${seconds(t.renderMs)}`]
-  if (t.visionMs) timing.push(`vision ${seconds(t.visionMs)}`)
-  if (t.prefillMs) timing.push(`prefill ${seconds(t.prefillMs)}`)
-  if (t.decodeMs) timing.push(`decode ${seconds(t.decodeMs)}`)
   const estimated = r.rounds.some((x) => x.tokensEstimated) ? ' (some counted with the Qwen3 tokenizer)' : ''
+  const replaced = replacedText(r)
   return [
     `mode           ${r.mode}; ${r.finishReason}`,
     `rounds         ${t.rounds}`,
     `output tokens  ${t.outputTokens}${estimated}`,
     `vision tokens  ${t.visionTokens} read from ${t.pages} rendered page${t.pages === 1 ? '' : 's'}`,
-    `latency        ${seconds(t.latencyMs)} (${timing.join(', ')})`,
+    ...(replaced ? [`pages replaced ${replaced}`] : []),
+    `latency        ${latencyText(t)}`,
     `throughput     ${t.latencyMs > 0 ? ((t.outputTokens / t.latencyMs) * 1000).toFixed(1) : '0'} output tokens/s`,
   ].join('\n')
+}
+
+/** The method's claim for this run: the text tokens the pages took the place of, against the vision tokens they cost. */
+function replacedText(r: MemoryResult): string | undefined {
+  const t = r.totals
+  if (!t.pages) return undefined
+  const rounds = r.rounds.filter((x) => x.pages.length).length
+  const ratio = t.pageTokens > 0 ? ` (${(t.renderedTokens / t.pageTokens).toFixed(2)}× fewer)` : ''
+  return (
+    `${t.renderedTokens} text tokens of ${rounds} round${rounds === 1 ? '' : 's'} with ${t.pages} page${t.pages === 1 ? '' : 's'} ` +
+    `of ${t.pageTokens} vision tokens${ratio}`
+  )
+}
+
+/** Wall time and its phases (those the backend reports). */
+function latencyText(t: MemoryResult['totals']): string {
+  const phases = [`render ${seconds(t.renderMs)}`]
+  if (t.visionMs) phases.push(`vision ${seconds(t.visionMs)}`)
+  if (t.prefillMs) phases.push(`prefill ${seconds(t.prefillMs)}`)
+  if (t.decodeMs) phases.push(`decode ${seconds(t.decodeMs)}`)
+  return `${seconds(t.latencyMs)} (${phases.join(', ')})`
 }
 
 function resultJson(r: MemoryResult, err?: MemoryError): Record<string, unknown> {
@@ -316,6 +341,7 @@ export async function memoryReportHtml(r: MemoryResult, meta: { model?: string; 
       `${round.tokens} output tokens${round.tokensEstimated ? ' (counted here)' : ''}`,
       `read ${round.images} page${round.images === 1 ? '' : 's'} (${round.visionTokens} vision tokens)`,
       `finish: ${round.finishReason}${round.complete ? ', answered' : ''}`,
+      ...(round.pages.length ? [`rendered to ${round.pages.length} page${round.pages.length === 1 ? '' : 's'} of ${round.pageTokens} vision tokens`] : []),
       seconds(round.ms),
     ]
     rounds.push(`<section class="round">
@@ -351,7 +377,8 @@ ${row('rounds', String(t.rounds))}
 ${row('output tokens', String(t.outputTokens))}
 ${row('vision tokens read', String(t.visionTokens))}
 ${row('pages rendered', String(t.pages))}
-${row('latency', `${seconds(t.latencyMs)} (render ${seconds(t.renderMs)}, prefill ${seconds(t.prefillMs)}, decode ${seconds(t.decodeMs)})`)}
+${row('pages replaced', replacedText(r) ?? 'nothing (no round was rendered)')}
+${row('latency', latencyText(t))}
 </table>
 ${rounds.join('\n')}
 </body></html>

@@ -21,7 +21,9 @@ export const SERVE_HELP = `usage: vtc-r1 serve (--model DIR | --base-url URL [--
   --base-url URL        serve a remote OpenAI-compatible server instead (adds the vtc mode in front of it)
   --api-model NAME      the remote model id (default: the first one it lists)
   --api-key KEY         bearer token for the remote server (default: $OPENAI_API_KEY)
-  --context-length N    the model's context window (for the vtc mode's budget check)
+  --context-length N    the context window to plan with (the vtc mode's budget check; /v1/models lists it)
+  --served-model-name NAME  the model id /v1/models lists and requests must use or omit (default: the
+                        model directory's name, or the remote model id); NAME:vtc is its vtc mode
   --host HOST           default 127.0.0.1
   --port N              default 8000
   --max-body-mb N       largest request body (default 64)
@@ -31,7 +33,9 @@ export const SERVE_HELP = `usage: vtc-r1 serve (--model DIR | --base-url URL [--
   --local-images        accept any local file path the server can read (default only on a loopback host)
   --no-local-images     accept data URLs only
   --no-vtc              turn the optical-memory mode off
-  --max-rounds N        vtc mode: most rounds (default 8)
+  --max-rounds N        vtc mode: most rounds (default 8); a request's vtc.max_rounds may ask fewer
+  --round-tokens N      vtc mode: most tokens a round (default 8192); a request's vtc.round_tokens may ask
+                        fewer. A request's max_tokens counts the tokens of all its rounds together
   --quiet               no request log`
 
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1', '[::1]'])
@@ -52,6 +56,8 @@ export async function serveCommand(argv: string[]): Promise<void> {
       'no-local-images': { type: 'boolean' },
       'no-vtc': { type: 'boolean' },
       'max-rounds': { type: 'string' },
+      'round-tokens': { type: 'string' },
+      'served-model-name': { type: 'string' },
       quiet: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -67,11 +73,20 @@ export async function serveCommand(argv: string[]): Promise<void> {
   const localImages: boolean | string = values['no-local-images']
     ? false
     : (values['images-dir'] ?? (values['local-images'] ? true : LOOPBACK.has(host)))
+  for (const flag of ['max-rounds', 'round-tokens'] as const) {
+    if (values['no-vtc'] && values[flag] !== undefined) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `serve: --${flag} applies to the vtc mode, which --no-vtc turns off`)
+  }
   const options: ServerOptions = {
     localImages,
     maxBodyBytes: values['max-body-mb'] === undefined ? undefined : positiveInt('--max-body-mb', values['max-body-mb']) * 1024 * 1024,
     maxQueue: values['max-queue'] === undefined ? undefined : positiveInt('--max-queue', values['max-queue']),
-    vtc: values['no-vtc'] ? false : values['max-rounds'] !== undefined ? { maxRounds: positiveInt('--max-rounds', values['max-rounds']) } : {},
+    vtc: values['no-vtc']
+      ? false
+      : {
+          ...(values['max-rounds'] !== undefined ? { maxRounds: positiveInt('--max-rounds', values['max-rounds']) } : {}),
+          ...(values['round-tokens'] !== undefined ? { roundTokens: positiveInt('--round-tokens', values['round-tokens']) } : {}),
+        },
+    servedModelName: values['served-model-name'],
     log: values.quiet ? undefined : (line) => console.error(`${new Date().toISOString()} ${line}`),
   }
 

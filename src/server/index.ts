@@ -6,9 +6,12 @@
  * - `GET /v1/models`, `GET /health`.
  * - Optical-memory mode: request the model `<name>:vtc` (or send `"vtc": true | {max_rounds, round_tokens,
  *   image_order}`) and the server runs the VTC-R1 loop itself. The question is the last user message's text
- *   (no images, no assistant turns); a system message replaces the VTC-R1 system prompt; `max_tokens` is the
- *   per-round budget unless `vtc.round_tokens` says otherwise. The content is every round's output joined by a
- *   blank line (streamed as it is generated), and the response carries a `vtc` object: answer, rounds, totals.
+ *   (no images, no assistant turns); a system message replaces the VTC-R1 system prompt. `max_tokens` counts
+ *   the completion tokens of all rounds together (each round gets what is left, at most `round_tokens`);
+ *   `vtc.max_rounds` and `vtc.round_tokens` may ask for less than the operator's `vtc.maxRounds` /
+ *   `vtc.roundTokens`, never more (larger values are capped). The content is every round's output joined by a
+ *   blank line (streamed as it is generated), and the response carries a `vtc` object: answer, the limits
+ *   applied, rounds, totals.
  *
  * A client that disconnects aborts its generation. `close()` stops accepting requests, lets running ones finish
  * for a grace period, then aborts them.
@@ -19,7 +22,15 @@ import type { AddressInfo } from 'node:net'
 
 import { VtcError } from '../errors.js'
 import { Renderer } from '../render.js'
-import { MemoryError, OpticalMemory, type MemoryFinish, type MemoryResult, type OpticalMemoryOptions } from '../memory.js'
+import {
+  DEFAULT_MAX_ROUNDS,
+  DEFAULT_ROUND_TOKENS,
+  MemoryError,
+  OpticalMemory,
+  type MemoryFinish,
+  type MemoryResult,
+  type OpticalMemoryOptions,
+} from '../memory.js'
 import { GenerationError, type ChatModel, type GenerateRequest, type TokenLogprob } from '../backends/types.js'
 import { HttpError, parseChatRequest, type ChatRequest } from './request.js'
 
@@ -35,8 +46,13 @@ export interface ServerOptions {
   localImages?: boolean | string
   /** `max_tokens` when a request gives none (default 8192, the VTC-R1 round budget). */
   defaultMaxTokens?: number
-  /** The optical-memory mode (`<name>:vtc`): options of the loop, or false to turn it off. Default: on, paper defaults. */
+  /**
+   * The optical-memory mode (`<name>:vtc`): options of the loop, or false to turn it off. Default: on, paper
+   * defaults. Its `maxRounds` and `roundTokens` (default 8 and 8192) are the most a request may ask for.
+   */
   vtc?: OpticalMemoryOptions | false
+  /** The model id `/v1/models` lists and requests must use (or omit); default: the model's name. */
+  servedModelName?: string
   /** Called with one line per request (method, path, status, duration). */
   log?: (line: string) => void
   /**
@@ -56,6 +72,8 @@ const JSON_HEADERS = { 'content-type': 'application/json; charset=utf-8' }
 
 export class VtcServer {
   readonly http: Server
+  /** The model id clients see (`servedModelName`, or the model's name). */
+  readonly name: string
   private readonly maxBodyBytes: number
   private readonly defaultMaxTokens: number
   private readonly maxQueue: number
@@ -73,6 +91,10 @@ export class VtcServer {
     if (!model || typeof model.generate !== 'function' || typeof model.name !== 'string') {
       throw new VtcError('ERR_VTC_INVALID_ARGUMENT', 'the server needs a model with a name and a generate() method')
     }
+    if (options.servedModelName !== undefined && (typeof options.servedModelName !== 'string' || !options.servedModelName.trim())) {
+      throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `servedModelName must be a non-empty string, got ${JSON.stringify(options.servedModelName)}`)
+    }
+    this.name = options.servedModelName ?? model.name
     this.maxBodyBytes = options.maxBodyBytes ?? 64 * 1024 * 1024
     this.defaultMaxTokens = options.defaultMaxTokens ?? 8192
     this.maxQueue = options.maxQueue ?? 64
@@ -94,7 +116,7 @@ export class VtcServer {
 
   /** Names served at `/v1/models`: the model, and `<name>:vtc` when the optical-memory mode is on. */
   get modelIds(): string[] {
-    return this.options.vtc === false ? [this.model.name] : [this.model.name, `${this.model.name}:vtc`]
+    return this.options.vtc === false ? [this.name] : [this.name, `${this.name}:vtc`]
   }
 
   /** Starts listening (default: an ephemeral port on 127.0.0.1); resolves with the base URL. */
@@ -151,7 +173,7 @@ export class VtcServer {
         route('GET')
         return this.json(res, this.closing ? 503 : 200, {
           status: this.closing ? 'shutting-down' : 'ok',
-          model: this.model.name,
+          model: this.name,
           inflight: this.running.size,
         })
       case '/v1/models':
@@ -190,8 +212,8 @@ export class VtcServer {
       throw new HttpError(400, `the request body is not valid JSON: ${(err as Error).message}`)
     }
     const request = await parseChatRequest(body, { localImages: this.options.localImages ?? false })
-    const vtcModel = request.model !== undefined && request.model === `${this.model.name}:vtc`
-    if (request.model !== undefined && request.model !== this.model.name && !vtcModel) {
+    const vtcModel = request.model !== undefined && request.model === `${this.name}:vtc`
+    if (request.model !== undefined && request.model !== this.name && !vtcModel) {
       throw new HttpError(404, `model ${JSON.stringify(request.model)} does not exist; this server serves ${this.modelIds.join(', ')}`, 'model', 'invalid_request_error', 'model_not_found')
     }
     if ((vtcModel || request.vtc) && this.options.vtc === false) throw new HttpError(400, 'the optical-memory (vtc) mode is disabled on this server', 'model')
@@ -207,7 +229,7 @@ export class VtcServer {
     try {
       const id = `chatcmpl-${randomUUID().replace(/-/g, '')}`
       const created = Math.floor(Date.now() / 1000)
-      const model = request.model ?? this.model.name
+      const model = request.model ?? this.name
       const out = request.stream ? new SseWriter(res, { id, created, model }) : undefined
       if (vtc) await this.runVtc(request, vtc, controller.signal, { id, created, model, res, out })
       else await this.runPlain(request, controller.signal, { id, created, model, res, out })
@@ -267,12 +289,15 @@ export class VtcServer {
   private async runVtc(request: ChatRequest, vtc: NonNullable<ChatRequest['vtc']>, signal: AbortSignal, ctx: ReplyContext): Promise<void> {
     const { question, system } = vtcQuestion(request)
     const base = this.options.vtc || {}
+    // the operator's limits; a request may ask for less
+    const cap = (asked: number | undefined, most: number | undefined) => (asked === undefined ? most : Math.min(asked, most ?? asked))
     const memory = new OpticalMemory(this.model, {
       ...base,
+      maxRounds: cap(vtc.maxRounds, base.maxRounds ?? DEFAULT_MAX_ROUNDS),
+      roundTokens: cap(vtc.roundTokens, base.roundTokens ?? DEFAULT_ROUND_TOKENS),
+      maxTokens: cap(request.maxTokens, base.maxTokens),
       render: await this.renderer(),
       ...(system !== undefined ? { systemPrompt: system } : {}),
-      ...(vtc.maxRounds !== undefined ? { maxRounds: vtc.maxRounds } : {}),
-      ...((vtc.roundTokens ?? request.maxTokens) !== undefined ? { roundTokens: vtc.roundTokens ?? request.maxTokens } : {}),
       ...(vtc.imageOrder ? { imageOrder: vtc.imageOrder } : {}),
       ...(request.temperature !== undefined ? { temperature: request.temperature } : {}),
       ...(request.topP !== undefined ? { topP: request.topP } : {}),
@@ -293,7 +318,7 @@ export class VtcServer {
         if (ctx.out && ev.type === 'round-start' && ev.round > 1) await ctx.out.delta('\n\n')
         if (ctx.out && ev.type === 'text') await ctx.out.delta(ev.text)
       }
-      const summary = vtcSummary(result)
+      const summary = vtcSummary(result, memory.options)
       const cached = result.rounds.some((r) => r.cachedTokens !== undefined)
         ? result.rounds.reduce((n, r) => n + (r.cachedTokens ?? 0), 0)
         : undefined
@@ -471,11 +496,12 @@ function vtcFinish(f: MemoryFinish): string {
   return f === 'rounds-exhausted' || f === 'length' ? 'length' : 'stop'
 }
 
-function vtcSummary(r: MemoryResult): Record<string, unknown> {
+function vtcSummary(r: MemoryResult, o: OpticalMemory['options']): Record<string, unknown> {
   return {
     answer: r.answer,
     answer_source: r.answerSource,
     finish_reason: r.finishReason,
+    limits: { max_rounds: o.maxRounds, round_tokens: o.roundTokens, max_tokens: o.maxTokens ?? null },
     rounds: r.rounds.map((x) => ({
       tokens: x.tokens,
       images: x.images,

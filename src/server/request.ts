@@ -99,6 +99,15 @@ export async function parseChatRequest(body: unknown, options: ParseOptions): Pr
     req.stop = stop as string[]
   }
   if (b.n !== undefined && b.n !== null && b.n !== 1) throw bad('n', 'only n = 1 is supported')
+  // not implemented: refused rather than silently ignored (values that ask for nothing pass)
+  if (Array.isArray(b.tools) ? b.tools.length : b.tools != null) throw bad('tools', 'tool calling is not supported by this server')
+  if (b.tool_choice != null && b.tool_choice !== 'none' && b.tool_choice !== 'auto') throw bad('tool_choice', 'tool calling is not supported by this server')
+  if (b.response_format != null && !(isObject(b.response_format) && b.response_format.type === 'text')) {
+    throw bad('response_format', 'structured output (json_object, json_schema) is not supported by this server; only {"type": "text"}')
+  }
+  for (const name of ['max_rounds', 'round_tokens', 'image_order']) {
+    if (b[name] !== undefined) throw bad(name, `the vtc mode's options go in the "vtc" object: {"vtc": {"${name}": …}}`)
+  }
   if (b.stream !== undefined && b.stream !== null) {
     if (typeof b.stream !== 'boolean') throw bad('stream', 'must be a boolean')
     req.stream = b.stream
