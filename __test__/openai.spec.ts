@@ -407,6 +407,75 @@ test('proxy: our server in front of a remote backend passes its client errors th
   t.regex(((await broken.json()) as any).error.message, /HTTP 500: upstream exploded/)
 })
 
+test("without a model id, the backend takes the server's only model (vtc-r1 serve's <name>:vtc aside)", async (t) => {
+  const model = new EchoModel()
+  const server = createServer(model)
+  const { url } = await server.listen()
+  t.teardown(() => server.close())
+  const backend = new OpenAIBackend({ baseUrl: url })
+  t.is(backend.model, undefined)
+  const { text } = await collect(backend.generate({ messages: [{ role: 'user', content: 'Q' }], maxTokens: 5 }))
+  t.is(text, '<think>\nsix sevens are 42\n</think>\n\n<answer>42</answer>')
+  t.is(backend.model, 'echo')
+  t.is(backend.name, 'echo')
+
+  // vLLM: one model, with its context length
+  const one = await peer((res, _body, req) => {
+    if (req.url === '/v1/models') {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      return void res.end(JSON.stringify({ data: [{ id: 'VTC-R1-Glyph', max_model_len: 65536 }] }))
+    }
+    sse(res)
+    res.end(chunk({ content: 'ok' }, 'stop') + 'data: [DONE]\n\n')
+  })
+  t.teardown(one.close)
+  const vllm = new OpenAIBackend({ baseUrl: one.url })
+  t.is(await vllm.resolveModel(), 'VTC-R1-Glyph')
+  t.is(vllm.contextLength, 65536)
+  await collect(ask(vllm))
+  t.is(one.received.at(-1)!.body.model, 'VTC-R1-Glyph')
+  t.is(one.received.filter((r) => r.url === '/v1/models').length, 1, 'listed once')
+})
+
+test('without a model id, a server listing no model or several is a clear error', async (t) => {
+  let data: { id: string }[] = []
+  const p = await peer((res) => {
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.end(JSON.stringify({ data }))
+  })
+  t.teardown(p.close)
+  const backend = new OpenAIBackend({ baseUrl: p.url })
+  await t.throwsAsync(collect(ask(backend)), { code: 'ERR_VTC_BACKEND_PROTOCOL', message: /\/v1\/models lists no models; give OpenAIBackend the `model` to use/ })
+  data = [{ id: 'base' }, { id: 'lora-1' }]
+  await t.throwsAsync(backend.resolveModel(), { message: /lists several models \(base, lora-1\); give OpenAIBackend the `model` to use/ })
+  t.throws(() => new OpenAIBackend({ baseUrl: p.url, model: '' }), { code: 'ERR_VTC_INVALID_ARGUMENT', message: /`model` must be a non-empty string/ })
+})
+
+test.serial('OPENAI_BASE_URL and OPENAI_API_KEY stand in for absent options', async (t) => {
+  const p = await peer((res) => {
+    sse(res)
+    res.end(chunk({ content: 'ok' }, 'stop') + 'data: [DONE]\n\n')
+  })
+  t.teardown(p.close)
+  const saved = { url: process.env.OPENAI_BASE_URL, key: process.env.OPENAI_API_KEY }
+  try {
+    delete process.env.OPENAI_BASE_URL
+    t.throws(() => new OpenAIBackend({ model: 'm' }), { code: 'ERR_VTC_INVALID_ARGUMENT', message: /give `baseUrl` \(or set OPENAI_BASE_URL\)/ })
+    process.env.OPENAI_BASE_URL = `${p.url}/v1`
+    process.env.OPENAI_API_KEY = 'sk-env'
+    await collect(ask(new OpenAIBackend({ model: 'm' })))
+    t.is(p.received[0].url, '/v1/chat/completions')
+    t.is(p.received[0].headers.authorization, 'Bearer sk-env')
+    await collect(ask(new OpenAIBackend({ model: 'm', apiKey: 'sk-given' })))
+    t.is(p.received[1].headers.authorization, 'Bearer sk-given', 'an option wins over the environment')
+  } finally {
+    for (const [name, v] of [['OPENAI_BASE_URL', saved.url], ['OPENAI_API_KEY', saved.key]] as const) {
+      if (v === undefined) delete process.env[name]
+      else process.env[name] = v
+    }
+  }
+})
+
 test('models() reads the context length a server lists (vLLM max_model_len)', async (t) => {
   const p = await peer((res) => {
     res.writeHead(200, { 'content-type': 'application/json' })

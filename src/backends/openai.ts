@@ -20,14 +20,23 @@ import {
 } from './types.js'
 
 export interface OpenAIBackendOptions {
-  /** The server's API root: `http://host:8000/v1` (a bare `http://host:8000` gets `/v1` appended). */
-  baseUrl: string
-  /** The `model` id to request (see `OpenAIBackend.listModels`). */
-  model: string
-  /** Sent as `Authorization: Bearer …`. */
+  /**
+   * The server's API root: `http://host:8000/v1` (a bare `http://host:8000` gets `/v1` appended).
+   * Default: `$OPENAI_BASE_URL`.
+   */
+  baseUrl?: string
+  /**
+   * The `model` id to request. Default: the one model the server lists at `GET /models`, asked on the first
+   * request or by `resolveModel()` (vtc-r1 serve's `<name>:vtc` beside `<name>` does not count).
+   */
+  model?: string
+  /** Sent as `Authorization: Bearer …`. Default: `$OPENAI_API_KEY`. */
   apiKey?: string
   headers?: Record<string, string>
-  /** The model's context window, if known (the loop checks its budgets against it). */
+  /**
+   * The model's context window, if known (the loop checks its budgets against it). Default: what the server
+   * lists for the model (vLLM's `max_model_len`) once the model was taken from its list.
+   */
   contextLength?: number
   /** Name reported by `backend.name` (default: `model`). */
   name?: string
@@ -58,30 +67,67 @@ export function apiRoot(baseUrl: string): string {
 }
 
 export class OpenAIBackend implements ChatModel {
-  readonly name: string
-  readonly contextLength?: number
-  readonly model: string
   readonly root: string
+  private modelId?: string
+  private listing?: Promise<string>
+  private listedContextLength?: number
+  private readonly options: OpenAIBackendOptions
+  private readonly apiKey?: string
   private readonly headers: Record<string, string>
   private readonly extraBody: Record<string, unknown>
   private readonly mergeReasoning: boolean
 
-  constructor(options: OpenAIBackendOptions) {
-    if (!options || typeof options.model !== 'string' || !options.model) {
-      throw new VtcError('ERR_VTC_INVALID_ARGUMENT', 'OpenAIBackend: `model` (the server-side model id) is required')
+  constructor(options: OpenAIBackendOptions = {}) {
+    const baseUrl = options.baseUrl ?? process.env.OPENAI_BASE_URL
+    if (!baseUrl) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', 'OpenAIBackend: give `baseUrl` (or set OPENAI_BASE_URL), e.g. http://127.0.0.1:8000/v1')
+    if (options.model !== undefined && (typeof options.model !== 'string' || !options.model)) {
+      throw new VtcError('ERR_VTC_INVALID_ARGUMENT', "OpenAIBackend: `model` must be a non-empty string, or left out to take the server's only model")
     }
-    this.root = apiRoot(options.baseUrl)
-    this.model = options.model
-    this.name = options.name ?? options.model
-    if (options.contextLength !== undefined) this.contextLength = options.contextLength
+    this.root = apiRoot(baseUrl)
+    this.options = options
+    this.modelId = options.model
+    this.apiKey = options.apiKey ?? process.env.OPENAI_API_KEY
     this.headers = {
       'content-type': 'application/json',
       accept: 'text/event-stream',
-      ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}),
+      ...(this.apiKey ? { authorization: `Bearer ${this.apiKey}` } : {}),
       ...options.headers,
     }
     this.extraBody = options.extraBody ?? {}
     this.mergeReasoning = options.mergeReasoning ?? true
+  }
+
+  /** The model id requested: the one given, or the server's once `resolveModel()` or a request has asked for it. */
+  get model(): string | undefined {
+    return this.modelId
+  }
+
+  /** `options.name`, else the model id, else (before the server was asked) the API root. */
+  get name(): string {
+    return this.options.name ?? this.modelId ?? this.root
+  }
+
+  get contextLength(): number | undefined {
+    return this.options.contextLength ?? this.listedContextLength
+  }
+
+  /** The model id to request: the one given, or the only model the server lists (asked once). */
+  resolveModel(): Promise<string> {
+    if (this.modelId) return Promise.resolve(this.modelId)
+    this.listing ??= OpenAIBackend.models(this.root, { apiKey: this.apiKey }).then((all) => {
+      // vtc-r1 serve lists its model's optical-memory mode beside it
+      const models = all.filter((m) => !(m.id.endsWith(':vtc') && all.some((x) => `${x.id}:vtc` === m.id)))
+      if (models.length !== 1) {
+        const found = models.length ? `several models (${models.map((m) => m.id).join(', ')})` : 'no models'
+        throw new VtcError('ERR_VTC_BACKEND_PROTOCOL', `${this.root}/models lists ${found}; give OpenAIBackend the \`model\` to use`)
+      }
+      this.modelId = models[0].id
+      this.listedContextLength = models[0].contextLength
+      return this.modelId
+    })
+    // a failed listing is asked again by the next request
+    this.listing.catch(() => (this.listing = undefined))
+    return this.listing
   }
 
   /** The model ids a server lists at `GET /models`. */
@@ -116,7 +162,7 @@ export class OpenAIBackend implements ChatModel {
   async requestBody(req: GenerateRequest): Promise<Record<string, unknown>> {
     checkRequest(req)
     const body: Record<string, unknown> = {
-      model: this.model,
+      model: await this.resolveModel(),
       messages: await Promise.all(req.messages.map((m, i) => toOpenAIMessage(m, i))),
       stream: true,
       stream_options: { include_usage: true },
