@@ -50,6 +50,26 @@ impl Message {
         }
     }
 
+    /// The message's texts: its content string or its text parts.
+    pub fn texts(&self) -> impl Iterator<Item = &str> {
+        let (whole, parts) = match &self.content {
+            Content::Text(t) => (Some(t.as_str()), &[][..]),
+            Content::Parts(p) => (None, p.as_slice()),
+        };
+        whole.into_iter().chain(parts.iter().filter_map(|p| if let Part::Text { text } = p { Some(text.as_str()) } else { None }))
+    }
+
+    /// The message with each text replaced by `f(text)`.
+    pub fn map_texts(&self, mut f: impl FnMut(&str) -> String) -> Message {
+        let content = match &self.content {
+            Content::Text(t) => Content::Text(f(t)),
+            Content::Parts(parts) => Content::Parts(
+                parts.iter().map(|p| if let Part::Text { text } = p { Part::Text { text: f(text) } } else { p.clone() }).collect(),
+            ),
+        };
+        Message { role: self.role.clone(), content }
+    }
+
     /// Number of image parts.
     pub fn image_count(&self) -> usize {
         match &self.content {
@@ -116,14 +136,59 @@ impl ChatTemplate {
         });
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
+        // A model directory's template is code from elsewhere: bound its work, depth and output so a
+        // runaway one fails with this error instead of hanging the engine or exhausting its stack.
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        env.set_recursion_limit(TEMPLATE_RECURSION);
         let tmpl = env.template_from_str(&self.template).map_err(err)?;
         let mut ctx = serde_json::Map::new();
-        ctx.insert("messages".into(), serde_json::to_value(messages).map_err(|e| Error::Internal(e.to_string()))?);
+        let messages = serde_json::to_value(messages).map_err(|e| Error::Internal(e.to_string()))?;
+        let max_output = 2 * messages.to_string().len() + TEMPLATE_OUTPUT_SLACK;
+        ctx.insert("messages".into(), messages);
         ctx.insert("add_generation_prompt".into(), Value::Bool(add_generation_prompt));
         for (k, v) in extra {
             ctx.insert(k.clone(), v.clone());
         }
-        tmpl.render(JValue::from(minijinja::value::Serde(&ctx))).map_err(err)
+        let mut out = BoundedOutput { text: Vec::new(), max: max_output };
+        let rendered = tmpl.render_captured_to(JValue::from(minijinja::value::Serde(&ctx)), &mut out).map(drop);
+        match rendered {
+            Ok(()) => String::from_utf8(out.text).map_err(|e| Error::Internal(format!("template output is not UTF-8: {e}"))),
+            Err(e) if e.kind() == ErrorKind::WriteFailure => Err(Error::ChatTemplate {
+                source_name: self.source.clone(),
+                message: format!("the template wrote more than {max_output} bytes (twice its messages plus {TEMPLATE_OUTPUT_SLACK})"),
+            }),
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(Error::ChatTemplate {
+                source_name: self.source.clone(),
+                message: format!("the template ran more than {TEMPLATE_FUEL} steps"),
+            }),
+            Err(e) => Err(err(e)),
+        }
+    }
+}
+
+/// Template instructions one rendering may run: real chat templates need a few thousand per message.
+const TEMPLATE_FUEL: u64 = 50_000_000;
+/// Nested calls (macros, includes) a template may make.
+const TEMPLATE_RECURSION: usize = 64;
+/// Output a template may write beyond twice its messages' JSON (turn markers, system preambles, tools).
+const TEMPLATE_OUTPUT_SLACK: usize = 1 << 20;
+
+/// A template's output buffer that refuses to grow past `max` bytes.
+struct BoundedOutput {
+    text: Vec<u8>,
+    max: usize,
+}
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > self.max {
+            return Err(std::io::Error::other("template output limit"));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -245,6 +310,8 @@ pub struct Tokenizer {
     text_content_as_string: bool,
     /// Added (special and user-defined) tokens: their text is their content, not vocabulary pieces.
     added: std::collections::HashMap<u32, String>,
+    /// The added tokens marked special (turn markers and the like).
+    special: std::collections::HashSet<u32>,
     /// The decoder maps byte-level characters (GPT-2's table) back to bytes.
     byte_level: bool,
 }
@@ -279,9 +346,11 @@ impl Tokenizer {
         }
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| Error::Tokenizer { path: path.to_path_buf(), message: e.to_string() })?;
-        let added = inner.get_added_tokens_decoder().into_iter().map(|(id, t)| (id, t.content)).collect();
+        let decoder = inner.get_added_tokens_decoder();
+        let special = decoder.iter().filter(|(_, t)| t.special).map(|(&id, _)| id).collect();
+        let added = decoder.into_iter().map(|(id, t)| (id, t.content)).collect();
         let byte_level = matches!(inner.get_decoder(), Some(tokenizers::decoders::DecoderWrapper::ByteLevel(_)));
-        Ok(Self { inner, path: path.to_path_buf(), template: None, template_vars: Default::default(), text_content_as_string: false, added, byte_level })
+        Ok(Self { inner, path: path.to_path_buf(), template: None, template_vars: Default::default(), text_content_as_string: false, added, special, byte_level })
     }
 
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
@@ -354,6 +423,79 @@ impl Tokenizer {
             return t.render(&joined, add_generation_prompt, &vars);
         }
         t.render(messages, add_generation_prompt, &vars)
+    }
+
+    /// Token ids of the chat prompt for `messages`. Text in the messages is the user's: a special-token
+    /// string written there (a user typing `<|im_start|>system`) is tokenized as plain text, never as a
+    /// turn marker, while the template's own special tokens keep their ids (llama.cpp's server treats
+    /// message text the same way). Without such strings the ids are `encode(apply_chat_template(..))`.
+    pub fn encode_chat(&self, messages: &[Message], add_generation_prompt: bool, extra: &serde_json::Map<String, Value>) -> Result<Vec<u32>> {
+        let specials: Vec<&str> = self.added.iter().filter(|(id, _)| self.special.contains(id)).map(|(_, s)| s.as_str()).collect();
+        let written = |text: &str| specials.iter().any(|s| text.contains(s));
+        if !messages.iter().any(|m| m.texts().any(written)) {
+            return self.encode(&self.apply_chat_template(messages, add_generation_prompt, extra)?);
+        }
+        // Render with each special string in the messages replaced by a marker the template cannot
+        // mistake (a private-use character and a per-request nonce), then put the strings back and note
+        // where they stand: those bytes are text.
+        let nonce = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), messages.len());
+        let marker = |i: usize| format!("\u{F8FF}{nonce:016x}:{i}\u{F8FF}");
+        let mut literals: Vec<&str> = Vec::new();
+        let masked: Vec<Message> = messages
+            .iter()
+            .map(|m| {
+                m.map_texts(|text| {
+                    let mut out = text.to_string();
+                    for s in &specials {
+                        if out.contains(s) {
+                            let i = literals.len();
+                            literals.push(s);
+                            out = out.replace(s, &marker(i));
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        let rendered = self.apply_chat_template(&masked, add_generation_prompt, extra)?;
+        let mut prompt = String::with_capacity(rendered.len());
+        let mut literal_spans = Vec::new();
+        let mut rest = rendered.as_str();
+        while let Some(at) = rest.find('\u{F8FF}') {
+            let end = rest[at + 3..].find('\u{F8FF}').map(|e| at + 3 + e);
+            let index = end.and_then(|e| rest[at + 3..e].strip_prefix(&format!("{nonce:016x}:"))).and_then(|i| i.parse::<usize>().ok());
+            let (Some(end), Some(text)) = (end, index.and_then(|i| literals.get(i))) else {
+                prompt.push_str(&rest[..at + 3]);
+                rest = &rest[at + 3..];
+                continue;
+            };
+            prompt.push_str(&rest[..at]);
+            literal_spans.push(prompt.len()..prompt.len() + text.len());
+            prompt.push_str(text);
+            rest = &rest[end + 3..];
+        }
+        prompt.push_str(rest);
+
+        // The template's special tokens split the prompt; the pieces between them are encoded with
+        // special-token parsing off (the same pieces the tokenizer would encode, so ids are unchanged
+        // where no literal stands).
+        let enc = self.inner.encode(prompt.as_str(), true).map_err(|e| self.err(format!("encode: {e}")))?;
+        let mut plain = self.inner.clone();
+        plain.set_encode_special_tokens(true);
+        let encode_plain = |text: &str| plain.encode(text, false).map(|e| e.get_ids().to_vec()).map_err(|e| self.err(format!("encode: {e}")));
+        let mut ids = Vec::with_capacity(enc.len());
+        let mut from = 0;
+        for (&id, &(start, end)) in enc.get_ids().iter().zip(enc.get_offsets()) {
+            let written_by_user = literal_spans.iter().any(|r| r.start < end && start < r.end);
+            if !self.special.contains(&id) || written_by_user {
+                continue;
+            }
+            ids.extend(encode_plain(&prompt[from..start.max(from)])?);
+            ids.push(id);
+            from = from.max(end);
+        }
+        ids.extend(encode_plain(&prompt[from..])?);
+        Ok(ids)
     }
 
     /// Pass messages whose parts are all text to the template as one string (see
@@ -521,6 +663,25 @@ mod tests {
         assert_eq!(out, "hi there|True|{\"k\": 1}\nok|False|{\"k\": 1}\n");
         let err = t.render(&[Message::text("system", "s")], false, &Default::default()).unwrap_err();
         assert!(err.to_string().contains("no system"), "{err}");
+    }
+
+    #[test]
+    fn runaway_templates_fail_with_a_clear_error() {
+        let msgs = vec![Message::text("user", "hi")];
+        let run = |template: &str| {
+            let t = ChatTemplate { source: "/models/evil/chat_template.jinja".into(), template: template.into() };
+            let started = std::time::Instant::now();
+            let err = t.render(&msgs, true, &Default::default()).unwrap_err().to_string();
+            assert!(started.elapsed().as_secs() < 20, "{err}");
+            assert!(err.contains("/models/evil/chat_template.jinja"), "{err}");
+            err
+        };
+        let err = run("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}");
+        assert!(err.contains("steps"), "{err}");
+        let err = run("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}");
+        assert!(err.contains("recursion"), "{err}");
+        let err = run("{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}");
+        assert!(err.contains("wrote more than"), "{err}");
     }
 
     #[test]
