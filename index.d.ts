@@ -109,6 +109,8 @@ export interface NativeGenerateRequest {
   topLogprobs?: number
   /** Keep generating past end-of-turn tokens, to `max_tokens` (benchmarks with a fixed schedule). */
   ignoreEos?: boolean
+  /** Share cached prompt entries only with requests of the same salt (e.g. one per tenant). */
+  cacheSalt?: string
 }
 
 export interface NativeGenerationEvent {
@@ -172,6 +174,8 @@ export interface NativeLoadOptions {
    * `image_max_pixels` did in training (VTC-R1: 262144).
    */
   imageMaxPixels?: number
+  /** Prompt plus completion tokens a request may take, at most the model's `max_position_embeddings`. */
+  maxContext?: number
 }
 
 export interface NativeMessage {

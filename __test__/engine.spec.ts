@@ -193,3 +193,21 @@ test('logprobs: one entry per generated token with its text, bytes and top alter
   t.is(tooMany.status, 400)
   t.regex(((await tooMany.json()) as { error: { message: string } }).error.message, /top_logprobs/)
 })
+
+test('contextLength holds every request to it: generation stops there, a longer prompt is refused', async (t) => {
+  const model = await loadModel(E2E, { contextLength: 90 })
+  t.teardown(() => model.dispose())
+  t.is(model.contextLength, 90)
+  const messages = [
+    { role: 'system' as const, content: SYSTEM_PROMPT },
+    { role: 'user' as const, content: [{ type: 'text' as const, text: QUESTION }] },
+  ]
+  let done: { finishReason: string; usage: { promptTokens?: number; completionTokens: number } } | undefined
+  for await (const ev of model.chat(messages, { maxTokens: 100, temperature: 0 })) if (ev.type === 'done') done = ev
+  t.is(done?.finishReason, 'length')
+  t.is((done?.usage.promptTokens ?? 0) + (done?.usage.completionTokens ?? 0), 90)
+  const long = [{ role: 'user' as const, content: QUESTION.repeat(8) }]
+  await t.throwsAsync(async () => {
+    for await (const _ of model.chat(long, { maxTokens: 4 })) void _
+  }, { message: /context/ })
+})

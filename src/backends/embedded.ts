@@ -43,6 +43,8 @@ export interface NativeLoadOptions {
   minPixels?: number
   /** Downscale images to at most this many pixels before the processor, as LLaMA-Factory's `image_max_pixels` did in training. */
   imageMaxPixels?: number
+  /** Prompt plus completion tokens a request may take, at most the model's window. */
+  maxContext?: number
 }
 
 /** One loaded model on its own worker thread, with a request queue. */
@@ -75,6 +77,7 @@ export interface NativeGenerateRequest {
   logprobs?: boolean
   topLogprobs?: number
   ignoreEos?: boolean
+  cacheSalt?: string
 }
 
 export interface NativeMessage {
@@ -180,8 +183,9 @@ export interface LoadModelOptions {
    */
   imageMaxPixels?: number
   /**
-   * The context window to plan with (prompt + completion tokens), at most the model's `max_position_embeddings`:
-   * the optical-memory loop and the server's vtc mode check their budgets against it. Default: the model's.
+   * The context window (prompt + completion tokens), at most the model's `max_position_embeddings`: the engine
+   * holds every request to it, and the optical-memory loop and the server's vtc mode check their budgets against
+   * it. Default: the model's.
    */
   contextLength?: number
   signal?: AbortSignal
@@ -227,38 +231,27 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
     ...(prefixReuse !== undefined ? { prefixReuse } : {}),
     ...(maxBatch !== undefined ? { maxBatch } : {}),
     ...(prefixCacheMb !== undefined ? { prefixCacheMb } : {}),
+    ...(contextLength !== undefined ? { maxContext: contextLength } : {}),
     ...(visionCache === false ? { visionCacheImages: 0 } : typeof visionCache === 'number' ? { visionCacheImages: visionCache } : {}),
   }
-  let engine: NativeEngine
   try {
-    engine = await binding.load(dir, load, signal)
+    return new EmbeddedBackend(await binding.load(dir, load, signal))
   } catch (err) {
     throw fromNative(err)
   }
-  if (contextLength !== undefined && contextLength > engine.contextLength) {
-    engine.dispose()
-    throw new VtcError(
-      'ERR_VTC_INVALID_ARGUMENT',
-      `the context length ${contextLength} exceeds ${engine.name}'s context window of ${engine.contextLength} tokens (max_position_embeddings)`,
-    )
-  }
-  return new EmbeddedBackend(engine, contextLength)
 }
 
 /** A `Backend` over the in-process engine. */
 export class EmbeddedBackend implements ChatModel {
-  /** `window`: a context window smaller than the model's to plan with (`LoadModelOptions.contextLength`). */
-  constructor(
-    readonly engine: NativeEngine,
-    private readonly window?: number,
-  ) {}
+  constructor(readonly engine: NativeEngine) {}
 
   get name(): string {
     return this.engine.name
   }
 
+  /** Prompt plus completion tokens a request may take (`LoadModelOptions.contextLength` or the model's window). */
   get contextLength(): number {
-    return this.window ?? this.engine.contextLength
+    return this.engine.contextLength
   }
 
   /** The model family, as `config.json` names it: `qwen3_vl` or `glm4v`. */
@@ -284,6 +277,7 @@ export class EmbeddedBackend implements ChatModel {
       ...(req.stop?.length ? { stop: req.stop } : {}),
       ...(req.logprobs ? { logprobs: true } : {}),
       ...(req.topLogprobs !== undefined ? { topLogprobs: req.topLogprobs } : {}),
+      ...(req.cacheSalt !== undefined ? { cacheSalt: req.cacheSalt } : {}),
       ...(req.ignoreEos ? { ignoreEos: true } : {}),
     }
     // the engine pushes events; this generator pulls them

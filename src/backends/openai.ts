@@ -175,6 +175,7 @@ export class OpenAIBackend implements ChatModel {
     if (req.stop?.length) body.stop = req.stop
     if (req.logprobs) body.logprobs = true
     if (req.topLogprobs !== undefined) body.top_logprobs = req.topLogprobs
+    if (req.cacheSalt !== undefined) body.cache_salt = req.cacheSalt
     if (req.ignoreEos) body.ignore_eos = true
     return { ...body, ...this.extraBody }
   }

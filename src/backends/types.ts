@@ -53,6 +53,12 @@ export interface GenerateRequest {
   /** With `logprobs`: also this many most likely alternatives per token (0–20, as OpenAI). */
   topLogprobs?: number
   /**
+   * Cached prompt entries (KV and vision features) are shared only among requests with the same salt, so one
+   * tenant's cache hits reveal nothing about another's prompts (vLLM's `cache_salt`). The embedded engine
+   * honours it; OpenAI-compatible servers get `cache_salt`.
+   */
+  cacheSalt?: string
+  /**
    * Keep generating past end-of-turn, to exactly `maxTokens` (benchmarks with a fixed token schedule).
    * The embedded engine honours it; OpenAI-compatible servers get vLLM's / SGLang's `ignore_eos`.
    */

@@ -4,29 +4,39 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use crate::error::Result;
 use crate::model::{KvCache, VisionFeatures};
 use crate::vision::ProcessedImage;
 
 /// The tokens a KV cache holds: ids and, per token, `Some(image key)` for image tokens, so equal ids with
-/// different images never count as a shared prefix.
+/// different images never count as a shared prefix; and the requests' cache salt: caches are shared only
+/// between requests with the same salt (one tenant's prompts are never a hit for another's).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Contents {
     pub(super) ids: Vec<u32>,
     pub(super) image_keys: Vec<Option<u64>>,
+    pub(super) salt: Option<Arc<str>>,
 }
 
 impl Contents {
-    /// Tokens at the start of `self` and `other` that are equal (ids and images).
+    /// Tokens at the start of `self` and `other` that are equal (ids and images), none across salts.
     pub(super) fn shared_with(&self, other: &Contents) -> usize {
+        if self.salt != other.salt {
+            return 0;
+        }
         let a = self.ids.iter().zip(&self.image_keys);
         a.zip(other.ids.iter().zip(&other.image_keys)).take_while(|(a, b)| a == b).count()
     }
 
     /// The first `n` tokens.
     pub(super) fn truncated(&self, n: usize) -> Contents {
-        Contents { ids: self.ids[..n.min(self.ids.len())].to_vec(), image_keys: self.image_keys[..n.min(self.image_keys.len())].to_vec() }
+        Contents {
+            ids: self.ids[..n.min(self.ids.len())].to_vec(),
+            image_keys: self.image_keys[..n.min(self.image_keys.len())].to_vec(),
+            salt: self.salt.clone(),
+        }
     }
 
     /// A generated token (never an image) entered the cache.
@@ -125,7 +135,7 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     fn text(ids: &[u32]) -> Contents {
-        Contents { ids: ids.to_vec(), image_keys: vec![None; ids.len()] }
+        Contents { ids: ids.to_vec(), image_keys: vec![None; ids.len()], salt: None }
     }
 
     fn cache_of(tokens: usize) -> KvCache {
@@ -148,6 +158,8 @@ mod tests {
         with_image.image_keys[2] = Some(42);
         assert_eq!(pc.best(&with_image), Some((0, 2)));
         assert_eq!(pc.copy(0, 3).unwrap().len(), 3);
+        let salted = Contents { salt: Some("tenant-b".into()), ..text(&[1, 2, 3, 4]) };
+        assert_eq!(pc.best(&salted), None, "no prefix is shared across salts");
     }
 
     #[test]

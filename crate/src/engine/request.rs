@@ -31,11 +31,14 @@ pub struct ChatRequest {
     pub template_kwargs: serde_json::Map<String, Value>,
     /// Append the assistant turn opener (normally true).
     pub add_generation_prompt: bool,
+    /// Cached KV entries and vision features are shared only among requests with the same salt (e.g. one
+    /// per API key), so one tenant cannot learn from cache hits what another's prompts held.
+    pub cache_salt: Option<String>,
 }
 
 impl ChatRequest {
     pub fn new(messages: Vec<Message>, images: Vec<ImageData>, params: GenerationParams) -> Self {
-        Self { messages, images, params, template_kwargs: Default::default(), add_generation_prompt: true }
+        Self { messages, images, params, template_kwargs: Default::default(), add_generation_prompt: true, cache_salt: None }
     }
 }
 

@@ -6,8 +6,9 @@
 //! kept in the prefix cache.
 
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
@@ -20,7 +21,7 @@ use crate::error::{catch_panic, Error, Result};
 use crate::generate::{FinishReason, Generation, GenerationDefaults, Sequence};
 use crate::model::{KvCache, LoadOptions, Prompt, VisionFeatures, VisionLanguageModel};
 use crate::tokenizer::{expand_image_tokens, Tokenizer};
-use crate::vision::{preprocess, to_tensor, ImageInput, PreprocessorConfig, ProcessedImage, RgbImage};
+use crate::vision::{image_dimensions, image_tokens, preprocess, to_tensor, ImageInput, PreprocessorConfig, ProcessedImage, RgbImage};
 
 pub(super) struct Worker {
     model: Box<dyn VisionLanguageModel>,
@@ -34,6 +35,8 @@ pub(super) struct Worker {
     /// `None` when prefix reuse is off.
     prefix_cache: Option<PrefixCache>,
     vision_cache: VisionCache,
+    /// Keys the salted image hashes (random per engine, so keys cannot be forged offline).
+    salt_hasher: std::collections::hash_map::RandomState,
 }
 
 /// A request being served.
@@ -82,7 +85,17 @@ impl Worker {
                 eos_token_ids.push(id);
             }
         }
-        let max_context = opts.max_context.unwrap_or(usize::MAX).min(spec.max_context);
+        let max_context = match opts.max_context {
+            Some(n) if n > spec.max_context || n == 0 => {
+                let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                return Err(Error::invalid(
+                    "contextLength",
+                    format!("the context length {n} exceeds {name}'s context window of {} tokens (max_position_embeddings)", spec.max_context),
+                ));
+            }
+            Some(n) => n,
+            None => spec.max_context,
+        };
         let info = ModelInfo {
             dir: dir.to_path_buf(),
             model_type: spec.model_type.into(),
@@ -109,6 +122,7 @@ impl Worker {
             max_batch: opts.max_batch.max(1),
             prefix_cache: opts.reuse_prefix.then(|| PrefixCache::new(opts.prefix_cache_bytes)),
             vision_cache: VisionCache::new(opts.vision_cache_images),
+            salt_hasher: Default::default(),
         })
     }
 
@@ -137,8 +151,9 @@ impl Worker {
                     finish_job(job, Ok(cancelled_before_start(queue_ms)), &queued, &live);
                     continue;
                 }
-                match catch_panic(|| self.admit(&job.request, queue_ms)) {
-                    Ok(a) => active.push(a(job)),
+                match catch_panic(|| self.admit(&job.request, &job.cancel, queue_ms)) {
+                    Ok(Some(a)) => active.push(a(job)),
+                    Ok(None) => finish_job(job, Ok(cancelled_before_start(queue_ms)), &queued, &live),
                     Err(e) => finish_job(job, Err(e), &queued, &live),
                 }
             }
@@ -181,48 +196,54 @@ impl Worker {
 
     /// Everything before the model runs: images, chat template, token ids, vision features, the sequence's
     /// sampler. Returns the request's state, to be joined with its job.
-    fn admit(&mut self, req: &ChatRequest, queue_ms: f64) -> Result<impl FnOnce(Job) -> Active> {
+    fn admit(&mut self, req: &ChatRequest, cancel: &AtomicBool, queue_ms: f64) -> Result<Option<impl FnOnce(Job) -> Active>> {
         let t0 = Instant::now();
         let parts: usize = req.messages.iter().map(|m| m.image_count()).sum();
         if parts != req.images.len() {
             return Err(Error::invalid("images", format!("the messages have {parts} image parts but {} images were given", req.images.len())));
         }
-        let images = req
+        // The prompt's length from the images' headers: one too long for the context is refused before any
+        // pixel is decoded.
+        let counts = req
             .images
             .iter()
             .enumerate()
             .map(|(i, img)| {
-                let name = format!("image {i}");
-                let rgb = match img {
-                    ImageData::Raw { width, height, channels, data } => {
-                        RgbImage::load(&ImageInput::Raw { width: *width, height: *height, channels: *channels, data }, &name)?
-                    }
-                    ImageData::Encoded(bytes) => RgbImage::load(&ImageInput::Encoded(bytes), &name)?,
-                    ImageData::File(path) => RgbImage::load(&ImageInput::File(path), &name)?,
-                };
-                preprocess(&rgb, &self.info.preprocessor)
+                let (w, h) = image_dimensions(&image_input(img), &format!("image {i}"))?;
+                image_tokens(w as usize, h as usize, &self.info.preprocessor)
             })
-            .collect::<Result<Vec<_>>>()?;
-        let keys: Vec<u64> = images.iter().map(image_key).collect();
-        let counts: Vec<usize> = images.iter().map(|i| i.num_tokens(self.merge)).collect();
-
-        let text = self.tokenizer.apply_chat_template(&req.messages, req.add_generation_prompt, &req.template_kwargs)?;
-        let ids = expand_image_tokens(&self.tokenizer.encode(&text)?, self.image_token, &counts)?;
+            .collect::<Result<Vec<usize>>>()?;
+        let ids = self.tokenizer.encode_chat(&req.messages, req.add_generation_prompt, &req.template_kwargs)?;
+        let ids = expand_image_tokens(&ids, self.image_token, &counts)?;
         if ids.len() >= self.info.max_context {
             return Err(Error::ContextLength { tokens: ids.len(), max: self.info.max_context });
         }
+        let mut images = Vec::with_capacity(req.images.len());
+        for (i, img) in req.images.iter().enumerate() {
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            let processed = preprocess(&RgbImage::load(&image_input(img), &format!("image {i}"))?, &self.info.preprocessor)?;
+            if processed.num_tokens(self.merge) != counts[i] {
+                return Err(Error::Internal(format!("image {i}: {} tokens after decoding, {} from its header", processed.num_tokens(self.merge), counts[i])));
+            }
+            images.push(processed);
+        }
+        let salt: Option<Arc<str>> = req.cache_salt.as_deref().map(Arc::from);
+        // Salted image keys keep one tenant's cached vision features from answering another's images.
+        let keys: Vec<u64> = images.iter().map(|img| salt.as_ref().map_or(image_key(img), |s| self.salt_hasher.hash_one((s, image_key(img))))).collect();
         let preprocess_ms = ms(t0);
 
         let t1 = Instant::now();
         let (vision, cached_images) = if images.is_empty() {
             (None, 0)
         } else {
-            let (f, hits) = self.vision_features(&images, &keys)?;
+            let Some((f, hits)) = self.vision_features(&images, &keys, cancel)? else { return Ok(None) };
             (Some(f), hits)
         };
         let vision_ms = ms(t1);
         let prompt = self.model.prepare_prompt(&ids, vision)?;
-        let contents = Contents { image_keys: per_token_image_keys(&ids, self.image_token, &counts, &keys), ids };
+        let contents = Contents { image_keys: per_token_image_keys(&ids, self.image_token, &counts, &keys), ids, salt };
         let cache = self.model.new_cache();
         let max_ctx = self.info.max_context.min(cache.max_len());
         let seq = Sequence::new(&prompt, &req.params, &self.info.eos_token_ids, &self.info.defaults.sampling, max_ctx)?;
@@ -235,7 +256,7 @@ impl Worker {
             vision_ms,
             ..Default::default()
         };
-        Ok(move |job| Active { job, prompt, contents, cache, seq, next: None, prefix_looked_up: false, usage, started: t0, done: None })
+        Ok(Some(move |job| Active { job, prompt, contents, cache, seq, next: None, prefix_looked_up: false, usage, started: t0, done: None }))
     }
 
     /// One prefill chunk of `active[i]`. At its first turn the sequence starts from the longest prefix that a
@@ -313,10 +334,14 @@ impl Worker {
     /// Features of all images, encoding only those not in the cache (each image on its own: the
     /// encoder never attends across images, so this equals encoding them together).
     /// Also returns how many came from the cache.
-    fn vision_features(&mut self, images: &[ProcessedImage], keys: &[u64]) -> Result<(VisionFeatures, usize)> {
+    /// The images' features, from the cache or the encoder; `None` when `cancel` is set between images.
+    fn vision_features(&mut self, images: &[ProcessedImage], keys: &[u64], cancel: &AtomicBool) -> Result<Option<(VisionFeatures, usize)>> {
         let mut parts = Vec::with_capacity(images.len());
         let mut hits = 0;
         for (img, &key) in images.iter().zip(keys) {
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
             let f = match self.vision_cache.get(key) {
                 Some(f) => {
                     hits += 1;
@@ -331,7 +356,15 @@ impl Worker {
             };
             parts.push(f);
         }
-        Ok((VisionFeatures::concat(&parts)?, hits))
+        Ok(Some((VisionFeatures::concat(&parts)?, hits)))
+    }
+}
+
+fn image_input(img: &ImageData) -> ImageInput<'_> {
+    match img {
+        ImageData::Raw { width, height, channels, data } => ImageInput::Raw { width: *width, height: *height, channels: *channels, data },
+        ImageData::Encoded(bytes) => ImageInput::Encoded(bytes),
+        ImageData::File(path) => ImageInput::File(path),
     }
 }
 

@@ -44,6 +44,8 @@ pub struct NativeLoadOptions {
     /// Downscale images to at most this many pixels before the processor, as LLaMA-Factory's
     /// `image_max_pixels` did in training (VTC-R1: 262144).
     pub image_max_pixels: Option<u32>,
+    /// Prompt plus completion tokens a request may take, at most the model's `max_position_embeddings`.
+    pub max_context: Option<u32>,
 }
 
 #[napi(object)]
@@ -89,6 +91,8 @@ pub struct NativeGenerateRequest {
     pub top_logprobs: Option<u32>,
     /// Keep generating past end-of-turn tokens, to `max_tokens` (benchmarks with a fixed schedule).
     pub ignore_eos: Option<bool>,
+    /// Share cached prompt entries only with requests of the same salt (e.g. one per tenant).
+    pub cache_salt: Option<String>,
 }
 
 #[napi(object)]
@@ -187,6 +191,7 @@ impl NativeEngine {
             max_pixels: o.max_pixels.map(|n| n as usize),
             min_pixels: o.min_pixels.map(|n| n as usize),
             image_max_pixels: o.image_max_pixels.map(|n| n as usize),
+            max_context: o.max_context.map(|n| n as usize),
             ..defaults
         };
         Ok(AsyncTask::with_optional_signal(LoadTask { dir: PathBuf::from(dir), options }, signal))
@@ -302,7 +307,9 @@ fn chat_request(r: NativeGenerateRequest) -> crate::Result<ChatRequest> {
         (true, n) => params.logprobs = Some(n.unwrap_or(0) as usize),
         _ => {}
     }
-    Ok(ChatRequest::new(messages, images, params))
+    let mut request = ChatRequest::new(messages, images, params);
+    request.cache_salt = r.cache_salt;
+    Ok(request)
 }
 
 fn image_data(img: NativeImage) -> crate::Result<ImageData> {

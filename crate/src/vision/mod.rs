@@ -142,19 +142,7 @@ impl RgbImage {
     /// `convert_to_rgb`.
     pub fn decode(bytes: &[u8], name: &str) -> Result<Self> {
         let bad = |message: String| Error::Image { name: name.to_string(), message };
-        let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| bad(format!("cannot read: {e}")))?;
-        if reader.format().is_none() {
-            return Err(bad("not a PNG or JPEG image".into()));
-        }
-        let mut limits = image::Limits::default();
-        limits.max_image_width = Some(MAX_INPUT_SIDE);
-        limits.max_image_height = Some(MAX_INPUT_SIDE);
-        limits.max_alloc = Some(MAX_INPUT_PIXELS * 4);
-        reader.limits(limits);
-        let (w, h) = reader.into_dimensions().map_err(|e| bad(format!("cannot decode: {e}")))?;
-        check_dims(w, h, name)?;
+        let (w, h) = encoded_dimensions(bytes, name)?;
         let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
             .with_guessed_format()
             .map_err(|e| bad(format!("cannot read: {e}")))?;
@@ -177,6 +165,39 @@ impl RgbImage {
         };
         Ok(Self { width: w as usize, height: h as usize, data })
     }
+}
+
+/// Width and height of an image from its header alone (no pixels decoded), checked against the limits.
+pub fn image_dimensions(input: &ImageInput, name: &str) -> Result<(u32, u32)> {
+    match *input {
+        ImageInput::Raw { width, height, .. } => check_dims(width, height, name).map(|_| (width, height)),
+        ImageInput::Encoded(bytes) => encoded_dimensions(bytes, name),
+        ImageInput::File(path) => {
+            let name = path.display().to_string();
+            let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            encoded_dimensions_from(std::io::BufReader::new(file), &name)
+        }
+    }
+}
+
+fn encoded_dimensions(bytes: &[u8], name: &str) -> Result<(u32, u32)> {
+    encoded_dimensions_from(std::io::Cursor::new(bytes), name)
+}
+
+fn encoded_dimensions_from<R: std::io::BufRead + std::io::Seek>(source: R, name: &str) -> Result<(u32, u32)> {
+    let bad = |message: String| Error::Image { name: name.to_string(), message };
+    let mut reader = image::ImageReader::new(source).with_guessed_format().map_err(|e| bad(format!("cannot read: {e}")))?;
+    if reader.format().is_none() {
+        return Err(bad("not a PNG or JPEG image".into()));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_INPUT_SIDE);
+    limits.max_image_height = Some(MAX_INPUT_SIDE);
+    limits.max_alloc = Some(MAX_INPUT_PIXELS * 4);
+    reader.limits(limits);
+    let (w, h) = reader.into_dimensions().map_err(|e| bad(format!("cannot decode: {e}")))?;
+    check_dims(w, h, name)?;
+    Ok((w, h))
 }
 
 fn check_dims(width: u32, height: u32, name: &str) -> Result<()> {
@@ -266,19 +287,30 @@ pub fn training_resize(img: &RgbImage, max_pixels: usize) -> Option<RgbImage> {
     Some(RgbImage { width: w, height: h, data: resize::resize_bicubic(&img.data, img.width, img.height, 3, w, h) })
 }
 
+/// The `(height, width)` an image of `width × height` pixels (after any training resize) is resized to
+/// before patchifying.
+fn processed_size(width: usize, height: usize, cfg: &PreprocessorConfig) -> Result<(usize, usize)> {
+    let factor = cfg.factor();
+    let (h, w) = if cfg.do_resize { smart_resize(height, width, cfg)? } else { (height, width) };
+    if h % factor != 0 || w % factor != 0 || h == 0 || w == 0 {
+        return Err(Error::invalid("image", format!("{width}×{height} is not a multiple of {factor} (enable do_resize)")));
+    }
+    Ok((h, w))
+}
+
+/// Placeholder tokens an image of `width × height` pixels takes in the prompt (what
+/// [`ProcessedImage::num_tokens`] gives after [`preprocess`]), without touching its pixels.
+pub fn image_tokens(width: usize, height: usize, cfg: &PreprocessorConfig) -> Result<usize> {
+    let (width, height) = cfg.image_max_pixels.and_then(|max| training_size(width, height, max)).unwrap_or((width, height));
+    let (h, w) = processed_size(width, height, cfg)?;
+    Ok((h / cfg.patch_size) * (w / cfg.patch_size) / (cfg.merge_size * cfg.merge_size))
+}
+
 /// Resizes, normalizes and patchifies one image.
 pub fn preprocess(img: &RgbImage, cfg: &PreprocessorConfig) -> Result<ProcessedImage> {
     let resized = cfg.image_max_pixels.and_then(|max| training_resize(img, max));
     let img = resized.as_ref().unwrap_or(img);
-    let factor = cfg.factor();
-    let (h, w) = if cfg.do_resize {
-        smart_resize(img.height, img.width, cfg)?
-    } else {
-        (img.height, img.width)
-    };
-    if h % factor != 0 || w % factor != 0 || h == 0 || w == 0 {
-        return Err(Error::invalid("image", format!("{}×{} is not a multiple of {factor} (enable do_resize)", img.width, img.height)));
-    }
+    let (h, w) = processed_size(img.width, img.height, cfg)?;
     let pixels = if (h, w) == (img.height, img.width) {
         img.data.clone()
     } else {
