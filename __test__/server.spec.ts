@@ -2,19 +2,22 @@
  * The OpenAI-compatible server, over HTTP on loopback. The model behind it is a scripted ChatModel (a test
  * peer that replays a fixed token schedule, like a recorded model); the server code is the real one.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 
 import { OpenAIBackend } from '../src/backends/openai.js'
 import { abortError, GenerationError, type ChatModel, type GenerateRequest, type GenerationEvent } from '../src/backends/types.js'
 import { renderText } from '../src/render.js'
 import { createServer, type ServerOptions, type VtcServer } from '../src/server/index.js'
-import { pngHeader } from './helpers.js'
+import { blackPng, pngHeader } from './helpers.js'
 
 interface Turn {
   pieces: string[]
@@ -181,7 +184,7 @@ test('image parts: data URLs decoded for the model; local paths only when enable
   })
 
   const model = new ScriptedModel([{ pieces: ['ok'] }])
-  const open = await serve(model, { localImages: dir })
+  const open = await serve(model, { allowedMediaDir: dir })
   t.teardown(() => open.server.close())
   t.is((await post(open.url, image(dataUrl))).status, 200)
   t.is((await post(open.url, image(file))).status, 200)
@@ -196,7 +199,7 @@ test('image parts: data URLs decoded for the model; local paths only when enable
   // outside the image directory
   const outside = await post(open.url, image(join(tmpdir(), 'elsewhere.png')))
   t.is(outside.status, 400)
-  t.regex(((await outside.json()) as any).error.message, /messages\[0\]\.content\[1\]\.image_url\.url: local image paths must lie inside/)
+  t.regex(((await outside.json()) as any).error.message, /messages\[0\]\.content\[1\]\.image_url\.url: no readable file by that name in the server's media directory/)
 
   const closed = await serve(new ScriptedModel([{ pieces: ['ok'] }]))
   t.teardown(() => closed.server.close())
@@ -481,4 +484,246 @@ test('servedModelName: the id /v1/models lists and requests must use or omit', a
   t.is(other.status, 404)
   t.regex(((await other.json()) as any).error.message, /this server serves glyph-9b, glyph-9b:vtc/)
   t.throws(() => createServer(model, { servedModelName: ' ' }), { message: /servedModelName must be a non-empty string/ })
+})
+
+/** A request with these image URLs after a line of text. */
+const withImages = (...urls: string[]) => ({
+  messages: [{ role: 'user', content: [{ type: 'text', text: 'Read this.' }, ...urls.map((url) => ({ type: 'image_url', image_url: { url } }))] }],
+})
+const dataUrl = (bytes: Buffer) => `data:image/png;base64,${bytes.toString('base64')}`
+
+/** The status and error of a refused request, after which the server must still answer a normal one at once. */
+async function refused(t: ExecutionContext, url: string, res: Response | Promise<Response>, init: RequestInit = {}): Promise<{ status: number; error: any }> {
+  const r = await res
+  const body = (await r.json()) as any
+  const t0 = performance.now()
+  const ok = await post(url, hello, init)
+  t.is(ok.status, 200, 'the server answers a normal request afterwards')
+  t.true(performance.now() - t0 < 2000, 'promptly')
+  return { status: r.status, error: body.error }
+}
+
+test('images per request and pixels per image (read from the header, nothing decoded) are 400s naming the limit and flag', async (t) => {
+  const model = new ScriptedModel([{ pieces: ['ok'] }])
+  const { server, url } = await serve(model, { maxImages: 2, imagePixelLimit: 1000 })
+  t.teardown(() => server.close())
+  const small = dataUrl(blackPng(40, 25))
+  t.is((await post(url, withImages(small, small))).status, 200)
+
+  const many = await refused(t, url, post(url, withImages(small, small, small)))
+  t.is(many.status, 400)
+  t.is(many.error.param, 'messages[0].content[3].image_url.url')
+  t.regex(many.error.message, /more than 2 images in one request, the server's limit \(--max-images\)/)
+
+  // a 32 KB PNG that declares 65536×4096 pixels
+  const bomb = await refused(t, url, post(url, withImages(dataUrl(blackPng(65536, 4096)))))
+  t.is(bomb.status, 400)
+  t.is(bomb.error.code, 'image_too_large')
+  t.regex(bomb.error.message, /^messages\[0\]\.content\[1\]\.image_url\.url: a 65536×4096 image \(268435456 pixels\) is over the server's limit of 1000 pixels per image \(--image-pixel-limit\)/)
+  t.is((await post(url, withImages(dataUrl(blackPng(40, 26))))).status, 400, '1040 pixels')
+
+  // formats the server cannot size are refused too
+  for (const bytes of [Buffer.from('89504e470d0a1a0a0000', 'hex'), Buffer.from('<svg xmlns="http://www.w3.org/2000/svg"/>'), Buffer.from('GIF89a')]) {
+    const res = await refused(t, url, post(url, withImages(dataUrl(bytes))))
+    t.is(res.status, 400)
+    t.regex(res.error.message, /cannot read the image's size from its header|not a PNG, JPEG, WebP or GIF/)
+  }
+  t.is(model.requests.length, 1 + 5, 'only the normal requests reached the model: the first, one after each refusal')
+  t.throws(() => createServer(model, { maxImages: -1 }), { message: /maxImages must be a whole number/ })
+})
+
+test('max_tokens must be a whole number within the model context (2^32 + 1 no longer becomes 1)', async (t) => {
+  const model = new ScriptedModel([{ pieces: ['ok'] }], 32768)
+  const { server, url } = await serve(model)
+  t.teardown(() => server.close())
+  const cases: [Record<string, unknown>, string, RegExp][] = [
+    [{ max_tokens: 2 ** 32 + 1 }, 'max_tokens', /^max_tokens: 4294967297 is more than the model's context of 32768 tokens \(--context-length\)/],
+    [{ max_completion_tokens: 32769 }, 'max_completion_tokens', /^max_completion_tokens: 32769 is more than the model's context/],
+    [{ max_tokens: 1e300 }, 'max_tokens', /^max_tokens: must be an integer ≥ 1, got 1e\+300/],
+    [{ max_tokens: 2 ** 53 }, 'max_tokens', /^max_tokens: must be an integer/],
+  ]
+  for (const [fields, param, message] of cases) {
+    const res = await refused(t, url, post(url, { ...hello, ...fields }))
+    t.is(res.status, 400)
+    t.is(res.error.param, param)
+    t.regex(res.error.message, message)
+  }
+  t.is((await post(url, { ...hello, max_tokens: 32768 })).status, 200)
+  t.is(model.requests.at(-1)?.maxTokens, 32768)
+  // the vtc mode's max_tokens is the budget of all rounds, which may exceed one context
+  const vtc = await post(url, { model: 'scripted:vtc', messages: [{ role: 'user', content: 'Q?' }], max_tokens: 100_000 })
+  t.is(vtc.status, 200)
+  t.is(((await vtc.json()) as any).vtc.limits.max_tokens, 100_000)
+})
+
+test('local images only from --allowed-media-dir: links followed and checked, regular files only, size-capped, one answer for every refusal', async (t) => {
+  const png = blackPng(40, 30)
+  const root = mkdtempSync(join(tmpdir(), 'vtc-media-'))
+  const dir = join(root, 'media')
+  mkdirSync(dir)
+  writeFileSync(join(dir, 'page.png'), png)
+  writeFileSync(join(root, 'secret.png'), png)
+  symlinkSync(join(root, 'secret.png'), join(dir, 'link-out.png'))
+  symlinkSync('/dev/zero', join(dir, 'zero.png'))
+  symlinkSync('/proc/self/environ', join(dir, 'environ.png'))
+  symlinkSync(root, join(dir, 'up'))
+  execFileSync('mkfifo', [join(dir, 'fifo.png')])
+  writeFileSync(join(dir, 'big.png'), Buffer.concat([png, Buffer.alloc(4096)]))
+
+  const model = new ScriptedModel([{ pieces: ['ok'] }])
+  const { server, url } = await serve(model, { allowedMediaDir: dir, maxBodyBytes: 2048 })
+  t.teardown(() => server.close())
+  for (const name of ['page.png', join(dir, 'page.png'), `file://${join(dir, 'page.png')}`]) {
+    t.is((await post(url, withImages(name))).status, 200, name)
+    t.true((model.requests.at(-1)!.messages[0].content[1] as any).image.equals(png))
+  }
+  // outside the directory, through a link, not a regular file, or not there: the same answer
+  const names = ['/etc/passwd', '/proc/self/environ', '/dev/zero', '../secret.png', join(root, 'secret.png'), 'link-out.png', 'up/secret.png', 'zero.png', 'environ.png', 'fifo.png', 'missing.png', '/no/such/file.png']
+  for (const name of names) {
+    const t0 = performance.now()
+    const res = await refused(t, url, post(url, withImages(name)))
+    t.true(performance.now() - t0 < 3000, `${name} answered at once`)
+    t.is(res.status, 400, name)
+    t.is(res.error.message, "messages[0].content[1].image_url.url: no readable file by that name in the server's media directory (--allowed-media-dir)", name)
+  }
+  const big = await refused(t, url, post(url, withImages('big.png')))
+  t.is(big.status, 413)
+  t.regex(big.error.message, /the local files of one request may total at most 2048 bytes, the server's body limit \(--max-body-mb\)/)
+  t.throws(() => createServer(model, { allowedMediaDir: join(dir, 'page.png') }), { message: /allowedMediaDir .* is not a directory/ })
+
+  // without the flag, no local path is read
+  const closed = await serve(model)
+  t.teardown(() => closed.server.close())
+  const off = await refused(t, closed.url, post(closed.url, withImages(join(dir, 'page.png'))))
+  t.regex(off.error.message, /local image paths are disabled on this server \(the operator's --allowed-media-dir\)/)
+})
+
+test('request bodies must be application/json: a web page cannot post text/plain without a CORS preflight', async (t) => {
+  const model = new ScriptedModel([{ pieces: ['ok'] }])
+  const { server, url } = await serve(model)
+  t.teardown(() => server.close())
+  for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', '']) {
+    const res = await refused(t, url, fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: type ? { 'content-type': type } : {}, body: new Blob([JSON.stringify(hello)]) }))
+    t.is(res.status, 415, type)
+    t.regex(res.error.message, new RegExp(`must be JSON sent with content-type application/json, not ${type.split(';')[0] || 'none'}$`))
+  }
+  t.is((await post(url, hello, { headers: { 'content-type': 'Application/JSON; charset=utf-8' } })).status, 200)
+  t.is(model.requests.length, 5)
+})
+
+test('API keys: Bearer auth on every route but /health, any of several keys; prompt caches kept apart per key and cache_salt', async (t) => {
+  const model = new ScriptedModel([{ pieces: ['ok'] }])
+  const keys = ['key-alice-0123456789', 'key-bob-0123456789']
+  const { server, url } = await serve(model, { apiKeys: keys })
+  t.teardown(() => server.close())
+  const as = (key: string) => ({ headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` } })
+  for (const [init, message] of [
+    [{}, /^no API key: send "Authorization: Bearer KEY" with a key the operator gave \(--api-key\)/],
+    [as('key-alice-012345678'), /^a wrong API key/],
+    [{ headers: { 'content-type': 'application/json', authorization: `Basic ${keys[0]}` } }, /^no API key/],
+  ] as const) {
+    const res = await refused(t, url, post(url, hello, init), as(keys[0]))
+    t.is(res.status, 401)
+    t.regex(res.error.message, message)
+  }
+  t.is((await fetch(`${url}/v1/models`)).status, 401)
+  t.is((await fetch(`${url}/v1/models`)).headers.get('www-authenticate'), 'Bearer')
+  t.is((await fetch(`${url}/v1/models`, as(keys[1]))).status, 200)
+  t.is((await fetch(`${url}/health`)).status, 200)
+  t.is(model.requests.length, 3, 'one normal request after each refusal')
+
+  model.requests.length = 0
+  for (const [key, salt] of [[keys[0]], [keys[0]], [keys[1]], [keys[0], 'team-a'], [keys[1], 'team-a']]) {
+    t.is((await post(url, { ...hello, ...(salt ? { cache_salt: salt } : {}) }, as(key!))).status, 200)
+  }
+  const salts = model.requests.map((r) => r.cacheSalt!)
+  t.is(salts[0], salts[1], 'one key, one cache')
+  t.is(new Set(salts).size, 4, 'another key or cache_salt, another cache')
+  for (const s of salts) {
+    t.regex(s, /^[0-9a-f]{64}$/)
+    for (const k of keys) t.not(s, createHash('sha256').update(k).digest('hex'), 'not the bare hash of the key')
+  }
+  const bad = await post(url, { ...hello, cache_salt: '' }, as(keys[0]))
+  t.is(bad.status, 400)
+  t.regex(((await bad.json()) as any).error.message, /^cache_salt: must be a non-empty string/)
+
+  // without keys, requests share one cache unless they give a cache_salt
+  const open = await serve(model)
+  t.teardown(() => open.server.close())
+  model.requests.length = 0
+  await post(open.url, hello)
+  await post(open.url, { ...hello, cache_salt: 'team-a' })
+  t.is(model.requests[0].cacheSalt, undefined)
+  t.regex(model.requests[1].cacheSalt!, /^[0-9a-f]{64}$/)
+})
+
+test('CORS: a request or preflight from a foreign origin is refused with 403; allowed origins get the CORS headers', async (t) => {
+  const model = new ScriptedModel([{ pieces: ['ok'] }])
+  const { server, url } = await serve(model, { allowedOrigins: ['https://app.example'] })
+  t.teardown(() => server.close())
+  const from = (origin: string) => ({ headers: { 'content-type': 'application/json', origin } })
+  const foreign = await refused(t, url, post(url, hello, from('https://evil.example')))
+  t.is(foreign.status, 403)
+  t.regex(foreign.error.message, /^origin https:\/\/evil\.example may not call this server \(the operator's --allowed-origin\)/)
+  const preflight = (origin: string) =>
+    fetch(`${url}/v1/chat/completions`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' } })
+  const evil = await preflight('https://evil.example')
+  t.is(evil.status, 403)
+  t.is(evil.headers.get('access-control-allow-origin'), null)
+  t.is((await fetch(`${url}/v1/models`, from('null'))).status, 403)
+
+  const ok = await preflight('https://app.example')
+  t.is(ok.status, 204)
+  t.is(ok.headers.get('access-control-allow-origin'), 'https://app.example')
+  t.regex(ok.headers.get('access-control-allow-headers') ?? '', /authorization, content-type/)
+  const res = await post(url, hello, from('https://app.example'))
+  t.is(res.status, 200)
+  t.is(res.headers.get('access-control-allow-origin'), 'https://app.example')
+  t.is(model.requests.length, 2)
+
+  // by default no origin may call
+  const closed = await serve(model)
+  t.teardown(() => closed.server.close())
+  t.is((await post(closed.url, hello, from('http://localhost:3000'))).status, 403)
+})
+
+/** Sends raw bytes on a new connection; resolves with everything the server answers before it closes. */
+function rawHttp(url: string, data: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const { hostname, port } = new URL(url)
+    const socket = connect(Number(port), hostname, () => socket.write(data))
+    let got = ''
+    socket.on('data', (d) => (got += d.toString()))
+    socket.on('close', () => resolve(got))
+    socket.on('error', reject)
+  })
+}
+
+test('deadlines: a request past --request-timeout is aborted with 408; headers and bodies that arrive too slowly get 408', async (t) => {
+  const model = new ScriptedModel([{ pieces: Array.from({ length: 100 }, () => 'x'), delayMs: 20 }, { pieces: ['ok'] }])
+  const { server, url } = await serve(model, { requestTimeoutMs: 300, headersTimeoutMs: 500, bodyTimeoutMs: 1000 })
+  t.teardown(() => server.close())
+  const t0 = performance.now()
+  const late = await post(url, hello)
+  t.true(performance.now() - t0 < 1500)
+  t.is(late.status, 408)
+  t.regex(((await late.json()) as any).error.message, /^the request ran past the server's deadline of 0\.3 s \(--request-timeout\)/)
+  t.true(model.aborted[0], 'the generation was aborted')
+  // streamed: the output so far, then the error
+  model.requests.length = 0
+  model.aborted.length = 0
+  const events = sseEvents(await (await post(url, { ...hello, stream: true })).text())
+  t.is(events.at(-1), '[DONE]')
+  t.like(JSON.parse(events.at(-2)!).error, { code: 408, message: "the request ran past the server's deadline of 0.3 s (--request-timeout)" })
+  t.true(model.aborted[0])
+
+  // a client that never finishes its headers, or its body
+  const slowHeaders = await rawHttp(url, 'POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n')
+  t.regex(slowHeaders, /^HTTP\/1\.1 408 /)
+  t.regex(slowHeaders, /headers within 0\.5 s \(--header-timeout\), all of it within 1 s \(--body-timeout\)/)
+  const slowBody = await rawHttp(url, 'POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"messages"')
+  t.regex(slowBody, /^HTTP\/1\.1 408 /)
+  t.regex(slowBody, /--body-timeout/)
+  t.is((await refused(t, url, post(url, '{'))).status, 400)
+  t.throws(() => createServer(model, { headersTimeoutMs: 5000, bodyTimeoutMs: 1000 }), { message: /headersTimeoutMs \(5000\) must not exceed bodyTimeoutMs \(1000\)/ })
 })

@@ -6,6 +6,8 @@ import { readFile } from 'node:fs/promises'
 import { isAbsolute, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
+import { imageSize } from 'image-size'
+
 import { VtcError } from '../errors.js'
 import type { ImageInput } from './types.js'
 
@@ -46,6 +48,19 @@ export function checkImageBytes(bytes: Uint8Array, what = 'image'): ImageMime {
   const mime = sniffImage(bytes)
   if (!mime) throw new VtcError('ERR_VTC_INVALID_IMAGE', `${what}: not a PNG, JPEG, WebP or GIF image`)
   return mime
+}
+
+/** Width and height from an image's header, without decoding its pixels; an error naming `what` when unreadable. */
+export function imageDimensions(bytes: Uint8Array, what = 'image'): { width: number; height: number } {
+  checkImageBytes(bytes, what)
+  let size: { width?: number; height?: number } = {}
+  try {
+    size = imageSize(bytes)
+  } catch {
+    // a header too short or malformed to give a size
+  }
+  if (!size.width || !size.height) throw new VtcError('ERR_VTC_INVALID_IMAGE', `${what}: cannot read the image's size from its header`)
+  return { width: size.width, height: size.height }
 }
 
 export function isRemoteUrl(s: string): boolean {

@@ -2,7 +2,8 @@
  * An OpenAI-compatible HTTP server over any `ChatModel` (the embedded engine, or a remote backend), on node:http.
  *
  * - `POST /v1/chat/completions`: JSON or server-sent events (`stream: true`, `stream_options.include_usage`);
- *   text and image parts, images as data URLs or (when enabled) local file paths; remote URLs are refused.
+ *   text and image parts, images as data URLs or (when the operator names a media directory) local file paths;
+ *   remote URLs are refused.
  * - `GET /v1/models`, `GET /health`.
  * - Optical-memory mode: request the model `<name>:vtc` (or send `"vtc": true | {max_rounds, round_tokens,
  *   image_order}`) and the server runs the VTC-R1 loop itself. The question is the last user message's text
@@ -15,10 +16,16 @@
  *
  * A client that disconnects aborts its generation. `close()` stops accepting requests, lets running ones finish
  * for a grace period, then aborts them.
+ *
+ * Safe on a network: every limit (images, pixels, tokens, body, time, queue) answers a 4xx naming it and its
+ * `serve` flag; API keys, a CORS policy that refuses foreign origins, JSON bodies only, and prompt caches kept per
+ * API key and `cache_salt`.
  */
-import { randomUUID } from 'node:crypto'
-import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto'
+import { realpathSync, statSync } from 'node:fs'
+import { createServer as createHttpServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import type { Duplex } from 'node:stream'
 
 import { VtcError } from '../errors.js'
 import { Renderer } from '../render.js'
@@ -37,13 +44,34 @@ import { HttpError, parseChatRequest, type ChatRequest } from './request.js'
 export { HttpError, parseChatRequest, type ChatRequest } from './request.js'
 
 export interface ServerOptions {
-  /** Largest request body in bytes (default 64 MiB: a rendered page is ~50–150 KB as a data URL). Larger → 413. */
+  /**
+   * Largest request body in bytes (default 64 MiB: a rendered page is ~50–150 KB as a data URL). Larger → 413.
+   * A request's local media files count toward it too.
+   */
   maxBodyBytes?: number
   /**
-   * Images given as local file paths (or `file://` URLs): false (default) refuses them, true reads any path the
-   * server process can read, a directory reads only files inside it. Only enable on a trusted network.
+   * Image parts may name local files (paths or `file://` URLs) inside this directory, like vLLM's
+   * `--allowed-local-media-path`: relative names resolve there, links are followed and must stay inside, only
+   * regular files are read. Default: none, images come as data URLs only.
    */
-  localImages?: boolean | string
+  allowedMediaDir?: string
+  /** Most image parts in one request (default 64: eight VTC-R1 rounds of pages). More → 400. */
+  maxImages?: number
+  /** Most pixels of one image, read from its header before any decoding (default 16,777,216: 4096×4096). More → 400. */
+  imagePixelLimit?: number
+  /** A chat request's deadline in ms, from its arrival to its last byte (default 600,000; 0: none). Past it, the generation is aborted → 408. */
+  requestTimeoutMs?: number
+  /** Time a client has to send a request's headers, in ms (default 10,000; 0: none). Past it → 408, connection closed. */
+  headersTimeoutMs?: number
+  /** Time a client has to send a whole request, body included, in ms (default 60,000; 0: none). Past it → 408. */
+  bodyTimeoutMs?: number
+  /**
+   * API keys: every route but `/health` then needs `Authorization: Bearer KEY` (401 without). Cached prompts are
+   * shared only among the requests of one key. Default: none, no authentication.
+   */
+  apiKeys?: string[]
+  /** Origins whose web pages may call the server (CORS; `'*'`: any). Default: none, a request with an `Origin` → 403. */
+  allowedOrigins?: string[]
   /** `max_tokens` when a request gives none (default 8192, the VTC-R1 round budget). */
   defaultMaxTokens?: number
   /**
@@ -77,6 +105,16 @@ export class VtcServer {
   private readonly maxBodyBytes: number
   private readonly defaultMaxTokens: number
   private readonly maxQueue: number
+  private readonly maxImages: number
+  private readonly imagePixelLimit: number
+  private readonly requestTimeoutMs: number
+  private readonly mediaDir?: string
+  private readonly keyDigests: Buffer[]
+  private readonly allowedOrigins: Set<string>
+  /** Keys the cache salts, so a salt tells nothing about the API key it stands for. */
+  private readonly saltKey = randomBytes(32)
+  /** The response in flight on each connection, for errors node raises on the socket. */
+  private readonly responses = new WeakMap<Duplex, ServerResponse>()
   private readonly running = new Set<AbortController>()
   private closing = false
   /** Requests received and not yet answered. */
@@ -97,11 +135,36 @@ export class VtcServer {
     this.name = options.servedModelName ?? model.name
     this.maxBodyBytes = options.maxBodyBytes ?? 64 * 1024 * 1024
     this.defaultMaxTokens = options.defaultMaxTokens ?? 8192
-    this.maxQueue = options.maxQueue ?? 64
-    if (!Number.isInteger(this.maxQueue) || this.maxQueue < 1) {
-      throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `maxQueue must be a whole number of requests, at least 1; got ${JSON.stringify(options.maxQueue)}`)
+    this.maxQueue = whole(options, 'maxQueue', 64, 1)
+    this.maxImages = whole(options, 'maxImages', 64, 0)
+    this.imagePixelLimit = whole(options, 'imagePixelLimit', 4096 * 4096, 1)
+    this.requestTimeoutMs = whole(options, 'requestTimeoutMs', 600_000, 0)
+    const headersTimeout = whole(options, 'headersTimeoutMs', 10_000, 0)
+    const requestTimeout = whole(options, 'bodyTimeoutMs', 60_000, 0)
+    if (headersTimeout && requestTimeout && headersTimeout > requestTimeout) {
+      throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `headersTimeoutMs (${headersTimeout}) must not exceed bodyTimeoutMs (${requestTimeout}): the body timeout counts the headers too`)
     }
-    this.http = createHttpServer((req, res) => {
+    if (options.allowedMediaDir !== undefined) {
+      // the real path: links in the directory's own path are not mistaken for links out of it
+      let dir: string | undefined
+      try {
+        dir = realpathSync(options.allowedMediaDir)
+      } catch {
+        // reported below
+      }
+      if (!dir || !statSync(dir).isDirectory()) {
+        throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `allowedMediaDir ${JSON.stringify(options.allowedMediaDir)} is not a directory`)
+      }
+      this.mediaDir = dir
+    }
+    this.keyDigests = (options.apiKeys ?? []).map((k) => {
+      if (typeof k !== 'string' || !k) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', 'apiKeys must be non-empty strings')
+      return sha256(k)
+    })
+    this.allowedOrigins = new Set(options.allowedOrigins ?? [])
+    // the timeouts are checked every second (node's default is 30 s, too coarse for a 10 s limit)
+    this.http = createHttpServer({ headersTimeout, requestTimeout, connectionsCheckingInterval: 1000 }, (req, res) => {
+      this.responses.set(req.socket, res)
       const t0 = performance.now()
       res.on('finish', () => options.log?.(`${req.method} ${req.url} ${res.statusCode} ${(performance.now() - t0).toFixed(0)}ms`))
       this.active++
@@ -111,6 +174,23 @@ export class VtcServer {
         if (this.closing && this.active === 0) setImmediate(() => this.http.closeAllConnections())
       })
       this.handle(req, res).catch((err: unknown) => this.fail(res, err))
+    })
+    this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+      // what node answers itself otherwise, but naming the limit: headers or body too slow, headers too large;
+      // nothing when a response is half sent on the connection
+      const res = this.responses.get(socket)
+      if (err.code !== 'ECONNRESET' && socket.writable && (!res?.headersSent || res.writableFinished)) {
+        const s = (ms: number) => (ms ? `${ms / 1000} s` : 'no limit')
+        const e =
+          err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+            ? new HttpError(408, `the request did not arrive in time: headers within ${s(headersTimeout)} (--header-timeout), all of it within ${s(requestTimeout)} (--body-timeout)`, null, 'invalid_request_error', 'request_timeout')
+            : err.code === 'HPE_HEADER_OVERFLOW'
+              ? new HttpError(431, 'the request headers are too large')
+              : new HttpError(400, `malformed HTTP request (${err.code ?? err.message})`)
+        const data = JSON.stringify(e.body())
+        socket.write(`HTTP/1.1 ${e.status} ${STATUS_CODES[e.status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(data)}\r\nconnection: close\r\n\r\n${data}`)
+      }
+      socket.destroy()
     })
   }
 
@@ -162,6 +242,14 @@ export class VtcServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (this.closing) res.setHeader('connection', 'close')
     const path = (req.url ?? '/').split('?')[0].replace(/\/+$/, '') || '/'
+    this.checkOrigin(req, res)
+    if (req.method === 'OPTIONS') {
+      // a CORS preflight (from an allowed origin, or none)
+      const cors = req.headers.origin ? { 'access-control-allow-methods': 'GET, POST', 'access-control-allow-headers': 'authorization, content-type', 'access-control-max-age': '600' } : {}
+      res.writeHead(204, { allow: 'GET, POST, OPTIONS', ...cors })
+      return void res.end()
+    }
+    const tenant = path === '/health' ? undefined : this.authorize(req, res)
     const route = (method: string) => {
       if (req.method !== method) {
         res.setHeader('allow', method)
@@ -191,51 +279,119 @@ export class VtcServer {
       case '/v1/chat/completions':
         route('POST')
         if (this.closing) throw new HttpError(503, 'the server is shutting down', null, 'server_error', 'shutting_down')
-        return this.chat(req, res)
+        return this.chat(req, res, tenant)
       default:
         throw new HttpError(404, `no route ${req.method} ${path}; routes: POST /v1/chat/completions, GET /v1/models, GET /health`, null, 'invalid_request_error', 'not_found')
     }
   }
 
-  private async chat(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /** Browsers send `Origin` from web pages: only the operator's origins may call, so no page can use a server on the user's machine. */
+  private checkOrigin(req: IncomingMessage, res: ServerResponse): void {
+    const origin = req.headers.origin
+    if (origin === undefined) return
+    if (!this.allowedOrigins.has(origin) && !this.allowedOrigins.has('*')) {
+      throw new HttpError(403, `origin ${origin} may not call this server (the operator's --allowed-origin)`, null, 'invalid_request_error', 'origin_not_allowed')
+    }
+    res.setHeader('access-control-allow-origin', origin)
+    res.setHeader('vary', 'origin')
+  }
+
+  /** The digest of the request's API key (401 when the server has keys and it carries none of them); undefined when there are none. */
+  private authorize(req: IncomingMessage, res: ServerResponse): Buffer | undefined {
+    if (!this.keyDigests.length) return undefined
+    const bearer = /^Bearer +(\S+) *$/i.exec(req.headers.authorization ?? '')?.[1]
+    // digests have equal lengths, so each comparison takes the same time; every key is compared
+    const digest = sha256(bearer ?? '')
+    let match: Buffer | undefined
+    for (const k of this.keyDigests) if (timingSafeEqual(k, digest)) match = k
+    if (bearer !== undefined && match) return match
+    res.setHeader('www-authenticate', 'Bearer')
+    throw new HttpError(401, `${bearer === undefined ? 'no API key' : 'a wrong API key'}: send "Authorization: Bearer KEY" with a key the operator gave (--api-key)`, null, 'invalid_request_error', 'invalid_api_key')
+  }
+
+  /**
+   * The salt of a request's cached prompt entries: one per API key and `cache_salt` (none without either: one shared
+   * cache), so `cached_tokens` tells a tenant nothing about another's prompts. Keyed, so it never reveals the key.
+   */
+  private cacheSalt(tenant: Buffer | undefined, salt: string | undefined): string | undefined {
+    if (!tenant && salt === undefined) return undefined
+    return createHmac('sha256', this.saltKey).update(`${tenant?.toString('hex') ?? ''}:${salt ?? ''}`).digest('hex')
+  }
+
+  private async chat(req: IncomingMessage, res: ServerResponse, tenant: Buffer | undefined): Promise<void> {
+    const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase()
+    if (type !== 'application/json') {
+      // a web page may post text/plain cross-site without a preflight; JSON needs one, which CORS then governs
+      req.resume()
+      throw new HttpError(415, `the request body must be JSON sent with content-type application/json, not ${type || 'none'}`, null, 'invalid_request_error', 'unsupported_media_type')
+    }
     if (this.running.size >= this.maxQueue) {
       // a full queue answers now: the client retries later, or goes elsewhere
       res.setHeader('retry-after', '1')
       req.resume()
-      throw new HttpError(429, `the server is busy: ${this.running.size} requests running or queued (the limit); retry shortly`, null, 'server_error', 'queue_full')
+      throw new HttpError(429, `the server is busy: ${this.running.size} requests running or queued, the limit (--max-queue); retry shortly`, null, 'server_error', 'queue_full')
     }
-    const raw = await readBody(req, this.maxBodyBytes)
-    let body: unknown
-    try {
-      body = JSON.parse(raw.toString('utf8'))
-    } catch (err) {
-      throw new HttpError(400, `the request body is not valid JSON: ${(err as Error).message}`)
-    }
-    const request = await parseChatRequest(body, { localImages: this.options.localImages ?? false })
-    const vtcModel = request.model !== undefined && request.model === `${this.name}:vtc`
-    if (request.model !== undefined && request.model !== this.name && !vtcModel) {
-      throw new HttpError(404, `model ${JSON.stringify(request.model)} does not exist; this server serves ${this.modelIds.join(', ')}`, 'model', 'invalid_request_error', 'model_not_found')
-    }
-    if ((vtcModel || request.vtc) && this.options.vtc === false) throw new HttpError(400, 'the optical-memory (vtc) mode is disabled on this server', 'model')
-    const vtc = vtcModel || request.vtc ? (request.vtc ?? {}) : undefined
-
-    // the client going away aborts the generation
+    // the deadline runs from here: reading, queueing and generating
     const controller = new AbortController()
-    const onClose = () => {
-      if (!res.writableFinished) controller.abort(new VtcError('ABORT_ERR', 'the client disconnected'))
-    }
-    res.on('close', onClose)
-    this.running.add(controller)
+    const deadline = this.requestTimeoutMs
+      ? setTimeout(() => {
+          const e = new HttpError(408, `the request ran past the server's deadline of ${this.requestTimeoutMs / 1000} s (--request-timeout)`, null, 'invalid_request_error', 'request_timeout')
+          controller.abort(e)
+        }, this.requestTimeoutMs)
+      : undefined
     try {
-      const id = `chatcmpl-${randomUUID().replace(/-/g, '')}`
-      const created = Math.floor(Date.now() / 1000)
-      const model = request.model ?? this.name
-      const out = request.stream ? new SseWriter(res, { id, created, model }) : undefined
-      if (vtc) await this.runVtc(request, vtc, controller.signal, { id, created, model, res, out })
-      else await this.runPlain(request, controller.signal, { id, created, model, res, out })
+      const raw = await readBody(req, this.maxBodyBytes)
+      let body: unknown
+      try {
+        body = JSON.parse(raw.toString('utf8'))
+      } catch (err) {
+        throw new HttpError(400, `the request body is not valid JSON: ${(err as Error).message}`)
+      }
+      const request = await parseChatRequest(body, {
+        mediaDir: this.mediaDir,
+        maxImages: this.maxImages,
+        imagePixelLimit: this.imagePixelLimit,
+        maxMediaBytes: this.maxBodyBytes,
+      })
+      const vtcModel = request.model !== undefined && request.model === `${this.name}:vtc`
+      if (request.model !== undefined && request.model !== this.name && !vtcModel) {
+        throw new HttpError(404, `model ${JSON.stringify(request.model)} does not exist; this server serves ${this.modelIds.join(', ')}`, 'model', 'invalid_request_error', 'model_not_found')
+      }
+      if ((vtcModel || request.vtc) && this.options.vtc === false) throw new HttpError(400, 'the optical-memory (vtc) mode is disabled on this server', 'model')
+      const vtc = vtcModel || request.vtc ? (request.vtc ?? {}) : undefined
+      // the vtc mode's max_tokens is the budget of all rounds; each round gets at most round_tokens of it
+      const most = this.model.contextLength
+      if (!vtc && request.maxTokens !== undefined && request.maxTokens > (most ?? 2 ** 32 - 1)) {
+        const param = request.maxTokensParam ?? 'max_tokens'
+        throw new HttpError(
+          400,
+          `${param}: ${request.maxTokens} is more than ${most ? `the model's context of ${most} tokens (--context-length)` : 'the most a generation may ask (2^32 - 1)'}`,
+          param,
+        )
+      }
+      const salt = this.cacheSalt(tenant, request.cacheSalt)
+      if (controller.signal.aborted) throw controller.signal.reason
+
+      // the client going away aborts the generation
+      const onClose = () => {
+        if (!res.writableFinished) controller.abort(new VtcError('ABORT_ERR', 'the client disconnected'))
+      }
+      res.on('close', onClose)
+      this.running.add(controller)
+      try {
+        const id = `chatcmpl-${randomUUID().replace(/-/g, '')}`
+        const created = Math.floor(Date.now() / 1000)
+        const model = request.model ?? this.name
+        const out = request.stream ? new SseWriter(res, { id, created, model }) : undefined
+        const ctx = { id, created, model, res, out, salt }
+        if (vtc) await this.runVtc(request, vtc, controller.signal, ctx)
+        else await this.runPlain(request, controller.signal, ctx)
+      } finally {
+        this.running.delete(controller)
+        res.off('close', onClose)
+      }
     } finally {
-      this.running.delete(controller)
-      res.off('close', onClose)
+      clearTimeout(deadline)
     }
   }
 
@@ -244,6 +400,7 @@ export class VtcServer {
       messages: request.messages,
       maxTokens: request.maxTokens ?? this.defaultMaxTokens,
       signal,
+      ...(ctx.salt !== undefined ? { cacheSalt: ctx.salt } : {}),
       ...(request.temperature !== undefined ? { temperature: request.temperature } : {}),
       ...(request.topP !== undefined ? { topP: request.topP } : {}),
       ...(request.topK !== undefined ? { topK: request.topK } : {}),
@@ -281,9 +438,13 @@ export class VtcServer {
       }
       throw new VtcError('ERR_VTC_BACKEND_PROTOCOL', `${this.model.name}: the generation ended without a done event`)
     } catch (err) {
-      if (ctx.out) return ctx.out.error(err)
-      throw err
+      return this.failed(abortReason(err, signal), ctx)
     }
+  }
+
+  private failed(err: unknown, ctx: ReplyContext): Promise<void> {
+    if (ctx.out) return ctx.out.error(err)
+    throw err
   }
 
   private async runVtc(request: ChatRequest, vtc: NonNullable<ChatRequest['vtc']>, signal: AbortSignal, ctx: ReplyContext): Promise<void> {
@@ -291,7 +452,13 @@ export class VtcServer {
     const base = this.options.vtc || {}
     // the operator's limits; a request may ask for less
     const cap = (asked: number | undefined, most: number | undefined) => (asked === undefined ? most : Math.min(asked, most ?? asked))
-    const memory = new OpticalMemory(this.model, {
+    // the loop's generations carry the request's cache salt
+    const salted: ChatModel = {
+      name: this.model.name,
+      contextLength: this.model.contextLength,
+      generate: (r) => this.model.generate(ctx.salt !== undefined ? { ...r, cacheSalt: ctx.salt } : r),
+    }
+    const memory = new OpticalMemory(salted, {
       ...base,
       maxRounds: cap(vtc.maxRounds, base.maxRounds ?? DEFAULT_MAX_ROUNDS),
       roundTokens: cap(vtc.roundTokens, base.roundTokens ?? DEFAULT_ROUND_TOKENS),
@@ -339,8 +506,7 @@ export class VtcServer {
         vtc: summary,
       })
     } catch (err) {
-      if (ctx.out) return ctx.out.error(err)
-      throw err
+      return this.failed(abortReason(err, signal), ctx)
     }
   }
 
@@ -383,6 +549,8 @@ interface ReplyContext {
   model: string
   res: ServerResponse
   out?: SseWriter
+  /** The request's cache salt (`GenerateRequest.cacheSalt`). */
+  salt?: string
 }
 
 /** Server-sent events in OpenAI's chunk format; waits for the socket to drain when the client reads slowly. */
@@ -544,8 +712,15 @@ function toHttpError(err: unknown): HttpError {
   const e = err as { code?: unknown; message?: unknown; status?: unknown }
   const code = typeof e?.code === 'string' ? e.code : null
   const message = typeof e?.message === 'string' ? e.message : String(err)
-  if (code === 'ERR_VTC_INVALID_ARGUMENT' || code === 'ERR_VTC_INVALID_IMAGE') return new HttpError(400, message, null, 'invalid_request_error', code)
-  if (code === 'ERR_VTC_CONTEXT_LENGTH') return new HttpError(400, message, null, 'invalid_request_error', code)
+  // the request's fault, so a 400 (OpenAI clients retry 500s): its arguments, images, length, or messages the
+  // chat template refuses; a template that does not parse, or none, is the model directory's fault
+  const request =
+    code === 'ERR_VTC_INVALID_ARGUMENT' ||
+    code === 'ERR_VTC_INVALID_IMAGE' ||
+    code === 'ERR_VTC_IMAGE' ||
+    code === 'ERR_VTC_CONTEXT_LENGTH' ||
+    (code === 'ERR_VTC_CHAT_TEMPLATE' && !/syntax error|has no chat template/.test(message))
+  if (request) return new HttpError(400, message, null, 'invalid_request_error', code)
   if (code === 'ABORT_ERR' || code === 'ERR_VTC_SHUTDOWN') return new HttpError(503, message, null, 'server_error', code)
   // a remote backend behind this server (proxy mode): its client errors pass through, the rest is a bad gateway
   const gen = err instanceof GenerationError ? err : err instanceof MemoryError && err.cause instanceof GenerationError ? err.cause : undefined
@@ -555,10 +730,28 @@ function toHttpError(err: unknown): HttpError {
   return new HttpError(500, `internal error: ${message}`, null, 'server_error', code)
 }
 
+/** The error an aborted generation ends with: why it was aborted (deadline, disconnect, shutdown), when it was. */
+function abortReason(err: unknown, signal: AbortSignal): unknown {
+  return signal.aborted && signal.reason instanceof Error ? signal.reason : err
+}
+
+function sha256(s: string): Buffer {
+  return createHash('sha256').update(s).digest()
+}
+
+/** A whole-number option of at least `min`, or its default. */
+function whole(options: ServerOptions, name: keyof ServerOptions, fallback: number, min: number): number {
+  const v = options[name] ?? fallback
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
+    throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `${name} must be a whole number, at least ${min}; got ${JSON.stringify(options[name])}`)
+  }
+  return v
+}
+
 /** The request body, refusing more than `limit` bytes with a 413 (the rest is drained, not kept). */
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const tooLarge = () =>
-    new HttpError(413, `the request body exceeds the server's limit of ${limit} bytes`, null, 'invalid_request_error', 'request_too_large')
+    new HttpError(413, `the request body exceeds the server's limit of ${limit} bytes (--max-body-mb)`, null, 'invalid_request_error', 'request_too_large')
   const declared = Number(req.headers['content-length'])
   if (Number.isFinite(declared) && declared > limit) {
     req.resume()
@@ -583,5 +776,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       if (!over) resolve(Buffer.concat(chunks))
     })
     req.on('error', (err) => reject(new HttpError(400, `reading the request body failed: ${err.message}`)))
+    // a connection closed mid-body (or by the body timeout) settles it too
+    req.on('close', () => reject(new HttpError(400, 'the connection closed before the request body ended')))
   })
 }

@@ -1,11 +1,13 @@
 /**
  * Validation of OpenAI chat-completions requests: every problem is a 400 naming the field at fault. Images are
- * taken from data URLs and (when allowed) local files; remote URLs are refused, never fetched.
+ * taken from data URLs and (when the operator names a media directory) local files inside it; remote URLs are
+ * refused, never fetched. Each image's size is read from its header and checked before any pixel is decoded.
  */
+import { constants, type FileHandle, open, realpath } from 'node:fs/promises'
 import { resolve } from 'node:path'
 
 import { VtcError } from '../errors.js'
-import { decodeDataUrl, insideDir, isRemoteUrl, localPath, readImageFile } from '../backends/images.js'
+import { decodeDataUrl, imageDimensions, insideDir, isRemoteUrl, localPath } from '../backends/images.js'
 import type { ChatMessage, ContentPart, Role } from '../backends/types.js'
 import type { ImageOrder } from '../memory.js'
 
@@ -52,11 +54,30 @@ export interface ChatRequest {
   logprobs: boolean
   /** Alternatives per token with `logprobs` (0–20). */
   topLogprobs?: number
+  /** The field `maxTokens` came from (`max_tokens` or `max_completion_tokens`), for errors. */
+  maxTokensParam?: string
+  /** vLLM's `cache_salt`: cached prompt entries are shared only among requests with the same salt. */
+  cacheSalt?: string
 }
 
 export interface ParseOptions {
-  /** Local image files: false (none), true (any path), or a directory they must lie in (relative paths resolve there). */
-  localImages: boolean | string
+  /**
+   * Image parts may name local files inside this directory (a real path: links resolved); relative names resolve
+   * there. Absent: local paths are refused.
+   */
+  mediaDir?: string
+  /** Most image parts in one request. */
+  maxImages?: number
+  /** Most pixels (width × height, from the header) of one image. */
+  imagePixelLimit?: number
+  /** Most bytes of local files one request may read, all together. */
+  maxMediaBytes?: number
+}
+
+/** What one request has used of the limits so far. */
+interface Budget extends ParseOptions {
+  images: number
+  mediaBytes: number
 }
 
 type Json = Record<string, unknown>
@@ -68,18 +89,20 @@ export async function parseChatRequest(body: unknown, options: ParseOptions): Pr
   if (!isObject(body)) throw new HttpError(400, 'the request body must be a JSON object')
   const b = body
   const req: ChatRequest = { messages: [], stream: false, includeUsage: false, logprobs: false }
+  const budget: Budget = { ...options, images: 0, mediaBytes: 0 }
 
   if (b.model !== undefined && b.model !== null) {
     if (typeof b.model !== 'string') throw bad('model', 'must be a string')
     req.model = b.model
   }
   if (!Array.isArray(b.messages) || b.messages.length === 0) throw bad('messages', 'must be a non-empty array')
-  for (let i = 0; i < b.messages.length; i++) req.messages.push(await parseMessage(b.messages[i], `messages[${i}]`, options))
+  for (let i = 0; i < b.messages.length; i++) req.messages.push(await parseMessage(b.messages[i], `messages[${i}]`, budget))
 
   const maxTokens = b.max_completion_tokens ?? b.max_tokens
   if (maxTokens !== undefined && maxTokens !== null) {
     const name = b.max_completion_tokens !== undefined && b.max_completion_tokens !== null ? 'max_completion_tokens' : 'max_tokens'
     req.maxTokens = int(maxTokens, name, 1)
+    req.maxTokensParam = name
   }
   if (b.temperature !== undefined && b.temperature !== null) req.temperature = num(b.temperature, 'temperature', 0, 2)
   if (b.top_p !== undefined && b.top_p !== null) {
@@ -128,6 +151,10 @@ export async function parseChatRequest(body: unknown, options: ParseOptions): Pr
     if (!req.logprobs) throw bad('top_logprobs', 'needs "logprobs": true')
     req.topLogprobs = n
   }
+  if (b.cache_salt !== undefined && b.cache_salt !== null) {
+    if (typeof b.cache_salt !== 'string' || !b.cache_salt) throw bad('cache_salt', 'must be a non-empty string')
+    req.cacheSalt = b.cache_salt
+  }
   if (b.vtc !== undefined && b.vtc !== null && b.vtc !== false) {
     if (b.vtc === true) req.vtc = {}
     else if (isObject(b.vtc)) {
@@ -148,7 +175,7 @@ export async function parseChatRequest(body: unknown, options: ParseOptions): Pr
 
 const ROLES: Record<string, Role> = { system: 'system', developer: 'system', user: 'user', assistant: 'assistant' }
 
-async function parseMessage(m: unknown, at: string, options: ParseOptions): Promise<ChatMessage> {
+async function parseMessage(m: unknown, at: string, budget: Budget): Promise<ChatMessage> {
   if (!isObject(m)) throw bad(at, 'must be an object with role and content')
   if (typeof m.role !== 'string') throw bad(`${at}.role`, 'must be a string')
   const role = ROLES[m.role]
@@ -181,7 +208,10 @@ async function parseMessage(m: unknown, at: string, options: ParseOptions): Prom
         url = p.image
       }
       if (typeof url !== 'string' || !url) throw bad(field, 'must be a data URL or a local file path')
-      parts.push({ type: 'image', image: await loadImage(url, field, options) })
+      if (budget.maxImages !== undefined && ++budget.images > budget.maxImages) {
+        throw new HttpError(400, `${field}: more than ${budget.maxImages} images in one request, the server's limit (--max-images)`, field, 'invalid_request_error', 'too_many_images')
+      }
+      parts.push({ type: 'image', image: await loadImage(url, field, budget) })
     } else {
       throw bad(`${pat}.type`, `unsupported content part type ${JSON.stringify(p.type)}; expected text or image_url`)
     }
@@ -189,24 +219,73 @@ async function parseMessage(m: unknown, at: string, options: ParseOptions): Prom
   return { role, content: parts }
 }
 
-async function loadImage(url: string, field: string, options: ParseOptions): Promise<Buffer> {
+async function loadImage(url: string, field: string, budget: Budget): Promise<Buffer> {
   try {
-    if (/^data:/i.test(url)) return decodeDataUrl(url, field).bytes
-    if (isRemoteUrl(url)) throw bad(field, 'remote image URLs are not fetched; send a data URL (data:image/png;base64,…)')
-    if (options.localImages === false) {
-      throw bad(field, 'local image paths are disabled on this server; send a data URL (data:image/png;base64,…)')
+    let bytes: Buffer
+    if (/^data:/i.test(url)) bytes = decodeDataUrl(url, field).bytes
+    else if (isRemoteUrl(url)) throw bad(field, 'remote image URLs are not fetched; send a data URL (data:image/png;base64,…)')
+    else if (budget.mediaDir === undefined) {
+      throw bad(field, "local image paths are disabled on this server (the operator's --allowed-media-dir); send a data URL (data:image/png;base64,…)")
+    } else bytes = await readMediaFile(url, field, budget)
+    // the header's size, before anything decodes the pixels: a few KB can declare gigapixels
+    const { width, height } = imageDimensions(bytes, field)
+    if (budget.imagePixelLimit !== undefined && width * height > budget.imagePixelLimit) {
+      throw new HttpError(
+        400,
+        `${field}: a ${width}×${height} image (${width * height} pixels) is over the server's limit of ${budget.imagePixelLimit} pixels per image (--image-pixel-limit)`,
+        field,
+        'invalid_request_error',
+        'image_too_large',
+      )
     }
-    let path = localPath(url)
-    if (path === undefined) throw bad(field, 'not a data URL or a local file path')
-    if (typeof options.localImages === 'string') {
-      if (!/^file:\/\//i.test(url)) path = resolve(options.localImages, url)
-      if (!insideDir(path, options.localImages)) throw bad(field, `local image paths must lie inside the server's image directory`)
-    }
-    return (await readImageFile(path, field)).bytes
+    return bytes
   } catch (err) {
     if (err instanceof HttpError) throw err
     if (err instanceof VtcError) throw new HttpError(400, err.message, field)
     throw err
+  }
+}
+
+/**
+ * A local image file named by a request, read only from inside the media directory: the name resolves there, links
+ * are followed and the file must still lie inside; regular files only, within the request's media budget. Every
+ * refusal reads the same, so the answer tells nothing about files outside the directory.
+ */
+async function readMediaFile(name: string, field: string, budget: Budget): Promise<Buffer> {
+  const root = budget.mediaDir!
+  const refused = () => bad(field, "no readable file by that name in the server's media directory (--allowed-media-dir)")
+  const path = /^file:\/\//i.test(name) ? localPath(name) : resolve(root, name)
+  // refused by name first, so a path outside is never touched
+  if (path === undefined || !insideDir(path, root)) throw refused()
+  let file: FileHandle
+  try {
+    const real = await realpath(path)
+    if (!insideDir(real, root)) throw refused()
+    // O_NONBLOCK: a FIFO opens at once instead of waiting for a writer; O_NOFOLLOW: no link swapped in since
+    file = await open(real, constants.O_RDONLY | constants.O_NONBLOCK | (constants.O_NOFOLLOW ?? 0))
+  } catch {
+    throw refused()
+  }
+  try {
+    const { size } = await file.stat().then((st) => (st.isFile() ? st : Promise.reject(refused())))
+    const left = (budget.maxMediaBytes ?? Infinity) - budget.mediaBytes
+    if (size > left) {
+      throw new HttpError(
+        413,
+        `${field}: the local files of one request may total at most ${budget.maxMediaBytes} bytes, the server's body limit (--max-body-mb)`,
+        field,
+        'invalid_request_error',
+        'request_too_large',
+      )
+    }
+    budget.mediaBytes += size
+    // read what stat promised and no more (a file that grows meanwhile is cut there)
+    const bytes = Buffer.alloc(size)
+    let n = 0
+    for (let r = 1; n < size && r > 0; n += r) r = (await file.read(bytes, n, size - n, n)).bytesRead
+    return bytes.subarray(0, n)
+  } finally {
+    await file.close()
   }
 }
 
@@ -216,6 +295,7 @@ function num(v: unknown, name: string, min: number, max: number): number {
 }
 
 function int(v: unknown, name: string, min: number): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw bad(name, `must be an integer ≥ ${min}, got ${JSON.stringify(v)}`)
+  // safe integers only: 2**32 + 1 would reach the engine as 1
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw bad(name, `must be an integer ≥ ${min}, got ${JSON.stringify(v)}`)
   return v
 }
