@@ -289,3 +289,33 @@ test('CLI: render writes raw pages as PGM, says how many it wrote, and counts th
   t.true(r.stdout.includes(`${files.length} pages written to ${out} as PGM/PPM`), r.stdout)
   t.regex(r.stdout, new RegExp(`text tokens +${countTextTokens(texts[0].text)} `))
 })
+
+test('CLI: --out into a folder that is not empty is refused; --overwrite replaces the earlier pages and keeps other files', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vtc-cli-'))
+  const long = join(dir, 'run.txt')
+  writeFileSync(long, texts[0].text.repeat(3))
+  const out = join(dir, 'pages')
+  t.is(cli([long, '--out', out]).status, 0)
+  const first = readdirSync(out)
+  t.true(first.length > 2, first.join(' '))
+  writeFileSync(join(out, 'notes.md'), 'mine')
+  const refused = cli([long, '--out', out])
+  t.is(refused.status, 1)
+  t.regex(refused.stderr, /--out .*pages is not empty \(\d+ entries: .*\); pass --overwrite/)
+  // a shorter text: the earlier run's extra pages must not stay beside the new ones
+  writeFileSync(long, texts[0].text.slice(0, 200))
+  const again = cli([long, '--out', out, '--overwrite'])
+  t.is(again.status, 0, again.stderr)
+  t.deepEqual(readdirSync(out).sort(), ['notes.md', 'run_page_001.png'])
+})
+
+test('encodePngAsync checks its sizes: no wrapped product lets 13 bytes claim 3.6G × 3.4G pixels', async (t) => {
+  const { encodePngAsync } = await import('../index.js')
+  // 3633886365 × 3384208571 × 3 is 13 modulo 2^64
+  await t.throwsAsync(async () => encodePngAsync(Buffer.alloc(13), 3633886365, 3384208571, 3), { message: /3633886365×3384208571/ })
+  await t.throwsAsync(async () => encodePngAsync(Buffer.alloc(0), 0, 0, 3), { message: /width, height/ })
+  await t.throwsAsync(async () => encodePngAsync(Buffer.alloc(12), 2, 2, 4), { message: /channels/ })
+  await t.throwsAsync(async () => encodePngAsync(Buffer.alloc(11), 2, 2, 3), { message: /11 bytes do not hold 2×2×3 pixels/ })
+  const png = await encodePngAsync(Buffer.alloc(12, 255), 2, 2, 3)
+  t.deepEqual(pngHeader(png), { width: 2, height: 2, colorType: 2 })
+})

@@ -1,5 +1,6 @@
 /** `vtc-r1 render`: text → page images, with a compression summary. */
-import { readFile } from 'node:fs/promises'
+import { readdir, readFile, rm } from 'node:fs/promises'
+import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { createReadStream } from 'node:fs'
 import { parseArgs } from 'node:util'
@@ -20,7 +21,9 @@ export const RENDER_HELP = `usage: vtc-r1 render [FILE|-] [options]
   --config FILE        a VTC-R1/Glyph render config JSON (overrides the preset)
   --font FILE          main font file
   --fallback-font FILE font for characters the main font lacks (repeatable)
-  --out DIR            write pages to DIR as <id>_page_NNN.png (default: no files)
+  --out DIR            write pages to DIR as <id>_page_NNN.png (default: no files); DIR must be empty or new
+  --overwrite          let --out name a folder that is not empty: its earlier pages (*_page_NNN.png/pgm/ppm) are
+                       removed first, other files are left alone
   --format png|raw     page file format: png (default), or raw pixels as binary PGM (grey) / PPM (RGB)
   --threads N          worker threads (default: all cores)
   --max-pixels N       Qwen3-VL pixel cap for the token count (default 262144, as VTC-R1 trains)
@@ -41,6 +44,7 @@ export async function renderCommand(argv: string[]): Promise<void> {
       threads: { type: 'string' },
       'max-pixels': { type: 'string' },
       layout: { type: 'boolean' },
+      overwrite: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -65,6 +69,7 @@ export async function renderCommand(argv: string[]): Promise<void> {
     const what = items.length === 0 ? 'has no rows' : items.length > 1 ? 'has only empty texts' : 'has no text'
     throw new VtcError('ERR_VTC_INVALID_INPUT', `${source} ${what}: nothing to render, no pages written`)
   }
+  if (values.out && !values.layout) await prepareOutDir(values.out, values.overwrite === true)
   const renderer = await Renderer.create({
     preset,
     config: values.config,
@@ -224,4 +229,30 @@ export async function readJsonl(path: string): Promise<BatchItem[]> {
     rows.push({ id: r.id === undefined ? String(n) : String(r.id), text: r.text })
   }
   return rows
+}
+
+/** Page files a render run writes: `<id>_page_NNN.png`, `.pgm` or `.ppm`. */
+const PAGE_FILE = /_page_\d{3,}\.(png|pgm|ppm)$/
+
+/**
+ * `--out` must not mix two runs' pages: a folder that is not empty is refused unless `overwrite`, and then the
+ * earlier run's pages are removed (only those: other files in it are the user's).
+ */
+async function prepareOutDir(dir: string, overwrite: boolean): Promise<void> {
+  let entries: string[]
+  try {
+    entries = await readdir(dir)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
+    throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `--out ${dir}: ${(err as Error).message}`)
+  }
+  if (entries.length === 0) return
+  if (!overwrite) {
+    const shown = entries.slice(0, 3).join(', ') + (entries.length > 3 ? ', …' : '')
+    throw new VtcError(
+      'ERR_VTC_INVALID_ARGUMENT',
+      `--out ${dir} is not empty (${entries.length} entries: ${shown}); pass --overwrite to replace an earlier run's pages, or choose a new folder`,
+    )
+  }
+  await Promise.all(entries.filter((e) => PAGE_FILE.test(e)).map((e) => rm(join(dir, e), { force: true })))
 }

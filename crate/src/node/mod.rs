@@ -16,3 +16,9 @@ pub(crate) fn to_napi(e: Error) -> napi::Error {
 pub(crate) fn guarded<T>(f: impl FnOnce() -> crate::Result<T>) -> napi::Result<T> {
     crate::error::catch_panic(f).map_err(to_napi)
 }
+
+/// Bytes of `width × height` pixels of `channels` 8-bit samples, or `None` when that overflows: sizes from
+/// JavaScript are never trusted to multiply without wrapping.
+pub(crate) fn pixel_bytes(width: u32, height: u32, channels: u32) -> Option<usize> {
+    (width as usize).checked_mul(height as usize)?.checked_mul(channels as usize)
+}

@@ -319,7 +319,7 @@ fn image_data(img: NativeImage) -> crate::Result<ImageData> {
     match (img.pixels, img.width, img.height) {
         (Some(px), Some(width), Some(height)) => {
             let channels = img.channels.unwrap_or(3);
-            if !(channels == 1 || channels == 3) || px.len() != width as usize * height as usize * channels as usize {
+            if !(channels == 1 || channels == 3) || super::pixel_bytes(width, height, channels) != Some(px.len()) {
                 return Err(Error::invalid(
                     "pixels",
                     format!("{} bytes do not hold {width}×{height}×{channels} pixels", px.len()),

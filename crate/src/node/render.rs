@@ -9,7 +9,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status, Task};
 use napi_derive::napi;
 
-use super::guarded;
+use super::{guarded, pixel_bytes};
 use crate::error::Error;
 use crate::render::batch::{render_batch, BatchOptions, BatchProgress, PageFormat, TextResult};
 use crate::render::png::{encode_png, PngCompression};
@@ -324,15 +324,21 @@ impl Task for BatchTask {
     }
 }
 
+/// PNG's largest image side.
+const MAX_PNG_SIDE: u32 = (1 << 31) - 1;
+
 /// Encodes raw pixels as PNG (off the JS thread).
 #[napi(ts_return_type = "Promise<Buffer>")]
 pub fn encode_png_async(data: Buffer, width: u32, height: u32, channels: u32, compression: Option<String>) -> napi::Result<AsyncTask<PngTask>> {
     let level = guarded(|| PngCompression::parse(compression.as_deref().unwrap_or("fast")))?;
-    let expected = width as usize * height as usize * channels as usize;
-    if !(channels == 1 || channels == 3) || data.len() != expected {
-        return guarded(|| {
-            Err(Error::invalid("data", format!("{} bytes do not hold {width}×{height}×{channels} pixels ({expected} bytes)", data.len())))
-        });
+    if !(channels == 1 || channels == 3) {
+        return guarded(|| Err(Error::invalid("channels", format!("{channels}: expected 1 (gray) or 3 (RGB)"))));
+    }
+    if width == 0 || height == 0 || width > MAX_PNG_SIDE || height > MAX_PNG_SIDE {
+        return guarded(|| Err(Error::invalid("width, height", format!("{width}×{height}: each side must be 1 to {MAX_PNG_SIDE} pixels (PNG)"))));
+    }
+    if pixel_bytes(width, height, channels) != Some(data.len()) {
+        return guarded(|| Err(Error::invalid("data", format!("{} bytes do not hold {width}×{height}×{channels} pixels", data.len()))));
     }
     let page = Page { width: width as usize, height: height as usize, channels: channels as usize, data: data.to_vec() };
     Ok(AsyncTask::new(PngTask { page, level }))
