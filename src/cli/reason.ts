@@ -314,7 +314,7 @@ function resultJson(r: MemoryResult, err?: MemoryError): Record<string, unknown>
   }
 }
 
-async function writeReport(path: string, r: MemoryResult, model: string, err?: MemoryError): Promise<void> {
+export async function writeReport(path: string, r: MemoryResult, model: string, err?: MemoryError): Promise<void> {
   try {
     await writeFile(path, await memoryReportHtml(r, { model, error: err ? `${err.code}: ${err.message}` : undefined }))
   } catch (e) {
