@@ -5,6 +5,7 @@
  * `ERR_VTC_ENGINE_UNAVAILABLE`.
  */
 import { fromNative, VtcError } from '../errors.js'
+import { resolveModel, type HubOptions } from '../hub/index.js'
 import * as core from '../native.js'
 import { imageBytes } from './images.js'
 import {
@@ -188,11 +189,21 @@ export interface LoadModelOptions {
    * it. Default: the model's.
    */
   contextLength?: number
+  /**
+   * For a model given by Hugging Face id: the revision (default `main`), the cache, the endpoint, the token,
+   * offline mode and download progress. Defaults come from the environment as for huggingface_hub (`HF_HUB_CACHE`,
+   * `HF_HOME`, `HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_OFFLINE`).
+   */
+  hub?: Omit<HubOptions, 'signal'>
   signal?: AbortSignal
 }
 
-/** Loads a model directory into the embedded engine. */
-export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<EmbeddedBackend> {
+/**
+ * Loads a model into the embedded engine: a model directory, or a Hugging Face model id (`org/name`) from the hub
+ * cache, which is downloaded into the cache first when it is not there (see `pullModel`). An existing path is
+ * always a directory.
+ */
+export async function loadModel(model: string, options: LoadModelOptions = {}): Promise<EmbeddedBackend> {
   const binding = engineBinding()
   if (!binding) {
     throw new VtcError(
@@ -201,8 +212,8 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
         'use an OpenAI-compatible server instead (--base-url URL, or OpenAIBackend)',
     )
   }
-  if (typeof dir !== 'string' || !dir) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', 'loadModel: give the model directory')
-  const { signal, prefixReuse, visionCache, maxPixels, minPixels, imageMaxPixels, maxBatch, prefixCacheMb, contextLength, ...rest } = options
+  if (typeof model !== 'string' || !model) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', 'loadModel: give a model directory or a Hugging Face model id (org/name)')
+  const { signal, hub, prefixReuse, visionCache, maxPixels, minPixels, imageMaxPixels, maxBatch, prefixCacheMb, contextLength, ...rest } = options
   if (prefixReuse !== undefined && typeof prefixReuse !== 'boolean') {
     throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `loadModel: prefixReuse must be a boolean, got ${JSON.stringify(prefixReuse)}`)
   }
@@ -234,8 +245,9 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
     ...(contextLength !== undefined ? { maxContext: contextLength } : {}),
     ...(visionCache === false ? { visionCacheImages: 0 } : typeof visionCache === 'number' ? { visionCacheImages: visionCache } : {}),
   }
+  const { dir, id } = await resolveModel(model, { ...hub, signal })
   try {
-    return new EmbeddedBackend(await binding.load(dir, load, signal))
+    return new EmbeddedBackend(await binding.load(dir, load, signal), dir, id)
   } catch (err) {
     throw fromNative(err)
   }
@@ -243,10 +255,15 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
 
 /** A `Backend` over the in-process engine. */
 export class EmbeddedBackend implements ChatModel {
-  constructor(readonly engine: NativeEngine) {}
+  /** `dir`: the directory loaded; `id`: the Hugging Face model id it was loaded by, which is then its name. */
+  constructor(
+    readonly engine: NativeEngine,
+    readonly dir?: string,
+    private readonly id?: string,
+  ) {}
 
   get name(): string {
-    return this.engine.name
+    return this.id ?? this.engine.name
   }
 
   /** Prompt plus completion tokens a request may take (`LoadModelOptions.contextLength` or the model's window). */

@@ -1,9 +1,9 @@
 /** `vtc-r1 eval`: run benchmarks in vtc and/or baseline mode, grade every sample, write results and reports. */
-import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 
+import { EmbeddedBackend } from '../backends/embedded.js'
 import { VtcError } from '../errors.js'
 import { BENCHMARKS, benchmarkName, BenchmarkFormatError, loadBenchmark, type Benchmark } from '../eval/bench.js'
 import { importRecorded } from '../eval/recorded.js'
@@ -18,7 +18,7 @@ import { BACKEND_OPTIONS, backendFromArgs, LOOP_OPTIONS, memoryOptionsFromArgs, 
 export const BUNDLED_BENCH_DIR = fileURLToPath(new URL('../../benchmarks/', import.meta.url))
 const BUNDLED = ['math500', 'aime25', 'amc23']
 
-export const EVAL_HELP = `usage: vtc-r1 eval (--model DIR | --base-url URL [--api-model NAME]) --bench LIST [options]
+export const EVAL_HELP = `usage: vtc-r1 eval (--model DIR|ORG/NAME | --base-url URL [--api-model NAME]) --bench LIST [options]
        vtc-r1 eval --report-only [--out DIR]
        vtc-r1 eval --from-outputs FILE --bench NAME [--out DIR]
   Runs each question of the benchmarks with the optical-memory loop (vtc) and/or the long-context baseline,
@@ -46,8 +46,8 @@ export const EVAL_HELP = `usage: vtc-r1 eval (--model DIR | --base-url URL [--ap
   --from-outputs FILE   grade outputs recorded elsewhere (.parquet/.jsonl with question or id, and
                         raw_output/output; a "correct" column is compared with our verdicts) instead of running;
                         whether each trace finished (a final answer after its reasoning) is read from its text
-  --model DIR, --device, --dtype, --quantize Q, --quant-cache-dir DIR, --image-max-pixels N, --max-pixels N,
-  --base-url URL, --api-model NAME,
+  --model DIR|ORG/NAME, --device, --dtype, --quantize Q, --quant-cache-dir DIR, --image-max-pixels N,
+  --max-pixels N, --base-url URL, --api-model NAME,
   --api-key KEY, --context-length N: as for reason
   --max-rounds N (8), --round-tokens N (8192), --temperature T (0.6), --top-p P (0.95), --top-k K,
   --seed N (sample k uses N + k), --images-first, --preset, --render-config FILE, --font FILE: as for reason`
@@ -112,7 +112,6 @@ export async function evalCommand(argv: string[]): Promise<void> {
     throw new VtcError('ERR_VTC_INVALID_ARGUMENT', 'eval: give --model DIR (embedded engine) or --base-url URL (an OpenAI-compatible server)')
   }
   if (values.model && values['base-url']) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', 'eval: give either --model DIR or --base-url URL, not both')
-  if (values.model && !existsSync(values.model)) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `--model ${values.model}: no such directory`)
   const memory = memoryOptionsFromArgs(values)
   const concurrency = values.concurrency === undefined ? 8 : positiveInt('--concurrency', values.concurrency)
   const samples = values.samples === undefined ? undefined : positiveInt('--samples', values.samples)
@@ -134,7 +133,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
       memory,
       retryFailed: values['retry-failed'] === true,
       backendInfo: values.model ? { model: backend.name, backend: 'embedded', ...engineSettings(values) } : { model: backend.name, backend: values['base-url'] },
-      ...(values.model ? { modelDir: values.model } : {}),
+      ...(backend instanceof EmbeddedBackend && backend.dir ? { modelDir: backend.dir } : {}),
       signal: interrupt.signal,
       onProgress: (p) => {
         bar ??= new ProgressBar('eval', p.total, 'samples')

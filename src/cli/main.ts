@@ -4,6 +4,7 @@ import { VtcError } from '../errors.js'
 import { datasetCommand } from './dataset.js'
 import { demoCommand, DEMO_HELP } from './demo.js'
 import { evalCommand, EVAL_HELP } from './eval.js'
+import { pullCommand, PULL_HELP } from './pull.js'
 import { reasonCommand, REASON_HELP } from './reason.js'
 import { renderCommand, RENDER_HELP } from './render.js'
 import { serveCommand, SERVE_HELP } from './serve.js'
@@ -17,6 +18,7 @@ commands:
   reason   solve a question with the optical-memory loop, streaming each round (vtc-r1 reason --help)
   eval     run benchmarks in vtc and baseline mode, grade, and report accuracy/tokens/latency (vtc-r1 eval --help)
   serve    serve a model over an OpenAI-compatible HTTP API (vtc-r1 serve --help)
+  pull     download a Hugging Face model (org/name) into the Hugging Face cache (vtc-r1 pull --help)
 
 ${DEMO_HELP}
 
@@ -26,7 +28,9 @@ ${REASON_HELP}
 
 ${EVAL_HELP}
 
-${SERVE_HELP}`
+${SERVE_HELP}
+
+${PULL_HELP}`
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   demo: demoCommand,
@@ -35,6 +39,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   reason: reasonCommand,
   eval: evalCommand,
   serve: serveCommand,
+  pull: pullCommand,
 }
 
 async function main(argv: string[]): Promise<void> {

@@ -23,7 +23,7 @@ export class ProgressBar {
       .map(([k, v]) => `${(v / Math.max(secs, 1e-9)).toFixed(1)} ${k}/s`)
       .join(' ')
     process.stderr.write(
-      `\r${this.label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${this.total} ` +
+      `\r${this.label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${count(done)}/${count(this.total)} ` +
         `${rate.toFixed(1)} ${this.unit}/s ${rates} ETA ${formatSeconds(eta)}   `,
     )
   }
@@ -32,6 +32,9 @@ export class ProgressBar {
     if (this.tty) process.stderr.write('\n')
   }
 }
+
+/** Whole counts as they are, fractional ones (megabytes) to one decimal. */
+const count = (n: number) => (Number.isInteger(n) ? String(n) : n.toFixed(1))
 
 export function formatSeconds(s: number): string {
   if (!Number.isFinite(s)) return '--'

@@ -9,13 +9,15 @@ import { VtcError } from '../errors.js'
 import { MemoryError, OpticalMemory, type MemoryEvent, type MemoryResult, type OpticalMemoryOptions } from '../memory.js'
 import type { Preset } from '../render.js'
 import { stopOnInterrupt } from './interrupt.js'
+import { pullReporter } from './pull.js'
 
-export const REASON_HELP = `usage: vtc-r1 reason (--model DIR | --base-url URL [--api-model NAME]) [QUESTION|-] [options]
+export const REASON_HELP = `usage: vtc-r1 reason (--model DIR|ORG/NAME | --base-url URL [--api-model NAME]) [QUESTION|-] [options]
   Solves a question with the VTC-R1 optical-memory loop: each round's reasoning streams to the terminal,
   is rendered into page images and fed back; prints the answer and a token/latency summary.
 
   QUESTION|-            the question text, or - (or nothing, with a pipe) to read it from standard input
-  --model DIR           a Hugging Face model directory, run in-process by the embedded engine
+  --model DIR|ORG/NAME  a Hugging Face model directory, or a model id from the Hugging Face cache (downloaded
+                        into it when missing, see vtc-r1 pull), run in-process by the embedded engine
   --device cpu|cuda     embedded engine device (default cpu)
   --dtype f32|bf16|f16  embedded engine weight type (default f32)
   --quantize Q          embedded engine: quantize the decoder's weights (q8_0, q6k, q5k, q4k, q4_0)
@@ -96,6 +98,11 @@ export async function backendFromArgs(v: BackendArgs, command: string, maxBatch?
       ...(v['max-pixels'] !== undefined ? { maxPixels: positiveInt('--max-pixels', v['max-pixels']) } : {}),
       ...(maxBatch !== undefined ? { maxBatch } : {}),
       ...(contextLength !== undefined ? { contextLength } : {}),
+      hub: { onProgress: pullReporter(v.model) },
+    }).catch((err: unknown) => {
+      // the flag, not the function, is what the user gave
+      if (err instanceof VtcError && err.code === 'ERR_VTC_MODEL_NOT_FOUND') throw new VtcError(err.code, `--model ${err.message}`, { cause: err })
+      throw err
     })
   }
   for (const flag of ['device', 'dtype', 'quantize', 'quant-cache-dir', 'image-max-pixels', 'max-pixels'] as const) {

@@ -5,12 +5,13 @@ import { VtcError } from '../errors.js'
 import { createServer, type ServerOptions } from '../server/index.js'
 import { BACKEND_OPTIONS, backendFromArgs, positiveInt } from './reason.js'
 
-export const SERVE_HELP = `usage: vtc-r1 serve (--model DIR | --base-url URL [--api-model NAME]) [options]
+export const SERVE_HELP = `usage: vtc-r1 serve (--model DIR|ORG/NAME | --base-url URL [--api-model NAME]) [options]
   Serves the model over an OpenAI-compatible API: POST /v1/chat/completions (JSON or SSE streaming, text and
   image parts), GET /v1/models, GET /health. The model "<name>:vtc" (or a request field "vtc": true) runs the
   VTC-R1 optical-memory loop server-side and returns every round's output plus a "vtc" summary.
 
-  --model DIR           a Hugging Face model directory, run in-process by the embedded engine
+  --model DIR|ORG/NAME  a Hugging Face model directory, or a model id from the Hugging Face cache (downloaded
+                        into it when missing, see vtc-r1 pull), run in-process by the embedded engine
   --device cpu|cuda     embedded engine device (default cpu)
   --dtype f32|bf16|f16  embedded engine weight type (default f32)
   --quantize Q          embedded engine: quantize the decoder's weights (q8_0, q6k, q5k, q4k, q4_0)

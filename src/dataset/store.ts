@@ -6,7 +6,7 @@
  */
 import { constants } from 'node:fs'
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 
 import { VtcError } from '../errors.js'
 import type { Totals } from './stats.js'
@@ -224,21 +224,28 @@ const short = (v: unknown) => {
 }
 
 export async function acquireLock(dir: string): Promise<void> {
-  const path = join(dir, FILES.lock)
+  await lockFile(join(dir, FILES.lock), `writing ${dir}`, 'writing to the output directory')
+}
+
+/**
+ * Creates the lock file `path` holding our pid; one left by a process that died is taken over. A live holder is
+ * an ERR_VTC_BUSY that says it is `busy`.
+ */
+export async function lockFile(path: string, busy: string, doing = 'creating the lock file'): Promise<void> {
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       await writeFile(path, String(process.pid), { flag: 'wx' })
       return
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(err, dir, 'writing to the output directory')
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(err, dirname(path), doing)
     }
     const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim())
     if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
-      throw new VtcError('ERR_VTC_BUSY', `another vtc-r1 process (pid ${pid}) is writing ${dir}`)
+      throw new VtcError('ERR_VTC_BUSY', `another vtc-r1 process (pid ${pid}) is ${busy}`)
     }
-    await rm(path, { force: true }) // left by a build that died
+    await rm(path, { force: true }) // left by a process that died
   }
-  throw new VtcError('ERR_VTC_BUSY', `cannot lock ${dir}`)
+  throw new VtcError('ERR_VTC_BUSY', `cannot lock ${path}`)
 }
 
 function alive(pid: number): boolean {

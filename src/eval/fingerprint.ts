@@ -17,28 +17,18 @@ import { open, readFile } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 
 import { VtcError } from '../errors.js'
+import { indexShards, MODEL_FILES, WEIGHTS, WEIGHTS_INDEX } from '../model-files.js'
 
-/** The files besides the weights that the engine reads (crate/src: tokenizer.rs, weights.rs, engine/, generate/). */
-const SMALL_FILES = [
-  'config.json',
-  'generation_config.json',
-  'preprocessor_config.json',
-  'tokenizer.json',
-  'tokenizer_config.json',
-  'chat_template.jinja',
-  'chat_template.json',
-  'model.safetensors.index.json',
-]
 const BLOCK = 4096
 const SPREAD = 64
 
 /** File name → fingerprint, for the files of `dir` that determine the model's outputs. */
 export async function modelFingerprint(dir: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {}
-  for (const name of SMALL_FILES) {
+  for (const name of MODEL_FILES) {
     if (existsSync(join(dir, name))) out[name] = await contentHash(join(dir, name), 'model file')
   }
-  for (const path of await weightFiles(dir, out['model.safetensors.index.json'] !== undefined)) {
+  for (const path of await weightFiles(dir, out[WEIGHTS_INDEX] !== undefined)) {
     out[basename(path)] = await weightFingerprint(path)
   }
   return out
@@ -55,16 +45,9 @@ export async function contentHash(path: string, what: string): Promise<string> {
 
 /** The engine's choice (crate/src/weights.rs): the shards the index names, else model.safetensors. */
 async function weightFiles(dir: string, indexed: boolean): Promise<string[]> {
-  if (!indexed) return [join(dir, 'model.safetensors')]
-  const indexPath = join(dir, 'model.safetensors.index.json')
-  let map: unknown
-  try {
-    map = (JSON.parse(await readFile(indexPath, 'utf8')) as { weight_map?: unknown }).weight_map
-  } catch (err) {
-    throw new VtcError('ERR_VTC_INVALID_INPUT', `${indexPath}: not valid JSON (${(err as Error).message})`, { cause: err })
-  }
-  if (!map || typeof map !== 'object') throw new VtcError('ERR_VTC_INVALID_INPUT', `${indexPath}: no "weight_map" object`)
-  return [...new Set(Object.values(map).map(String))].sort().map((f) => join(dir, f))
+  if (!indexed) return [join(dir, WEIGHTS)]
+  const indexPath = join(dir, WEIGHTS_INDEX)
+  return indexShards(await readFile(indexPath, 'utf8'), indexPath).map((f) => join(dir, f))
 }
 
 /** `<size> B, sha256:<hash of the header and the sampled blocks>` of one safetensors file. */
