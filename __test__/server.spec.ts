@@ -499,7 +499,7 @@ async function refused(t: ExecutionContext, url: string, res: Response | Promise
   const t0 = performance.now()
   const ok = await post(url, hello, init)
   t.is(ok.status, 200, 'the server answers a normal request afterwards')
-  t.true(performance.now() - t0 < 2000, 'promptly')
+  t.true(performance.now() - t0 < 5000, 'promptly (a wedged server never answers)')
   return { status: r.status, error: body.error }
 }
 
@@ -582,7 +582,7 @@ test('local images only from --allowed-media-dir: links followed and checked, re
   for (const name of names) {
     const t0 = performance.now()
     const res = await refused(t, url, post(url, withImages(name)))
-    t.true(performance.now() - t0 < 3000, `${name} answered at once`)
+    t.true(performance.now() - t0 < 5000, `${name} answered at once`)
     t.is(res.status, 400, name)
     t.is(res.error.message, "messages[0].content[1].image_url.url: no readable file by that name in the server's media directory (--allowed-media-dir)", name)
   }
@@ -700,12 +700,13 @@ function rawHttp(url: string, data: string): Promise<string> {
 }
 
 test('deadlines: a request past --request-timeout is aborted with 408; headers and bodies that arrive too slowly get 408', async (t) => {
-  const model = new ScriptedModel([{ pieces: Array.from({ length: 100 }, () => 'x'), delayMs: 20 }, { pieces: ['ok'] }])
+  // 10 s of output unless the deadline cuts it
+  const model = new ScriptedModel([{ pieces: Array.from({ length: 500 }, () => 'x'), delayMs: 20 }, { pieces: ['ok'] }])
   const { server, url } = await serve(model, { requestTimeoutMs: 300, headersTimeoutMs: 500, bodyTimeoutMs: 1000 })
   t.teardown(() => server.close())
   const t0 = performance.now()
   const late = await post(url, hello)
-  t.true(performance.now() - t0 < 1500)
+  t.true(performance.now() - t0 < 5000)
   t.is(late.status, 408)
   t.regex(((await late.json()) as any).error.message, /^the request ran past the server's deadline of 0\.3 s \(--request-timeout\)/)
   t.true(model.aborted[0], 'the generation was aborted')

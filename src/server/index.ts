@@ -177,9 +177,10 @@ export class VtcServer {
     })
     this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       // what node answers itself otherwise, but naming the limit: headers or body too slow, headers too large;
-      // nothing when a response is half sent on the connection
+      // nothing when the connection's request already has an answer (sent, or being sent)
       const res = this.responses.get(socket)
-      if (err.code !== 'ECONNRESET' && socket.writable && (!res?.headersSent || res.writableFinished)) {
+      const answered = res?.headersSent && !(res.writableFinished && res.req.complete)
+      if (err.code !== 'ECONNRESET' && socket.writable && !answered) {
         const s = (ms: number) => (ms ? `${ms / 1000} s` : 'no limit')
         const e =
           err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
@@ -533,7 +534,6 @@ export class VtcServer {
       return
     }
     const e = toHttpError(err)
-    if (e.status === 413) res.setHeader('connection', 'close')
     this.json(res, e.status, e.body())
   }
 }
@@ -748,7 +748,10 @@ function whole(options: ServerOptions, name: keyof ServerOptions, fallback: numb
   return v
 }
 
-/** The request body, refusing more than `limit` bytes with a 413 (the rest is drained, not kept). */
+/**
+ * The request body, refusing more than `limit` bytes with a 413. The rest is drained, not kept (the body timeout
+ * bounds it), so a client still sending reads the 413 rather than a reset connection.
+ */
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const tooLarge = () =>
     new HttpError(413, `the request body exceeds the server's limit of ${limit} bytes (--max-body-mb)`, null, 'invalid_request_error', 'request_too_large')
