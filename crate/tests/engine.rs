@@ -20,18 +20,6 @@ fn request(gj: &Value, pages: &[&str], params: GenerationParams) -> ChatRequest 
     request_in(&e2e_dir(), gj, pages, params)
 }
 
-/// A round of the optical-memory loop on a fixture: system prompt, question and `pages` of `dir`.
-fn request_in(dir: &std::path::Path, gj: &Value, pages: &[&str], params: GenerationParams) -> ChatRequest {
-    let mut parts = vec![Part::Text { text: gj["question"].as_str().unwrap().into() }];
-    parts.extend(pages.iter().map(|_| Part::Image));
-    let messages = vec![
-        Message::text("system", gj["system_prompt"].as_str().unwrap()),
-        Message { role: "user".into(), content: Content::Parts(parts) },
-    ];
-    let images = pages.iter().map(|p| ImageData::File(dir.join(p))).collect();
-    ChatRequest::new(messages, images, params)
-}
-
 fn greedy(max_tokens: usize) -> GenerationParams {
     GenerationParams { max_tokens, ignore_eos: true, logprobs: Some(3), ..Default::default() }
 }

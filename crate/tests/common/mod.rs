@@ -133,3 +133,21 @@ pub fn set(v: &mut Value, path: &str, x: Value) {
     }
     cur.as_object_mut().unwrap().insert(parts[parts.len() - 1].to_string(), x);
 }
+
+/// A round of the optical-memory loop on a fixture: system prompt, question and `pages` of `dir`.
+pub fn request_in(dir: &std::path::Path, gj: &Value, pages: &[&str], params: vtc_r1::generate::GenerationParams) -> vtc_r1::engine::ChatRequest {
+    use vtc_r1::tokenizer::{Content, Message, Part};
+    let mut parts = vec![Part::Text { text: gj["question"].as_str().unwrap().into() }];
+    parts.extend(pages.iter().map(|_| Part::Image));
+    let messages = vec![
+        Message::text("system", gj["system_prompt"].as_str().unwrap()),
+        Message { role: "user".into(), content: Content::Parts(parts) },
+    ];
+    let images = pages.iter().map(|p| vtc_r1::engine::ImageData::File(dir.join(p))).collect();
+    vtc_r1::engine::ChatRequest::new(messages, images, params)
+}
+
+/// A fixture directory's `golden.json`.
+pub fn golden_json_in(dir: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap()
+}
