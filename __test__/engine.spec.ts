@@ -211,3 +211,23 @@ test('contextLength holds every request to it: generation stops there, a longer 
     for await (const _ of model.chat(long, { maxTokens: 4 })) void _
   }, { message: /context/ })
 })
+
+const onCuda = process.env.VTC_TEST_DEVICE === 'cuda'
+;(onCuda ? test : test.skip)('on CUDA: the embedded engine reproduces the reference greedy continuation with a page (runs with VTC_TEST_DEVICE=cuda; scripts/gpu-check.sh)', async (t) => {
+  const model = await loadModel(E2E, { device: 'cuda' })
+  t.teardown(() => model.dispose())
+  // the one-page case: its top-1 margin (0.23) leaves room for the GPU's other summation order
+  const png = readFileSync(`${E2E}${golden.cases.one_page.pages[0]}`)
+  const n = tensorShape(`${E2E}golden.safetensors`, 'one_page.greedy_tokens').at(-1)!
+  let text = ''
+  for await (const ev of model.chat(
+    [
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'user', content: [{ type: 'text', text: QUESTION }, { type: 'image', image: png }] },
+    ],
+    { maxTokens: n, temperature: 0 },
+  )) {
+    if (ev.type === 'text') text += ev.text
+  }
+  t.is(text, golden.cases.one_page.greedy_text)
+})

@@ -54,7 +54,11 @@ export async function buildCases(model, reps, promptTokens, dir) {
 export async function runOurs(spec) {
   const { NativeEngine } = await import('../index.js')
   const t0 = performance.now()
-  const engine = await NativeEngine.load(spec.model, { dtype: spec.dtype, ...(spec.quantize ? { quantize: spec.quantize, quantCacheDir: spec.quant_cache_dir } : {}) })
+  const engine = await NativeEngine.load(spec.model, {
+    dtype: spec.dtype,
+    ...(spec.device ? { device: spec.device } : {}),
+    ...(spec.quantize ? { quantize: spec.quantize, quantCacheDir: spec.quant_cache_dir } : {}),
+  })
   const loadS = (performance.now() - t0) / 1000
   const run = (content, maxTokens) =>
     engine.generate({ messages: [{ role: 'user', content }], maxTokens, ignoreEos: true }, () => {})

@@ -5,7 +5,7 @@
 // tok/s, decode tok/s.
 //
 //   node bench/engine.js [--family qwen3vl|glm4v] [--model DIR] [--dtype f32,bf16] [--python PY] [--reps 3]
-//                        [--decode 64] [--prompt-tokens 1500] [--threads N]
+//                        [--decode 64] [--prompt-tokens 1500] [--threads N] [--device cpu|cuda]
 //
 // --family picks the architecture (default: the model_type in --model's config.json when --model exists, else
 // qwen3vl). --model defaults to ../bench-models/qwen3vl-1024x8 (qwen3vl) or ../bench-models/glm4v-1024x8 (glm4v)
@@ -44,6 +44,8 @@ async function drive() {
   const decode = Number(opt('decode', 64))
   const promptTokens = Number(opt('prompt-tokens', 1500))
   const threads = Number(opt('threads', availableParallelism()))
+  // cuda: both sides on the GPU (ours needs a --features cuda build: npm run build:native:cuda)
+  const device = opt('device', 'cpu')
   if (!existsSync(join(model, 'config.json'))) {
     console.log(`building the random ${family} model in ${model} ...`)
     execFileSync(python, [join(root, FAMILIES[family].script), model, '--seed', '0'], { stdio: 'inherit' })
@@ -59,7 +61,7 @@ async function drive() {
   const rows = []
   for (const dtype of dtypes) {
     const spec = join(dir, `spec-${dtype}.json`)
-    writeFileSync(spec, JSON.stringify({ model, dtype, threads, decode_tokens: decode, text_cases: textCases, page_cases: pageCases }))
+    writeFileSync(spec, JSON.stringify({ model, dtype, device, threads, decode_tokens: decode, text_cases: textCases, page_cases: pageCases }))
     const child = (cmd, argv) => JSON.parse(execFileSync(cmd, argv, { env, encoding: 'utf8', maxBuffer: 1 << 26, stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop())
     const a = child(process.execPath, [fileURLToPath(import.meta.url), '--worker', spec])
     const b = child(python, [join(root, 'bench/engine_ref.py'), spec])
@@ -77,6 +79,8 @@ async function drive() {
     line(`prefill, text (${o.prompt} tok)`, o.prefill, r.prefill, 'tok/s')
     line(`decode (${decode} tok after the prompt)`, o.decode, r.decode, 'tok/s')
     line('peak RSS', a.peak_rss_mb, b.peak_rss_mb, 'MB', false)
+    // torch reports its own allocations; ours is read from nvidia-smi by scripts/gpu-check.sh
+    if (b.peak_gpu_mb !== undefined) console.log(`  PyTorch peak GPU memory ${fmt(b.peak_gpu_mb)} MB`)
     const same = a.text_runs.map((t, i) => commonPrefix(t.text, b.text_runs[i].text))
     console.log(`  same greedy text as PyTorch: ${same.map((n, i) => `${n}/${b.text_runs[i].text.length}`).join(', ')} chars; prompt tokens ${o.prompt} vs ${r.prompt}, page tokens ${o.pagePrompt} vs ${r.pagePrompt}`)
   }

@@ -36,11 +36,18 @@ def model_family(model_dir):
     raise SystemExit(f"{model_dir}: model_type {model_type!r} is neither qwen3_vl nor glm4v")
 
 
+def sync():
+    # GPU work is asynchronous: a timestamp means something only once the device has caught up
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 class Clock(LogitsProcessor):
     def __init__(self):
         self.times = []
 
     def __call__(self, input_ids, scores):
+        sync()
         self.times.append(time.perf_counter())
         return scores
 
@@ -52,14 +59,15 @@ def main():
     t0 = time.perf_counter()
     model_class, pad_token_id = model_family(spec["model"])
     processor = AutoProcessor.from_pretrained(spec["model"])
-    model = model_class.from_pretrained(spec["model"], dtype=dtype).eval()
+    device = spec.get("device", "cpu")
+    model = model_class.from_pretrained(spec["model"], dtype=dtype).eval().to(device)
     merge = processor.image_processor.merge_size
     load_s = time.perf_counter() - t0
     n = spec["decode_tokens"]
 
     def inputs_for(content):
         msgs = [{"role": "user", "content": content}]
-        return processor.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True, return_dict=True, return_tensors="pt")
+        return processor.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True, return_dict=True, return_tensors="pt").to(device)
 
     def generate(inputs, max_new):
         clock = Clock()
@@ -89,8 +97,10 @@ def main():
             grid = inputs["image_grid_thw"]
             # the vision encoder alone (patch embed, blocks, DeepStack mergers for Qwen3-VL; downsample and merger
             # for GLM-4.1V), on the processor's pixel values
+            sync()
             tv = time.perf_counter()
             model.model.get_image_features(inputs["pixel_values"].to(dtype), grid)
+            sync()
             vision_ms = (time.perf_counter() - tv) * 1e3
             # the whole request to its first token: vision encode + prefill
             start, times, _ = generate(inputs, 1)
@@ -109,6 +119,7 @@ def main():
         "text_runs": text_runs,
         "page_runs": page_runs,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **({"peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20} if device != "cpu" else {}),
     }))
 
 
