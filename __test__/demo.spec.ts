@@ -30,3 +30,15 @@ test('demo replays the trace through the loop: per-round token accounting, pages
   t.regex(readFileSync(join(out, 'report.html'), 'utf8'), /Round 1[\s\S]*data:image\/png;base64/)
   t.regex(r.stdout, /vtc-r1 demo --model/)
 })
+
+test('vtc-r1 --help lists the commands in a screen; --version prints the package version', (t) => {
+  const cli = (args: string[]) => spawnSync(process.execPath, ['--import=tsx', join(ROOT, 'src/cli/main.ts'), ...args], { encoding: 'utf8', cwd: ROOT })
+  const help = cli(['--help'])
+  t.is(help.status, 0)
+  const lines = help.stdout.trim().split('\n')
+  t.true(lines.length <= 24, `${lines.length} lines`)
+  for (const cmd of ['demo', 'render', 'reason', 'serve', 'eval', 'dataset', 'pull']) t.regex(help.stdout, new RegExp(`^  ${cmd} `, 'm'))
+  const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }
+  t.is(cli(['--version']).stdout.trim(), version)
+  t.regex(cli(['serve', '--help']).stdout, /^usage: vtc-r1 serve/)
+})

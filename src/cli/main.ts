@@ -1,36 +1,30 @@
 #!/usr/bin/env node
 /** The `vtc-r1` command line. */
+import { readFileSync } from 'node:fs'
+
 import { VtcError } from '../errors.js'
 import { datasetCommand } from './dataset.js'
-import { demoCommand, DEMO_HELP } from './demo.js'
-import { evalCommand, EVAL_HELP } from './eval.js'
-import { pullCommand, PULL_HELP } from './pull.js'
-import { reasonCommand, REASON_HELP } from './reason.js'
-import { renderCommand, RENDER_HELP } from './render.js'
-import { serveCommand, SERVE_HELP } from './serve.js'
+import { demoCommand } from './demo.js'
+import { evalCommand } from './eval.js'
+import { pullCommand } from './pull.js'
+import { reasonCommand } from './reason.js'
+import { renderCommand } from './render.js'
+import { serveCommand } from './serve.js'
 
-const HELP = `usage: vtc-r1 <command> [options]
+const HELP = `usage: vtc-r1 <command> [options]      (vtc-r1 <command> --help for its options)
 
 commands:
-  demo     render a bundled real reasoning trace and print the compression it achieves
-  render   render text into VTC-R1 page images (vtc-r1 render --help)
-  dataset  build the VTC-R1 training set from OpenR1-Math-220K (vtc-r1 dataset build --help)
-  reason   solve a question with the optical-memory loop, streaming each round (vtc-r1 reason --help)
-  eval     run benchmarks in vtc and baseline mode, grade, and report accuracy/tokens/latency (vtc-r1 eval --help)
-  serve    serve a model over an OpenAI-compatible HTTP API (vtc-r1 serve --help)
-  pull     download a Hugging Face model (org/name) into the Hugging Face cache (vtc-r1 pull --help)
+  demo     the optical-memory loop on a bundled real reasoning trace: rounds, pages and the tokens they save
+  render   render text into VTC-R1 page images
+  reason   solve a question with the optical-memory loop on a model, streaming each round
+  serve    serve a model over an OpenAI-compatible HTTP API
+  eval     run benchmarks in vtc and baseline mode, grade, and report accuracy, tokens and latency
+  dataset  build the VTC-R1 training set from OpenR1-Math-220K
+  pull     download a Hugging Face model (org/name) into the Hugging Face cache
 
-${DEMO_HELP}
+  --version  print the version`
 
-${RENDER_HELP}
-
-${REASON_HELP}
-
-${EVAL_HELP}
-
-${SERVE_HELP}
-
-${PULL_HELP}`
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   demo: demoCommand,
@@ -46,6 +40,10 @@ async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv
   if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     console.log(HELP)
+    return
+  }
+  if (cmd === '--version' || cmd === '-v' || cmd === 'version') {
+    console.log(VERSION)
     return
   }
   const run = COMMANDS[cmd]
