@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 
 import test from 'ava'
 
-import { EmbeddedBackend, engineBinding, loadModel, type NativeEngine, type NativeGenerateRequest, type NativeGenerationEvent } from '../src/backends/embedded.js'
+import { EmbeddedBackend, type NativeEngine, type NativeGenerateRequest, type NativeGenerationEvent } from '../src/backends/embedded.js'
 import { OpenAIBackend } from '../src/backends/openai.js'
 import { memoryReportHtml, summaryText } from '../src/cli/reason.js'
 import { abortError, GenerationError, type ChatModel, type GenerateRequest, type GenerationEvent } from '../src/backends/types.js'
@@ -366,6 +366,7 @@ test('the HTML report shows each round beside its pages, as PNG data URLs, self-
  */
 class ScriptedEngine implements NativeEngine {
   readonly name = 'engine'
+  readonly modelType = 'qwen3_vl'
   readonly contextLength = 65536
   readonly requests: NativeGenerateRequest[] = []
   stoppedEarly = false
@@ -468,15 +469,11 @@ test('embedded backend adapter: engine errors keep the partial text and their co
   t.true(engine2.stoppedEarly)
 })
 
-test('--model without the native engine built: a clear ERR_VTC_ENGINE_UNAVAILABLE', async (t) => {
-  if (engineBinding()) return t.pass('the native engine is built; nothing to check here')
-  await t.throwsAsync(loadModel('/models/VTC-R1-Glyph'), { code: 'ERR_VTC_ENGINE_UNAVAILABLE', message: /embedded engine not built yet/ })
-})
-
 test('embedded backend adapter: pieces still in flight when the engine settles come from the result text', async (t) => {
   // the napi promise can overtake the threadsafe-function events: the last piece never reaches onEvent in time
   const engine: NativeEngine = {
     name: 'engine',
+    modelType: 'qwen3_vl',
     contextLength: 1000,
     async generate(_request, onEvent) {
       onEvent({ text: 'Hello', tokens: 1 })

@@ -20,21 +20,5 @@ export {
   type TokenLogprob,
   type Usage,
 } from './types.js'
-export { OpenAIBackend, apiRoot, sseData, type OpenAIBackendOptions } from './openai.js'
-export {
-  EmbeddedBackend,
-  engineBinding,
-  loadModel,
-  type LoadModelOptions,
-  type NativeEngine,
-  type NativeEngineBinding,
-  type NativeGenerateRequest,
-  type NativeGenerationEvent,
-  type NativeGenerationResult,
-  type NativeImage,
-  type NativeLoadOptions,
-  type NativeMessage,
-  type NativePart,
-  type Quantization,
-} from './embedded.js'
-export { imageBytes, imageDataUrl, sniffImage } from './images.js'
+export { OpenAIBackend, type OpenAIBackendOptions } from './openai.js'
+export { EmbeddedBackend, loadModel, type LoadModelOptions, type Quantization } from './embedded.js'
