@@ -396,7 +396,11 @@ test('proxy: our server in front of a remote backend passes its client errors th
   const { url } = await server.listen()
   t.teardown(() => server.close())
   const post = (body: Record<string, unknown>) =>
-    fetch(`${url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify({ messages: [{ role: 'user', content: 'ping' }], ...body }) })
+    fetch(`${url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ messages: [{ role: 'user', content: 'ping' }], ...body }),
+    })
   const ok = await post({ max_tokens: 10 })
   t.is(((await ok.json()) as any).choices[0].message.content, 'pong')
   const tooLong = await post({ max_tokens: 5000 })
