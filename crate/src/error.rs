@@ -55,6 +55,10 @@ pub enum Error {
     #[error("prompt has {tokens} tokens but the model's context is {max} tokens")]
     ContextLength { tokens: usize, max: usize },
 
+    /// Found while counting a long prompt piece by piece, before all of it was tokenized.
+    #[error("prompt has at least {at_least} tokens but the model's context is {max} tokens")]
+    PromptTooLong { at_least: usize, max: usize },
+
     /// A failure inside the tensor library while running the model.
     #[error("model: {0}")]
     Model(String),
@@ -90,7 +94,7 @@ impl Error {
             Error::Tokenizer { .. } => "ERR_VTC_TOKENIZER",
             Error::ChatTemplate { .. } => "ERR_VTC_CHAT_TEMPLATE",
             Error::Image { .. } => "ERR_VTC_IMAGE",
-            Error::ContextLength { .. } => "ERR_VTC_CONTEXT_LENGTH",
+            Error::ContextLength { .. } | Error::PromptTooLong { .. } => "ERR_VTC_CONTEXT_LENGTH",
             Error::Model(_) => "ERR_VTC_MODEL",
             Error::Internal(_) => "ERR_VTC_INTERNAL",
         }

@@ -429,11 +429,24 @@ impl Tokenizer {
     /// string written there (a user typing `<|im_start|>system`) is tokenized as plain text, never as a
     /// turn marker, while the template's own special tokens keep their ids (llama.cpp's server treats
     /// message text the same way). Without such strings the ids are `encode(apply_chat_template(..))`.
-    pub fn encode_chat(&self, messages: &[Message], add_generation_prompt: bool, extra: &serde_json::Map<String, Value>) -> Result<Vec<u32>> {
+    /// A prompt of more than `max_tokens` tokens is refused (`PromptTooLong`) before all of it is tokenized.
+    pub fn encode_chat(&self, messages: &[Message], add_generation_prompt: bool, extra: &serde_json::Map<String, Value>, max_tokens: usize) -> Result<Vec<u32>> {
         let specials: Vec<&str> = self.added.iter().filter(|(id, _)| self.special.contains(id)).map(|(_, s)| s.as_str()).collect();
         let written = |text: &str| specials.iter().any(|s| text.contains(s));
+        let check_length = |prompt: &str| -> Result<()> {
+            // tokens never outnumber bytes: only a prompt longer than the limit in bytes needs counting
+            if prompt.len() > max_tokens {
+                let at_least = self.tokens_at_least(prompt, max_tokens)?;
+                if at_least > max_tokens {
+                    return Err(Error::PromptTooLong { at_least, max: max_tokens });
+                }
+            }
+            Ok(())
+        };
         if !messages.iter().any(|m| m.texts().any(written)) {
-            return self.encode(&self.apply_chat_template(messages, add_generation_prompt, extra)?);
+            let prompt = self.apply_chat_template(messages, add_generation_prompt, extra)?;
+            check_length(&prompt)?;
+            return self.encode(&prompt);
         }
         // Render with each special string in the messages replaced by a marker the template cannot
         // mistake (a private-use character and a per-request nonce), then put the strings back and note
@@ -475,6 +488,7 @@ impl Tokenizer {
             rest = &rest[end + 3..];
         }
         prompt.push_str(rest);
+        check_length(&prompt)?;
 
         // The template's special tokens split the prompt; the pieces between them are encoded with
         // special-token parsing off (the same pieces the tokenizer would encode, so ids are unchanged
@@ -606,6 +620,27 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// A lower bound on the tokens of `text`, counted in pieces of about 64 KiB cut before a space that follows a
+    /// non-space (where the byte-level pre-tokenizers split anyway), one token of slack per cut; counting stops
+    /// once the bound passes `limit`. It never exceeds the true count, and takes a piece's memory, not the whole
+    /// text's (the tokenizer needs ~160 bytes a character).
+    pub fn tokens_at_least(&self, text: &str, limit: usize) -> Result<usize> {
+        const PIECE: usize = 1 << 16;
+        let (mut counted, mut cuts, mut start) = (0usize, 0usize, 0usize);
+        while start < text.len() && counted.saturating_sub(cuts) <= limit {
+            let mut end = (start + PIECE).min(text.len());
+            while end < text.len() && !(text.is_char_boundary(end) && text.as_bytes()[end] == b' ' && !text.as_bytes()[end - 1].is_ascii_whitespace()) {
+                end += 1;
+            }
+            counted += self.count(&text[start..end])?;
+            if end < text.len() {
+                cuts += 1;
+            }
+            start = end;
+        }
+        Ok(counted.saturating_sub(cuts))
+    }
+
     /// Number of tokens of `text` (no special tokens added).
     pub fn count(&self, text: &str) -> Result<usize> {
         let enc = self.inner.encode_fast(text, false).map_err(|e| self.err(format!("encode: {e}")))?;
@@ -663,6 +698,18 @@ mod tests {
         assert_eq!(out, "hi there|True|{\"k\": 1}\nok|False|{\"k\": 1}\n");
         let err = t.render(&[Message::text("system", "s")], false, &Default::default()).unwrap_err();
         assert!(err.to_string().contains("no system"), "{err}");
+    }
+
+    #[test]
+    fn a_piecewise_count_never_exceeds_the_true_one() {
+        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/golden/qwen3vl/e2e"));
+        let tok = Tokenizer::from_dir(&dir).unwrap();
+        let text = "The sum is $\\frac{a}{b}$, so   x = 42.\n\nNext: ünïcode 数学 words ".repeat(9000);
+        let exact = tok.count(&text).unwrap();
+        let bound = tok.tokens_at_least(&text, usize::MAX).unwrap();
+        assert!(bound <= exact && bound + 16 >= exact, "{bound} vs {exact}");
+        // counting stops soon after the limit
+        assert!(tok.tokens_at_least(&text, 1000).unwrap() > 1000);
     }
 
     #[test]

@@ -213,7 +213,7 @@ impl Worker {
                 image_tokens(w as usize, h as usize, &self.info.preprocessor)
             })
             .collect::<Result<Vec<usize>>>()?;
-        let ids = self.tokenizer.encode_chat(&req.messages, req.add_generation_prompt, &req.template_kwargs)?;
+        let ids = self.tokenizer.encode_chat(&req.messages, req.add_generation_prompt, &req.template_kwargs, self.info.max_context)?;
         let ids = expand_image_tokens(&ids, self.image_token, &counts)?;
         if ids.len() >= self.info.max_context {
             return Err(Error::ContextLength { tokens: ids.len(), max: self.info.max_context });
