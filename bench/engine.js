@@ -13,7 +13,7 @@
 // 8, real Qwen3 vocabulary) or scripts/make-random-glm4v.py (hidden 1024, 8 layers, GLM-4.1V's head_dim, GQA,
 // partial M-RoPE and vision widths, vision depth 8, real GLM-4.1V vocabulary size and token ids). --python must
 // have torch, torchvision, transformers (>= 4.57 for Qwen3-VL, >= 5 to build the GLM-4.1V model), pillow (see
-// README: Benchmarks → engine); engine_ref.py picks the model class from config.json. Each figure is the best of
+// bench/README.md: Engine); engine_ref.py picks the model class from config.json. Each figure is the best of
 // --reps runs after one warm-up run; every run uses a different prompt and page, so neither the prefix cache nor
 // the vision cache of our engine can help.
 import { execFileSync } from 'node:child_process'

@@ -71,7 +71,7 @@ export interface LoadModelOptions {
   /**
    * Pixel budget per image: the image processor's `max_pixels` (`size.longest_edge` of `preprocessor_config.json`),
    * which an image larger than it is resized under. GLM-4.1V's processor counts the two temporal frames of a still
-   * image, so for it the budget per image is half this number. See the README's "Models" section for what VTC-R1
+   * image, so for it the budget per image is half this number. See the README's "Supported models" section for what VTC-R1
    * checkpoints use.
    */
   maxPixels?: number

@@ -33,7 +33,7 @@ export const EVAL_HELP = `usage: vtc-r1 eval (--model DIR|ORG/NAME | --base-url 
   --bench LIST          comma-separated: ${BENCHMARKS.join(', ')} (or .jsonl paths);
                         ${BUNDLED.join(', ')} ship with the package, others need --bench-dir or --bench-file
   --bench-file NAME=PATH  the file of benchmark NAME (repeatable); NAME is its format
-  --bench-dir DIR       directory holding NAME.jsonl files (the format of ../shared/bench)
+  --bench-dir DIR       directory holding NAME.jsonl files (the format of the bundled benchmarks/*.jsonl)
   --skip-bad-rows       run without the malformed rows of a benchmark file (default: refuse, listing them)
   --mode M              vtc, baseline or both (default both)
   --samples N           samples per question (default: the protocol's, AIME25/AMC23 16, others 1)
