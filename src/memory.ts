@@ -19,7 +19,7 @@ import { extractAnswer, type ExtractionSource } from './eval/extract.js'
 import { Renderer, type Page, type RendererOptions } from './render.js'
 import { countTextTokens } from './text-tokens.js'
 import { visionTokens, type PixelLimits, type VisionModel } from './tokens.js'
-import type { Backend, ChatMessage, ContentPart, FinishReason, Timings } from './backends/types.js'
+import type { ChatMessage, ChatModel, ContentPart, FinishReason, Timings } from './backends/types.js'
 
 /** The VTC-R1 system prompt, verbatim (`inference.py`, `evaluation/math_eval.py`). */
 export const SYSTEM_PROMPT =
@@ -188,7 +188,7 @@ export class OpticalMemory {
   private renderer?: Promise<Renderer>
 
   constructor(
-    readonly backend: Backend,
+    readonly backend: ChatModel,
     options: OpticalMemoryOptions = {},
   ) {
     if (!backend || typeof backend.generate !== 'function') {

@@ -1,7 +1,7 @@
 /**
  * The embedded backend: a vision-language model (Qwen3-VL or GLM-4.1V / Glyph) running in-process in the native engine (crate/src/engine.rs, bound in
  * crate/src/node/). This file only adapts the binding (its types are napi-rs's, generated into index.d.ts) to the
- * `Backend` interface. A build of the native module without the engine makes `loadModel` fail with
+ * `ChatModel` interface. A build of the native module without the engine makes `loadModel` fail with
  * `ERR_VTC_ENGINE_UNAVAILABLE`.
  */
 import { fromNative, VtcError } from '../errors.js'
@@ -155,7 +155,7 @@ export async function loadModel(model: string, options: LoadModelOptions = {}): 
   }
 }
 
-/** A `Backend` over the in-process engine. */
+/** A `ChatModel` over the in-process engine. */
 export class EmbeddedBackend implements ChatModel {
   /** `dir`: the directory loaded; `id`: the Hugging Face model id it was loaded by, which is then its name. */
   constructor(

@@ -3,7 +3,6 @@ export {
   abortError,
   collect,
   GenerationError,
-  type Backend,
   type ChatMessage,
   type ChatModel,
   type ContentPart,

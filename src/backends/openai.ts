@@ -1,5 +1,5 @@
 /**
- * A `Backend` over any OpenAI-compatible chat-completions server (vLLM, SGLang, llama.cpp, the vtc-r1 server):
+ * A `ChatModel` over any OpenAI-compatible chat-completions server (vLLM, SGLang, llama.cpp, the vtc-r1 server):
  * `POST {baseUrl}/chat/completions` with `stream: true`, images as `image_url` parts carrying data URLs,
  * the reply read as server-sent events. Uses Node's built-in fetch; nothing is retried.
  */

@@ -142,9 +142,6 @@ export interface ChatModel {
   generate(request: GenerateRequest): AsyncIterable<GenerationEvent>
 }
 
-/** What the optical-memory loop drives; the same shape as the server's `ChatModel`. */
-export type Backend = ChatModel
-
 /** A generation that failed part-way: `partialText` is everything generated before the failure. */
 export class GenerationError extends VtcError {
   readonly partialText: string

@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util'
 
 import { loadModel, type Quantization } from '../backends/embedded.js'
 import { OpenAIBackend } from '../backends/openai.js'
-import type { Backend } from '../backends/types.js'
+import type { ChatModel } from '../backends/types.js'
 import { VtcError } from '../errors.js'
 import { MemoryError, OpticalMemory, type MemoryEvent, type MemoryResult, type OpticalMemoryOptions } from '../memory.js'
 import type { Preset } from '../render.js'
@@ -78,7 +78,7 @@ export interface BackendArgs {
  * The backend the flags name: the embedded engine (`--model DIR`) or an OpenAI-compatible server (`--base-url`).
  * `maxBatch`: how many requests the embedded engine decodes together (its default when not given).
  */
-export async function backendFromArgs(v: BackendArgs, command: string, maxBatch?: number): Promise<Backend> {
+export async function backendFromArgs(v: BackendArgs, command: string, maxBatch?: number): Promise<ChatModel> {
   if (v.model && v['base-url']) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `${command}: give either --model DIR or --base-url URL, not both`)
   const contextLength = v['context-length'] === undefined ? undefined : positiveInt('--context-length', v['context-length'])
   if (v.model) {

@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 
-import type { Backend } from '../backends/types.js'
+import type { ChatModel } from '../backends/types.js'
 import { VtcError } from '../errors.js'
 import { MemoryError, OpticalMemory, type MemoryResult, type OpticalMemoryOptions } from '../memory.js'
 import { Renderer } from '../render.js'
@@ -22,7 +22,7 @@ import type { EvalReport, RunMode } from './report.js'
 import { latestRows, ResultsFile, rowKey, writeReports, type EvalRow } from './results.js'
 
 export interface EvalOptions {
-  backend: Backend
+  backend: ChatModel
   benches: Benchmark[]
   /** Output directory (created; a directory of an earlier run with the same options is resumed). */
   outDir: string
@@ -181,7 +181,7 @@ export async function runEval(opts: EvalOptions): Promise<EvalOutcome> {
 }
 
 /** One sample: run, grade, and build its row; 'aborted' when the signal stopped it (nothing to write). */
-async function runSample(backend: Backend, task: Task, memory: OpticalMemoryOptions, signal?: AbortSignal): Promise<EvalRow | 'aborted'> {
+async function runSample(backend: ChatModel, task: Task, memory: OpticalMemoryOptions, signal?: AbortSignal): Promise<EvalRow | 'aborted'> {
   if (signal?.aborted) return 'aborted'
   const seed = memory.seed === undefined ? {} : { seed: memory.seed + task.sample }
   const loop = new OpticalMemory(backend, { ...memory, ...seed })
