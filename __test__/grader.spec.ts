@@ -1,6 +1,6 @@
 import test from 'ava'
 
-import { extractAnswer } from '../src/eval/extract.js'
+import { extractAnswer } from '../src/answer.js'
 import { choiceLetter, gradeAnswer, gradeResponse, parseNumber } from '../src/eval/grade.js'
 import { normalizeAnswer } from '../src/eval/normalize.js'
 

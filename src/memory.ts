@@ -15,7 +15,7 @@
  * Baseline mode runs the same backend once, without images, with `maxRounds × roundTokens` tokens.
  */
 import { VtcError } from './errors.js'
-import { extractAnswer, type ExtractionSource } from './eval/extract.js'
+import { extractAnswer, type ExtractionSource } from './answer.js'
 import { Renderer, type Page, type RendererOptions } from './render.js'
 import { countTextTokens } from './text-tokens.js'
 import { visionTokens, type PixelLimits, type VisionModel } from './tokens.js'

@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 
 import { VtcError } from '../errors.js'
-import { lastBoxed } from './latex.js'
+import { lastBoxed } from '../latex.js'
 import { normalizeAnswer } from './normalize.js'
 
 export const BENCHMARKS = ['math500', 'aime25', 'amc23', 'gpqa_diamond', 'gsm8k'] as const

@@ -10,8 +10,8 @@
  * - different unknowns never match (`3R^2` vs `3r^2`); units are only stripped after a number.
  */
 import { casEqual, type CasMethod } from './cas.js'
-import { extractAnswer, type Extraction } from './extract.js'
-import { splitTopLevel, wrapsWhole } from './latex.js'
+import { extractAnswer, type Extraction } from '../answer.js'
+import { splitTopLevel, wrapsWhole } from '../latex.js'
 import { normalizeAnswer } from './normalize.js'
 
 export type AnswerKind = 'math' | 'choice'

@@ -14,7 +14,7 @@ export {
   type LoadOptions,
   type RowIssue,
 } from './bench.js'
-export { extractAnswer, lastNumber, type ExtractOptions, type Extraction, type ExtractionSource } from './extract.js'
+export { extractAnswer, lastNumber, type ExtractOptions, type Extraction, type ExtractionSource } from '../answer.js'
 export {
   choiceLetter,
   gradeAnswer,

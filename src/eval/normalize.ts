@@ -3,7 +3,7 @@
  * its rules that make wrong answers pass: its unit list deletes the words "a", "c", "s", "t", "and", …
  * anywhere; here units are only removed after a number at the end of the answer.
  */
-import { matchBrace, unwrapBoxes } from './latex.js'
+import { matchBrace, unwrapBoxes } from '../latex.js'
 
 const UNICODE: [RegExp, string | ((m: string) => string)][] = [
   [/[−–—]/g, '-'],

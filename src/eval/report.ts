@@ -3,7 +3,7 @@
  * self-contained HTML page with inline SVG bar charts (no external assets, no scripts).
  */
 import { VtcError } from '../errors.js'
-import type { ExtractionSource } from './extract.js'
+import type { ExtractionSource } from '../answer.js'
 
 export type RunMode = 'vtc' | 'baseline'
 

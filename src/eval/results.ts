@@ -12,10 +12,10 @@ import { constants } from 'node:fs'
 import { open, readdir, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 
-import { acquireLock, differences, ensureDir, ioError, readIfExists, releaseLock, writeFileAtomic } from '../dataset/store.js'
+import { acquireLock, differences, ensureDir, ioError, readIfExists, releaseLock, writeFileAtomic } from '../files.js'
 import { VtcError } from '../errors.js'
 import type { MemoryFinish } from '../memory.js'
-import type { ExtractionSource } from './extract.js'
+import type { ExtractionSource } from '../answer.js'
 import type { GradeMethod } from './grade.js'
 import { reportHtml, reportMarkdown, summarize, type EvalReport, type ResultRow } from './report.js'
 

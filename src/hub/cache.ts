@@ -13,7 +13,7 @@ import { copyFile, link, lstat, mkdir, readFile, rename, rm, stat, symlink } fro
 import { homedir } from 'node:os'
 import { dirname, join, relative, sep } from 'node:path'
 
-import { ioError, writeFileAtomic } from '../dataset/store.js'
+import { ioError, writeFileAtomic } from '../files.js'
 import { VtcError } from '../errors.js'
 import { indexShards, REQUIRED_FILES, WEIGHTS, WEIGHTS_INDEX } from '../model-files.js'
 

@@ -9,7 +9,7 @@ import { createReadStream } from 'node:fs'
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 
-import { ioError, lockFile } from '../dataset/store.js'
+import { ioError, lockFile } from '../files.js'
 import { VtcError } from '../errors.js'
 import { exists } from './cache.js'
 import { hubFetch, HubError, idleTimer, retrying, transferError, type FileMeta, type HubConnection } from './http.js'

@@ -7,7 +7,7 @@
 import { mkdir, readFile, stat, statfs } from 'node:fs/promises'
 import { join } from 'node:path'
 
-import { ioError } from '../dataset/store.js'
+import { ioError } from '../files.js'
 import { VtcError } from '../errors.js'
 import { indexShards, MODEL_FILES, REQUIRED_FILES, WEIGHTS, WEIGHTS_INDEX } from '../model-files.js'
 import { checkRelativeName, exists, hubCacheDir, hubOffline, hubToken, isModelId, linkIntoSnapshot, repoFolder, writeRef } from './cache.js'
