@@ -73,10 +73,15 @@ test('image bombs and broken images are 400s before the engine spends anything o
   const broken = await refusedThenNormal(t, url, post(url, ask('Read this.', truncated)))
   t.is(broken.status, 400)
   t.is(broken.error.code, 'ERR_VTC_IMAGE')
-  const webp = Buffer.concat([Buffer.from('RIFF\x24\x00\x00\x00WEBPVP8X\x0a\x00\x00\x00', 'latin1'), Buffer.from('000000ff0000ff0000', 'hex')])
+  // a whole VP8X header (flags, then width − 1 and height − 1 in 3 bytes each): 64×64
+  const webp = Buffer.concat([Buffer.from('RIFF\x24\x00\x00\x00WEBPVP8X\x0a\x00\x00\x00', 'latin1'), Buffer.from('000000003f00003f0000', 'hex')])
   const unsupported = await refusedThenNormal(t, url, post(url, ask('Read this.', webp)))
   t.is(unsupported.status, 400)
   t.regex(unsupported.error.message, /WebP is not supported/)
+  // a header cut short is refused from the bytes given, never sized from memory past their end
+  const cut = await refusedThenNormal(t, url, post(url, ask('Read this.', webp.subarray(0, 29))))
+  t.is(cut.status, 400)
+  t.regex(cut.error.message, /cannot read the image's size from its header/)
 })
 
 test('a prompt over the context and a max_tokens over it are 400s; 2^32 + 1 is not read as 1', async (t) => {
@@ -160,7 +165,8 @@ async function serveCli(t: ExecutionContext, args: string[], env: Record<string,
 
 test('serve warns when it listens beyond loopback without an API key', async (t) => {
   const open = await serveCli(t, ['--host', '0.0.0.0'])
-  await new Promise((r) => setTimeout(r, 200))
+  // the warning may follow the listening line by a moment on a busy machine
+  for (let i = 0; i < 100 && !/warning:/.test(open.stderr()); i++) await new Promise((r) => setTimeout(r, 50))
   t.regex(open.stderr(), /warning: listening on 0\.0\.0\.0 without an API key: anyone who can reach this address can use the model; set --api-key KEY/)
   open.child.kill('SIGKILL')
   const keyed = await serveCli(t, ['--host', '0.0.0.0'], { VTC_R1_API_KEY: 'k' })

@@ -55,7 +55,8 @@ export function imageDimensions(bytes: Uint8Array, what = 'image'): { width: num
   checkImageBytes(bytes, what)
   let size: { width?: number; height?: number } = {}
   try {
-    size = imageSize(bytes)
+    // a copy with a buffer of its own: the parser must not read past the header into a pooled buffer's neighbours
+    size = imageSize(new Uint8Array(bytes))
   } catch {
     // a header too short or malformed to give a size
   }
