@@ -120,7 +120,31 @@ impl ChatTemplate {
 
     /// Renders the template like `apply_chat_template(messages, add_generation_prompt=...)`.
     /// `extra` adds variables (e.g. `{"enable_thinking": false}`, `{"bos_token": "..."}`).
+    ///
+    /// minijinja compiles and evaluates an expression recursively, so a long operator or filter chain
+    /// (`{{ 1 + 1 + … }}`, `x|e|e|…`: 40 KB of them) nests as deep as it is long and would overflow the caller's
+    /// stack, aborting the process. The template therefore runs on a thread of its own whose stack grows with
+    /// the template's length, and templates past [`TEMPLATE_MAX_BYTES`] are refused.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool, extra: &serde_json::Map<String, Value>) -> Result<String> {
+        if self.template.len() > TEMPLATE_MAX_BYTES {
+            return Err(Error::ChatTemplate {
+                source_name: self.source.clone(),
+                message: format!("the template is {} bytes, more than the {TEMPLATE_MAX_BYTES} a chat template may have", self.template.len()),
+            });
+        }
+        let stack = TEMPLATE_STACK_BASE + TEMPLATE_STACK_PER_BYTE * self.template.len();
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("chat-template".into())
+                .stack_size(stack)
+                .spawn_scoped(scope, || self.render_here(messages, add_generation_prompt, extra))
+                .map_err(|e| Error::Internal(format!("cannot start the chat template's thread: {e}")))?
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    fn render_here(&self, messages: &[Message], add_generation_prompt: bool, extra: &serde_json::Map<String, Value>) -> Result<String> {
         let err = |e: minijinja::Error| Error::ChatTemplate { source_name: self.source.clone(), message: describe(&e) };
         let mut env = Environment::new();
         env.set_syntax(
@@ -172,6 +196,14 @@ const TEMPLATE_FUEL: u64 = 50_000_000;
 const TEMPLATE_RECURSION: usize = 64;
 /// Output a template may write beyond twice its messages' JSON (turn markers, system preambles, tools).
 const TEMPLATE_OUTPUT_SLACK: usize = 1 << 20;
+/// Longest chat template accepted (real ones are a few KB to a few tens of KB).
+pub const TEMPLATE_MAX_BYTES: usize = 1 << 20;
+/// Stack of the rendering thread: a base plus this much per byte of template. The deepest chains measured
+/// (`x|e|e|…`, `x.a.a…`) take about 105 bytes of stack per template byte in a release build; 256 leaves room.
+/// Unoptimized and sanitizer builds (the fuzz targets) have far larger frames. Only the pages a template
+/// touches are committed.
+const TEMPLATE_STACK_BASE: usize = 8 << 20;
+const TEMPLATE_STACK_PER_BYTE: usize = if cfg!(debug_assertions) { 2048 } else { 256 };
 
 /// A template's output buffer that refuses to grow past `max` bytes.
 struct BoundedOutput {

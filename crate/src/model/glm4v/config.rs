@@ -160,7 +160,9 @@ fn read_rope(k: &Keys, nested: bool, head_dim: usize) -> Result<(f64, usize, [us
     let rotary = (head_dim as f64 * partial) as usize;
     let sec_key = p("mrope_section");
     let section = k.usizes::<3>(&sec_key)?.unwrap_or([8, 12, 12]);
-    if !rotary.is_multiple_of(2) || section.iter().sum::<usize>() * 2 != rotary {
+    // checked: sections of up to 2^64 - 1 each would wrap their sum onto a valid one (fuzzing, issue #17)
+    let half = section.iter().try_fold(0usize, |sum, &s| sum.checked_add(s));
+    if !rotary.is_multiple_of(2) || half != Some(rotary / 2) {
         return Err(k.err(
             &sec_key,
             format!(
