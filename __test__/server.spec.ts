@@ -728,3 +728,13 @@ test('deadlines: a request past --request-timeout is aborted with 408; headers a
   t.is((await refused(t, url, post(url, '{'))).status, 400)
   t.throws(() => createServer(model, { headersTimeoutMs: 5000, bodyTimeoutMs: 1000 }), { message: /headersTimeoutMs \(5000\) must not exceed bodyTimeoutMs \(1000\)/ })
 })
+
+test('a role named after an Object.prototype key is refused like any unknown role', async (t) => {
+  const { server, url } = await serve(new ScriptedModel([{ pieces: ['x'] }]))
+  t.teardown(() => server.close())
+  for (const role of ['constructor', '__proto__', 'toString']) {
+    const res = await post(url, { messages: [{ role, content: 'hi' }] })
+    t.is(res.status, 400, role)
+    t.regex(((await res.json()) as { error: { message: string } }).error.message, /unsupported role/)
+  }
+})

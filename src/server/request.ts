@@ -178,7 +178,8 @@ const ROLES: Record<string, Role> = { system: 'system', developer: 'system', use
 async function parseMessage(m: unknown, at: string, budget: Budget): Promise<ChatMessage> {
   if (!isObject(m)) throw bad(at, 'must be an object with role and content')
   if (typeof m.role !== 'string') throw bad(`${at}.role`, 'must be a string')
-  const role = ROLES[m.role]
+  // own keys only: a role of "constructor" or "__proto__" must not find Object.prototype's
+  const role = Object.hasOwn(ROLES, m.role) ? ROLES[m.role] : undefined
   if (!role) throw bad(`${at}.role`, `unsupported role ${JSON.stringify(m.role)}; expected system, user or assistant`)
   const content = m.content
   if (typeof content === 'string') return { role, content }
