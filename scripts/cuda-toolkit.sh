@@ -29,5 +29,13 @@ v=${CUDA_TOOLKIT_VERSION:-13.0}
 mkdir -p "$dir"
 for w in "$wheels"/*.whl; do python3 -m zipfile -e "$w" "$dir"; done
 chmod +x "$top"/bin/* "$top"/nvvm/bin/* 2>/dev/null || true
+# Link-time stubs, as a CUDA toolkit's lib/stubs: candle's CUDA layer links against the driver, cuBLAS, cuRAND,
+# NVRTC and the runtime. Empty libraries with the real sonames let a machine without them link; at run time
+# the real ones (driver, toolkit or pip wheels) are loaded by those names.
+mkdir -p "$top/lib/stubs"
+for lib in cuda:1 nvrtc:13 curand:10 cublas:13 cublasLt:13 cudart:13; do
+  name=${lib%:*} soname=lib${lib%:*}.so.${lib#*:}
+  echo 'void vtc_r1_cuda_link_stub(void) {}' | cc -shared -x c - -Wl,-soname,"$soname" -o "$top/lib/stubs/lib$name.so"
+done
 echo "cuda-toolkit: $("$top/bin/nvcc" --version | tail -1) in $top"
 echo "build with: eval \"\$(bash scripts/cuda-toolkit.sh --env)\"; CUDA_COMPUTE_CAP=90 npm run build:native:cuda"
