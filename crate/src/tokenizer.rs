@@ -344,6 +344,9 @@ pub struct Tokenizer {
     added: std::collections::HashMap<u32, String>,
     /// The added tokens marked special (turn markers and the like).
     special: std::collections::HashSet<u32>,
+    /// Finds those tokens' strings in text (pattern i is `special_strings[i]`), longest first.
+    special_finder: aho_corasick::AhoCorasick,
+    special_strings: Vec<String>,
     /// The decoder maps byte-level characters (GPT-2's table) back to bytes.
     byte_level: bool,
 }
@@ -380,9 +383,14 @@ impl Tokenizer {
             .map_err(|e| Error::Tokenizer { path: path.to_path_buf(), message: e.to_string() })?;
         let decoder = inner.get_added_tokens_decoder();
         let special = decoder.iter().filter(|(_, t)| t.special).map(|(&id, _)| id).collect();
+        let special_strings: Vec<String> = decoder.values().filter(|t| t.special).map(|t| t.content.clone()).collect();
+        let special_finder = aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(&special_strings)
+            .map_err(|e| Error::Tokenizer { path: path.to_path_buf(), message: format!("special tokens: {e}") })?;
         let added = decoder.into_iter().map(|(id, t)| (id, t.content)).collect();
         let byte_level = matches!(inner.get_decoder(), Some(tokenizers::decoders::DecoderWrapper::ByteLevel(_)));
-        Ok(Self { inner, path: path.to_path_buf(), template: None, template_vars: Default::default(), text_content_as_string: false, added, special, byte_level })
+        Ok(Self { inner, path: path.to_path_buf(), template: None, template_vars: Default::default(), text_content_as_string: false, added, special, special_finder, special_strings, byte_level })
     }
 
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
@@ -463,8 +471,6 @@ impl Tokenizer {
     /// message text the same way). Without such strings the ids are `encode(apply_chat_template(..))`.
     /// A prompt of more than `max_tokens` tokens is refused (`PromptTooLong`) before all of it is tokenized.
     pub fn encode_chat(&self, messages: &[Message], add_generation_prompt: bool, extra: &serde_json::Map<String, Value>, max_tokens: usize) -> Result<Vec<u32>> {
-        let specials: Vec<&str> = self.added.iter().filter(|(id, _)| self.special.contains(id)).map(|(_, s)| s.as_str()).collect();
-        let written = |text: &str| specials.iter().any(|s| text.contains(s));
         let check_length = |prompt: &str| -> Result<()> {
             // tokens never outnumber bytes: only a prompt longer than the limit in bytes needs counting
             if prompt.len() > max_tokens {
@@ -475,7 +481,7 @@ impl Tokenizer {
             }
             Ok(())
         };
-        if !messages.iter().any(|m| m.texts().any(written)) {
+        if !messages.iter().any(|m| m.texts().any(|text| self.special_finder.is_match(text))) {
             let prompt = self.apply_chat_template(messages, add_generation_prompt, extra)?;
             check_length(&prompt)?;
             return self.encode(&prompt);
@@ -485,19 +491,15 @@ impl Tokenizer {
         // where they stand: those bytes are text.
         let nonce = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), messages.len());
         let marker = |i: usize| format!("\u{F8FF}{nonce:016x}:{i}\u{F8FF}");
-        let mut literals: Vec<&str> = Vec::new();
         let masked: Vec<Message> = messages
             .iter()
             .map(|m| {
                 m.map_texts(|text| {
-                    let mut out = text.to_string();
-                    for s in &specials {
-                        if out.contains(s) {
-                            let i = literals.len();
-                            literals.push(s);
-                            out = out.replace(s, &marker(i));
-                        }
-                    }
+                    let mut out = String::with_capacity(text.len());
+                    self.special_finder.replace_all_with(text, &mut out, |found, _, out| {
+                        out.push_str(&marker(found.pattern().as_usize()));
+                        true
+                    });
                     out
                 })
             })
@@ -509,7 +511,7 @@ impl Tokenizer {
         while let Some(at) = rest.find('\u{F8FF}') {
             let end = rest[at + 3..].find('\u{F8FF}').map(|e| at + 3 + e);
             let index = end.and_then(|e| rest[at + 3..e].strip_prefix(&format!("{nonce:016x}:"))).and_then(|i| i.parse::<usize>().ok());
-            let (Some(end), Some(text)) = (end, index.and_then(|i| literals.get(i))) else {
+            let (Some(end), Some(text)) = (end, index.and_then(|i| self.special_strings.get(i))) else {
                 prompt.push_str(&rest[..at + 3]);
                 rest = &rest[at + 3..];
                 continue;
