@@ -31,12 +31,6 @@ fn greedy(max_tokens: usize) -> GenerationParams {
     GenerationParams { max_tokens, ignore_eos: true, logprobs: Some(5), ..Default::default() }
 }
 
-fn log_softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let lse = max + logits.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
-    logits.iter().map(|x| x - lse).collect()
-}
-
 /// Every e2e case of every family on `dtype`: `check(family, case, golden tokens, margin, completion, golden logprobs)`.
 fn for_each_case(device: DeviceKind, dtype: WeightDtype, quantize: Option<Quantization>, mut check: impl FnMut(&str, &str, &[u32], f64, &vtc_r1::engine::Completion, &[f32])) {
     for family in FAMILIES {

@@ -86,13 +86,6 @@ fn engine_reproduces_golden_and_streams() {
     assert_eq!(*streamed.lock().unwrap(), "\"");
 }
 
-/// log_softmax of a logits row.
-fn log_softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let lse = max + logits.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
-    logits.iter().map(|x| x - lse).collect()
-}
-
 /// Streamed logprobs: one entry per generated token, each the log-softmax of the model's next-token
 /// distribution there. The first position is checked against the transformers logits of the fixture,
 /// every later one against a teacher-forced forward of the prompt plus the tokens before it (a full

@@ -151,3 +151,10 @@ pub fn request_in(dir: &std::path::Path, gj: &Value, pages: &[&str], params: vtc
 pub fn golden_json_in(dir: &std::path::Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap()
 }
+
+/// log_softmax of a logits row: the reference for the engine's reported log-probabilities.
+pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max + logits.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
+    logits.iter().map(|x| x - lse).collect()
+}
