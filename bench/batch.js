@@ -19,7 +19,7 @@ import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-import { fmt, pickModel, printTable, root, shared } from './engine-common.js'
+import { fmt, machineLine, measureMachine, pickModel, printTable, shared } from './engine-common.js'
 
 const args = process.argv.slice(2)
 const opt = (name, dflt) => {
@@ -41,10 +41,8 @@ async function drive() {
   const decode = Number(opt('decode', 128))
   const promptTokens = Number(opt('prompt-tokens', 64))
   const engine = { dtype: opt('dtype', 'f32'), ...(opt('quantize') ? { quantize: opt('quantize') } : {}) }
-  const machine = JSON.parse(
-    execFileSync('cargo', ['run', '--release', '--quiet', '--example', 'machine'], { cwd: join(root, 'crate'), encoding: 'utf8' }).trim().split('\n').pop(),
-  )
-  console.log(`machine: ${machine.cpu}, ${machine.threads} threads, ${machine.isa}; FMA peak ${machine.fma_gflops} GFLOP/s, DRAM read ${machine.read_gbs} GB/s (bench/machine.rs)`)
+  const machine = measureMachine()
+  console.log(machineLine(machine))
   console.log(`model ${model}, ${engine.dtype}${engine.quantize ? ` + ${engine.quantize}` : ''}`)
 
   const dir = mkdtempSync(join(tmpdir(), 'vtc-bench-batch-'))

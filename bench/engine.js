@@ -16,19 +16,42 @@
 // bench/README.md: Engine); engine_ref.py picks the model class from config.json. Each figure is the best of
 // --reps runs after one warm-up run; every run uses a different prompt and page, so neither the prefix cache nor
 // the vision cache of our engine can help.
+//
+// The machine is measured first (bench/machine.rs: CPU, FMA peak and DRAM read bandwidth on --threads threads) and
+// every figure is also printed as a share of its limit: vision encode, page prompt and prefill as achieved GFLOP/s
+// of the FMA peak (FLOPs counted from config.json: engine-common.js prefillFlops, visionFlops), decode as bytes
+// read per second (weights, output head, embedding row, the KV cache at the mean context: decodeBytes) of the DRAM
+// bandwidth, peak RSS of the machine's memory. On --device cuda the limits are the host CPU's and no shares are
+// printed.
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-import { buildCases, commonPrefix, FAMILIES, fmt, pickModel, root, runOurs, summarize } from './engine-common.js'
+import {
+  buildCases,
+  cliOptions,
+  commonPrefix,
+  decodeBytes,
+  DTYPE_BYTES,
+  ensureModel,
+  fmt,
+  machineLine,
+  measureMachine,
+  pct,
+  pickModel,
+  prefillFlops,
+  root,
+  runOurs,
+  summarize,
+  textConfig,
+  visionConfig,
+  visionFlops,
+} from './engine-common.js'
 
 const args = process.argv.slice(2)
-const opt = (name, dflt) => {
-  const i = args.indexOf(`--${name}`)
-  return i >= 0 ? args[i + 1] : dflt
-}
+const opt = cliOptions(args)
 
 if (args[0] === '--worker') {
   await runOurs(JSON.parse(readFileSync(args[1], 'utf8')))
@@ -46,10 +69,14 @@ async function drive() {
   const threads = Number(opt('threads', availableParallelism()))
   // cuda: both sides on the GPU (ours needs a --features cuda build: npm run build:native:cuda)
   const device = opt('device', 'cpu')
-  if (!existsSync(join(model, 'config.json'))) {
-    console.log(`building the random ${family} model in ${model} ...`)
-    execFileSync(python, [join(root, FAMILIES[family].script), model, '--seed', '0'], { stdio: 'inherit' })
-  }
+  ensureModel(family, model, python)
+  // the limits first, before anything else loads the machine
+  const machine = measureMachine(threads)
+  console.log(machineLine(machine))
+  const onCpu = device === 'cpu'
+  if (!onCpu) console.log(`(limits of the host CPU; no shares printed for --device ${device})`)
+  const text = textConfig(model)
+  const vision = visionConfig(model)
 
   const dir = mkdtempSync(join(tmpdir(), 'vtc-bench-engine-'))
   const { textCases, pageCases } = await buildCases(model, reps, promptTokens, dir)
@@ -69,20 +96,37 @@ async function drive() {
   }
   rmSync(dir, { recursive: true, force: true })
 
+  // achieved rates as shares of the machine's limits (FLOPs and bytes: engine-common.js)
+  const fma = (flops, ms) => (onCpu ? pct(flops / (ms / 1000) / (machine.fma_gflops * 1e9)) : '')
+  const shares = (dtype, s, decode) => ({
+    vision: fma(visionFlops(vision, s.visionTokens), s.visionMs),
+    page: fma(visionFlops(vision, s.visionTokens) + prefillFlops(text, s.pagePrompt), s.pageTtft),
+    prefill: fma(prefillFlops(text, s.prompt), (1000 * s.prompt) / s.prefill),
+    decode: onCpu ? pct((decodeBytes(text, s.prompt + decode / 2, DTYPE_BYTES[dtype]) * s.decode) / (machine.read_gbs * 1e9)) : '',
+  })
+  const rss = (mb) => (onCpu ? pct((mb * 2 ** 20) / (machine.memory_gb * 1e9)) : '')
   for (const { dtype, a, b, ours: o, ref: r } of rows) {
     console.log(`\n${dtype}:  ours = ${a.engine}, load ${a.load_s.toFixed(1)} s;  reference = ${b.engine}, load ${b.load_s.toFixed(1)} s`)
-    const line = (name, x, y, unit, higher = true) =>
-      console.log(`  ${name.padEnd(34)} ${fmt(x).padStart(9)} ${fmt(y).padStart(9)} ${unit.padEnd(6)} ${((higher ? x / y : y / x).toFixed(2) + '×').padStart(7)}`)
-    console.log(`  ${''.padEnd(34)} ${'ours'.padStart(9)} ${'PyTorch'.padStart(9)} ${''.padEnd(6)} ${'speedup'.padStart(7)}`)
-    line(`vision encode per page (${o.visionTokens} tok)`, o.visionMs, r.visionMs, 'ms', false)
-    line(`page prompt to first token (${o.pagePrompt} tok)`, o.pageTtft, r.pageTtft, 'ms', false)
-    line(`prefill, text (${o.prompt} tok)`, o.prefill, r.prefill, 'tok/s')
-    line(`decode (${decode} tok after the prompt)`, o.decode, r.decode, 'tok/s')
-    line('peak RSS', a.peak_rss_mb, b.peak_rss_mb, 'MB', false)
+    const [so, sr] = [shares(dtype, o, decode), shares(dtype, r, decode)]
+    const line = (name, x, y, unit, higher, limit, lo, lr) =>
+      console.log(
+        `  ${name.padEnd(34)} ${fmt(x).padStart(9)} ${fmt(y).padStart(9)} ${unit.padEnd(6)} ${((higher ? x / y : y / x).toFixed(2) + '×').padStart(7)}` +
+          `  ${lo.padStart(5)} ${lr.padStart(7)}  ${onCpu ? limit : ''}`,
+      )
+    console.log(`  ${''.padEnd(34)} ${'ours'.padStart(9)} ${'PyTorch'.padStart(9)} ${''.padEnd(6)} ${'speedup'.padStart(7)}  ${'ours'.padStart(5)} ${'PyTorch'.padStart(7)}  ${onCpu ? 'of the limit' : ''}`)
+    line(`vision encode per page (${o.visionTokens} tok)`, o.visionMs, r.visionMs, 'ms', false, 'FMA peak', so.vision, sr.vision)
+    line(`page prompt to first token (${o.pagePrompt} tok)`, o.pageTtft, r.pageTtft, 'ms', false, 'FMA peak', so.page, sr.page)
+    line(`prefill, text (${o.prompt} tok)`, o.prefill, r.prefill, 'tok/s', true, 'FMA peak', so.prefill, sr.prefill)
+    line(`decode (${decode} tok after the prompt)`, o.decode, r.decode, 'tok/s', true, 'DRAM bandwidth', so.decode, sr.decode)
+    line('peak RSS', a.peak_rss_mb, b.peak_rss_mb, 'MB', false, 'memory', rss(a.peak_rss_mb), rss(b.peak_rss_mb))
     // torch reports its own allocations; ours is read from nvidia-smi by scripts/gpu-check.sh
     if (b.peak_gpu_mb !== undefined) console.log(`  PyTorch peak GPU memory ${fmt(b.peak_gpu_mb)} MB`)
     const same = a.text_runs.map((t, i) => commonPrefix(t.text, b.text_runs[i].text))
     console.log(`  same greedy text as PyTorch: ${same.map((n, i) => `${n}/${b.text_runs[i].text.length}`).join(', ')} chars; prompt tokens ${o.prompt} vs ${r.prompt}, page tokens ${o.pagePrompt} vs ${r.pagePrompt}`)
+    const gf = (x) => (x / 1e9).toFixed(0)
+    console.log(
+      `  work counted: vision ${gf(visionFlops(vision, o.visionTokens))} GFLOP a page; page prompt + vision ${gf(visionFlops(vision, o.visionTokens) + prefillFlops(text, o.pagePrompt))} GFLOP; ` +
+        `prefill ${(prefillFlops(text, o.prompt) / o.prompt / 1e6).toFixed(0)} MFLOP a token; decode ${(decodeBytes(text, o.prompt + decode / 2, DTYPE_BYTES[dtype]) / 1e6).toFixed(0)} MB read a token (${dtype} weights and KV)`,
+    )
   }
 }
-

@@ -25,7 +25,7 @@ import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-import { buildCases, fmt, pickModel, printTable, root, runOurs, summarize } from './engine-common.js'
+import { buildCases, fmt, machineLine, measureMachine, pickModel, printTable, root, runOurs, summarize, textConfig } from './engine-common.js'
 
 const args = process.argv.slice(2)
 const opt = (name, dflt) => {
@@ -86,10 +86,8 @@ async function drive() {
   const loadOnly = args.includes('--load-only')
   const restDtype = opt('dtype', 'f32')
   const threads = availableParallelism()
-  const machine = JSON.parse(
-    execFileSync('cargo', ['run', '--release', '--quiet', '--example', 'machine'], { cwd: join(root, 'crate'), encoding: 'utf8' }).trim().split('\n').pop(),
-  )
-  console.log(`machine: ${machine.cpu}, ${machine.threads} threads, ${machine.isa}; FMA peak ${machine.fma_gflops} GFLOP/s, DRAM read ${machine.read_gbs} GB/s (bench/machine.rs)`)
+  const machine = measureMachine()
+  console.log(machineLine(machine))
 
   const dir = mkdtempSync(join(tmpdir(), 'vtc-bench-quant-'))
   const { textCases, pageCases, tokenizer } = loadOnly ? { textCases: [], pageCases: [] } : await buildCases(model, reps, promptTokens, dir)
@@ -142,15 +140,6 @@ async function drive() {
       console.log(`  ${config}: ${l.engine}; prefill ${fmt(l.prefill_tok_s)} tok/s (ours ${(s.prefill / l.prefill_tok_s).toFixed(2)}×), decode ${fmt(l.decode_tok_s)} tok/s (ours ${(s.decode / l.decode_tok_s).toFixed(2)}×)`)
     }
   }
-}
-
-/** The text decoder's shape from config.json (both families; GLM-4.1V's head_dim is hidden / heads). */
-function textConfig(model) {
-  const c = JSON.parse(readFileSync(join(model, 'config.json'), 'utf8'))
-  const t = c.text_config ?? c
-  const heads = t.num_attention_heads
-  const tied = c.tie_word_embeddings ?? t.tie_word_embeddings ?? false
-  return { hidden: t.hidden_size, layers: t.num_hidden_layers, heads, kv: t.num_key_value_heads ?? heads, headDim: t.head_dim ?? t.hidden_size / heads, inter: t.intermediate_size, vocab: t.vocab_size, tied }
 }
 
 function blockBytes(config, cols) {
