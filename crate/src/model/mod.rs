@@ -4,6 +4,7 @@
 //! learns what it needs (token ids, image geometry, template quirks) from its [`ModelSpec`].
 
 pub mod activation;
+pub mod attention;
 pub mod config_keys;
 #[cfg(target_arch = "x86_64")]
 pub mod few_rows;
@@ -28,6 +29,7 @@ use crate::quant::{Quantization, QuantizedWeights};
 use crate::vision::PreprocessorConfig;
 use crate::weights::Weights;
 
+pub use attention::{attention, batched_attention, cached_attention};
 pub use glm4v::Glm4v;
 pub use kv_cache::KvCache;
 pub use norm::{rms_norm, LayerNorm};
@@ -259,203 +261,6 @@ pub(crate) fn is_cpu_with(x: &Tensor, dtype: DType) -> bool {
     x.device().is_cpu() && x.dtype() == dtype
 }
 
-/// Causal self-attention of one decoder layer over its KV cache: appends this chunk's `k`, `v`
-/// (`[kv_heads, len, hd]`) to layer `layer` of `cache`, attends with `q` (`[heads, len, hd]`; the query
-/// heads sharing a KV head are adjacent, as transformers' `repeat_kv` has them) at the KV indices after
-/// the committed ones, and returns `[len, heads·hd]`.
-pub fn cached_attention(cache: &mut KvCache, layer: usize, q: &Tensor, k: &Tensor, v: &Tensor, step: Step) -> Result<Tensor> {
-    let (nh, len, hd) = q.dims3()?;
-    let nkv = k.dim(0)?;
-    let offset = cache.len();
-    let (k, v) = cache.append(layer, k, v)?;
-    let q = q.reshape((nkv, nh / nkv, len, hd))?;
-    // bf16 prefill widens to f32 at any chunk length (one-token chunks too), decode never does.
-    let widen = is_cpu_with(&q, DType::BF16) && step == Step::Prefill;
-    let min_rows = if step == Step::Prefill { PREFILL_MIN_SCORE_ROWS } else { 1 };
-    let attn = attention_in(&q, &k, &v, 1.0 / (hd as f64).sqrt(), Some(offset), widen, min_rows)?;
-    Ok(attn.reshape((nh, len, hd))?.transpose(0, 1)?.reshape((len, nh * hd))?)
-}
-
-/// [`cached_attention`] for several sequences at once: the rows of `q`, `k`, `v` (`[heads, rows, hd]`) are
-/// consecutive segments, `lens[i]` rows continuing `caches[i]`; each segment attends to its own cache only.
-/// Returns `[rows, heads·hd]`.
-pub fn batched_attention(caches: &mut [&mut KvCache], lens: &[usize], layer: usize, q: &Tensor, k: &Tensor, v: &Tensor, step: Step) -> Result<Tensor> {
-    if let [cache] = caches {
-        return cached_attention(cache, layer, q, k, v, step);
-    }
-    let mut outs = Vec::with_capacity(caches.len());
-    let mut at = 0;
-    for (cache, &n) in caches.iter_mut().zip(lens) {
-        let rows = |t: &Tensor| -> Result<Tensor> { Ok(t.narrow(1, at, n)?.contiguous()?) };
-        outs.push(cached_attention(cache, layer, &rows(q)?, &rows(k)?, &rows(v)?, step)?);
-        at += n;
-    }
-    Ok(Tensor::cat(&outs, 0)?)
-}
-
-/// Upper bound on attention-score elements materialised at once; longer queries are processed in
-/// row chunks so a 64K-patch image or a long context never needs a quadratic buffer. 16 MB of f32: glibc
-/// serves blocks this size from its heap, while 64 MB ones were mapped and zeroed afresh for every chunk
-/// (page faults took ~15% of a vision encode).
-const SCORE_BUDGET: usize = 1 << 22;
-
-/// Scaled dot-product attention with grouped heads.
-/// `q`: `[kv_heads, rep, lq, hd]`; `k`, `v`: `[kv_heads, lk, hd]`. With `causal_offset = Some(o)`,
-/// query `i` sits at key index `o + i` and sees keys `0..=o+i`; `None` means full (non-causal).
-/// Softmax runs in f32 as in transformers. Returns `[kv_heads, rep, lq, hd]`.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal_offset: Option<usize>) -> Result<Tensor> {
-    attention_in(q, k, v, scale, causal_offset, is_cpu_with(q, DType::BF16) && q.dim(2)? > 1, 1)
-}
-
-/// Query rows below which gemm multiplies by the transposed keys another way, with other bits (one row: a
-/// gemv; rows × keys ≤ 256: dot-product kernels): a short prefill chunk (the last token after a shared
-/// prefix) is padded with zero rows to this many, so its scores equal those of a long chunk.
-const PREFILL_MIN_SCORE_ROWS: usize = 32;
-
-/// [`attention`], in f32 when `widen` (bf16 inputs on the CPU): candle's CPU bf16 matmul is far slower than
-/// its f32 one, so widen, attend, round once. Not worth it for a single query (decode), where widening the
-/// whole KV cache costs more than it saves.
-/// `min_rows`: score products of fewer query rows are padded to this many (see [`PREFILL_MIN_SCORE_ROWS`]).
-fn attention_in(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal_offset: Option<usize>, widen: bool, min_rows: usize) -> Result<Tensor> {
-    if widen {
-        let f = |t: &Tensor| t.to_dtype(DType::F32);
-        let out = attention_with_budget(&f(q)?, &f(k)?, &f(v)?, scale, causal_offset, SCORE_BUDGET, min_rows)?;
-        return Ok(out.to_dtype(DType::BF16)?);
-    }
-    attention_with_budget(q, k, v, scale, causal_offset, SCORE_BUDGET, min_rows)
-}
-
-fn attention_with_budget(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal_offset: Option<usize>, budget: usize, min_rows: usize) -> Result<Tensor> {
-    let (g, rep, lq, hd) = q.dims4()?;
-    let lk = k.dim(1)?;
-    let chunk = (budget / (g * rep * lk).max(1)).clamp(1, lq.max(1));
-    let kt = k.t()?;
-    let mut outs = Vec::with_capacity(lq.div_ceil(chunk));
-    for start in (0..lq).step_by(chunk) {
-        let c = chunk.min(lq - start);
-        let qc = q.narrow(2, start, c)?.contiguous()?.reshape((g, rep * c, hd))?;
-        let scores = if rep * c < min_rows {
-            qc.pad_with_zeros(1, 0, min_rows - rep * c)?.matmul(&kt)?.narrow(1, 0, rep * c)?.contiguous()?
-        } else {
-            qc.matmul(&kt)?
-        };
-        let scores = scores.to_dtype(DType::F32)?;
-        let probs = if scores.device().is_cpu() {
-            scaled_masked_softmax_cpu(scores, scale, causal_offset.map(|o| o + start), c, lk)?
-        } else {
-            let mut scores = (scores * scale)?.reshape((g, rep, c, lk))?;
-            if let Some(offset) = causal_offset {
-                if c > 1 || offset + start + 1 < lk {
-                    scores = scores.broadcast_add(&causal_mask(offset + start, c, lk, q.device())?)?;
-                }
-            }
-            candle_nn::ops::softmax_last_dim(&scores)?
-        };
-        let probs = probs.to_dtype(v.dtype())?.reshape((g, rep * c, lk))?;
-        let out = match causal_offset {
-            Some(offset) => causal_probs_times_v(&probs, v, offset + start + c)?,
-            None => probs.matmul(v)?,
-        };
-        outs.push(out.reshape((g, rep, c, hd))?);
-    }
-    Ok(if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(&outs, 2)? })
-}
-
-/// Keys per block of [`causal_probs_times_v`].
-const KEY_BLOCK: usize = 256;
-
-/// `probs · v` for causal rows that see only the first `visible` keys, in blocks of [`KEY_BLOCK`] keys counted
-/// from key 0 (the last one padded with zeros), blocks past `visible` skipped. gemm sums a product's inner
-/// dimension in pieces whose boundaries depend on its length, so one `[rows, lk] · [lk, hd]` product would
-/// give a query other bits when the chunk it sits in ends elsewhere (a prompt prefilled in other chunks, or
-/// after a shared prefix); fixed blocks make every query's sum the same whatever the chunking, and skip the
-/// keys no query of the chunk sees.
-fn causal_probs_times_v(probs: &Tensor, v: &Tensor, visible: usize) -> Result<Tensor> {
-    let lk = v.dim(1)?;
-    let visible = visible.min(lk);
-    let mut out: Option<Tensor> = None;
-    for start in (0..visible).step_by(KEY_BLOCK) {
-        let n = KEY_BLOCK.min(lk - start);
-        let (mut p, mut vb) = (probs.narrow(2, start, n)?, v.narrow(1, start, n)?);
-        if n < KEY_BLOCK {
-            p = p.pad_with_zeros(2, 0, KEY_BLOCK - n)?;
-            vb = vb.pad_with_zeros(1, 0, KEY_BLOCK - n)?;
-        }
-        let part = p.contiguous()?.matmul(&vb.contiguous()?)?;
-        out = Some(match out {
-            Some(acc) => (acc + part)?,
-            None => part,
-        });
-    }
-    match out {
-        Some(o) => Ok(o),
-        None => Err(Error::Internal("attention with no visible keys".into())),
-    }
-}
-
-/// Independent running maxima and sums per softmax row, so the compiler vectorizes the loops.
-const LANES: usize = 16;
-
-/// `softmax(scores · scale + causal mask)` over the last dim in one pass on the CPU (candle's separate
-/// scale, mask-add and softmax ops each allocate and traverse the whole score matrix, and dominated long
-/// prefills). `scores` is f32 `[.., c, lk]`; row `i` of each `c`-row block sees keys `0..=first + i`
-/// when `causal_first = Some(first)`. Masked keys get probability 0 without computing their exp.
-fn scaled_masked_softmax_cpu(scores: Tensor, scale: f64, causal_first: Option<usize>, c: usize, lk: usize) -> Result<Tensor> {
-    use rayon::prelude::*;
-    let shape = scores.shape().clone();
-    let mut data = scores.flatten_all()?.to_vec1::<f32>()?;
-    let scale = scale as f32;
-    data.par_chunks_mut(lk).enumerate().for_each(|(r, row)| {
-        let visible = match causal_first {
-            Some(first) => (first + r % c + 1).min(lk),
-            None => lk,
-        };
-        let (seen, hidden) = row.split_at_mut(visible);
-        // LANES independent maxima and sums so the compiler vectorizes (one running value is a serial chain).
-        let mut maxima = [f32::NEG_INFINITY; LANES];
-        let mut chunks = seen.chunks_exact_mut(LANES);
-        for c in &mut chunks {
-            for (x, m) in c.iter_mut().zip(&mut maxima) {
-                *x *= scale;
-                *m = if *x > *m { *x } else { *m };
-            }
-        }
-        let mut max = maxima.into_iter().fold(f32::NEG_INFINITY, f32::max);
-        for x in chunks.into_remainder() {
-            *x *= scale;
-            max = max.max(*x);
-        }
-        let mut sums = [0f32; LANES];
-        let mut chunks = seen.chunks_exact_mut(LANES);
-        for c in &mut chunks {
-            for (x, s) in c.iter_mut().zip(&mut sums) {
-                *x = (*x - max).exp();
-                *s += *x;
-            }
-        }
-        let mut sum: f32 = sums.iter().sum();
-        for x in chunks.into_remainder() {
-            *x = (*x - max).exp();
-            sum += *x;
-        }
-        let inv = 1.0 / sum;
-        seen.iter_mut().for_each(|x| *x *= inv);
-        hidden.fill(0.0);
-    });
-    Ok(Tensor::from_vec(data, shape, &candle_core::Device::Cpu)?)
-}
-
-/// `[c, lk]` additive mask: 0 where key `j <= first + i`, -inf after.
-fn causal_mask(first: usize, c: usize, lk: usize, device: &candle_core::Device) -> Result<Tensor> {
-    let mut m = vec![0f32; c * lk];
-    for i in 0..c {
-        for j in (first + i + 1).min(lk)..lk {
-            m[i * lk + j] = f32::NEG_INFINITY;
-        }
-    }
-    Ok(Tensor::from_vec(m, (c, lk), device)?)
-}
-
 /// Maximum |a - b| over all elements (both converted to f32); for tests and diagnostics.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     if a.dims() != b.dims() {
@@ -463,46 +268,4 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     }
     let d = (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?.abs()?.flatten_all()?.max(0)?;
     Ok(d.to_scalar::<f32>()?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::{Device, IndexOp};
-
-    /// Row-by-row softmax attention over the visible keys only.
-    fn naive(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, offset: usize) -> Tensor {
-        let (g, rep, lq, _) = q.dims4().unwrap();
-        let mut rows = Vec::new();
-        for gi in 0..g {
-            for r in 0..rep {
-                for i in 0..lq {
-                    let n = offset + i + 1;
-                    let qi = q.i((gi, r, i..i + 1)).unwrap();
-                    let s = (qi.matmul(&k.i((gi, 0..n)).unwrap().t().unwrap()).unwrap() * scale).unwrap();
-                    let p = candle_nn::ops::softmax_last_dim(&s).unwrap();
-                    rows.push(p.matmul(&v.i((gi, 0..n)).unwrap()).unwrap());
-                }
-            }
-        }
-        Tensor::cat(&rows, 0).unwrap().reshape(q.dims()).unwrap()
-    }
-
-    #[test]
-    fn causal_attention_in_query_chunks_matches_the_naive_form() {
-        let dev = Device::Cpu;
-        let (g, rep, lq, offset, hd) = (2, 3, 7, 5, 8);
-        let q = Tensor::randn(0f32, 1.0, (g, rep, lq, hd), &dev).unwrap();
-        let k = Tensor::randn(0f32, 1.0, (g, offset + lq, hd), &dev).unwrap();
-        let v = Tensor::randn(0f32, 1.0, (g, offset + lq, hd), &dev).unwrap();
-        let want = naive(&q, &k, &v, 0.3, offset);
-        for budget in [1, 40, 200, usize::MAX] {
-            let got = attention_with_budget(&q, &k, &v, 0.3, Some(offset), budget, 1).unwrap();
-            assert!(max_abs_diff(&got, &want).unwrap() < 1e-5, "budget {budget}");
-        }
-        // Non-causal: every query sees every key, chunked or not.
-        let full = attention_with_budget(&q, &k, &v, 0.3, None, usize::MAX, 1).unwrap();
-        let chunked = attention_with_budget(&q, &k, &v, 0.3, None, 30, 1).unwrap();
-        assert_eq!(max_abs_diff(&full, &chunked).unwrap(), 0.0);
-    }
 }
