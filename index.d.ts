@@ -176,6 +176,11 @@ export interface NativeLoadOptions {
   imageMaxPixels?: number
   /** Prompt plus completion tokens a request may take, at most the model's `max_position_embeddings`. */
   maxContext?: number
+  /**
+   * The KV cache's dtype: `f32`, `bf16` or `f16` (default: `dtype`). bf16 or f16 halve the memory of long
+   * contexts and what an f32 model's decode step reads.
+   */
+  kvCache?: string
 }
 
 export interface NativeMessage {

@@ -130,6 +130,25 @@ test.serial('the loop on the embedded engine: KV-prefix reuse and the vision cac
   t.is(r3.cachedImages, on.rounds[0].pages.length)
 })
 
+test('kvCache: the engine keeps its KV cache in the type asked for, and refuses an unknown one', async (t) => {
+  // Fidelity of a bf16 or f16 cache is checked against the reference in crate/tests/golden_e2e.rs; here: the
+  // option reaches the engine and generation runs to its budget with it.
+  const n = 12
+  for (const kvCache of ['bf16', 'f16'] as const) {
+    const model = await loadModel(E2E, { kvCache })
+    try {
+      let tokens = 0
+      for await (const ev of model.chat([{ role: 'user', content: [{ type: 'text', text: QUESTION }] }], { maxTokens: n, temperature: 0, ignoreEos: true })) {
+        if (ev.type === 'done') tokens = ev.usage.completionTokens
+      }
+      t.is(tokens, n, kvCache)
+    } finally {
+      model.dispose()
+    }
+  }
+  await t.throwsAsync(loadModel(E2E, { kvCache: 'f8' as never }), { message: /kvCache.*"f8".*f32, bf16, f16/ })
+})
+
 test('loadModel rejects bad reuse options', async (t) => {
   await t.throwsAsync(loadModel(E2E, { visionCache: -1 }), { code: 'ERR_VTC_INVALID_ARGUMENT', message: /visionCache/ })
   await t.throwsAsync(loadModel(E2E, { prefixReuse: 'no' as never }), { code: 'ERR_VTC_INVALID_ARGUMENT', message: /prefixReuse/ })

@@ -9,7 +9,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::*;
 use serde_json::Value;
-use vtc_r1::model::{Trace, VisionLanguageModel};
+use vtc_r1::model::{KvCache, Prompt, Trace, VisionLanguageModel};
 use vtc_r1::tokenizer::{expand_image_tokens, Content, Message, Part, Tokenizer};
 use vtc_r1::vision::{preprocess, to_tensor, ImageInput, PreprocessorConfig, RgbImage};
 
@@ -209,6 +209,16 @@ fn glm4v_e2e_cases_match_transformers() {
     e2e_cases_match_transformers("glm4v");
 }
 
+/// `n` greedy tokens from `logits`, decoding each into `cache`.
+fn greedy(model: &dyn VisionLanguageModel, cache: &mut KvCache, prompt: &Prompt, mut logits: Tensor, n: usize) -> Vec<u32> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        got.push(argmax(&logits));
+        logits = model.decode(cache, prompt, *got.last().unwrap()).unwrap();
+    }
+    got
+}
+
 /// bf16 weights and activations: the next token after each prompt (and the greedy continuation) must
 /// match float32 transformers wherever its top-1 lead is not a near tie (bf16 moves these logits by ~2e-2).
 #[test]
@@ -247,15 +257,38 @@ fn e2e_bf16_agrees_on_top1() {
                 > 0.05
             {
                 let want = g.ids(&format!("{name}.greedy_tokens"));
-                let mut logits = logits;
-                let mut got = Vec::new();
-                for _ in 0..want.len() {
-                    got.push(argmax(&logits));
-                    logits = model
-                        .decode(&mut cache, &prompt, *got.last().unwrap())
-                        .unwrap();
-                }
+                let got = greedy(model.as_ref(), &mut cache, &prompt, logits, want.len());
                 assert_eq!(got, want, "{family} {name}: bf16 greedy tokens");
+            }
+        }
+    }
+}
+
+/// f32 weights with the KV cache in bf16 or f16 (`kvCache`): what rounding the cached keys and values does to
+/// the fixtures' logits (printed: the figures the README quotes), and the next token and greedy continuation
+/// agree with float32 transformers wherever its top-1 lead is not a near tie.
+#[test]
+fn e2e_kv_cache_in_bf16_or_f16_agrees_on_top1() {
+    for family in FAMILIES {
+        let model = vtc_r1::model::load(&dir(family), &Device::Cpu, DType::F32).unwrap();
+        let gj = golden_json(family);
+        let g = Golden::load(&dir(family));
+        for kv in [DType::BF16, DType::F16] {
+            for name in CASES {
+                let case = build_case(family, model.as_ref(), &gj, &g, name);
+                let vision = case.pixel_values.as_ref().map(|px| model.encode_images(px, &case.grids).unwrap());
+                let prompt = model.prepare_prompt(&case.ids, vision).unwrap();
+                let mut cache = model.new_cache().with_dtype(Some(kv));
+                let logits = model.prefill(&mut cache, &prompt, prompt.len()).unwrap().unwrap();
+                let golden = g.get(&format!("{name}.logits")).flatten_all().unwrap();
+                let d = max_diff(&logits, &golden);
+                println!("{family} {name}: KV cache {kv:?}, last-token logits max|Δ| = {d:.3e}");
+                assert!(d < 0.1, "{family} {name}: KV cache {kv:?} moved the logits by {d}");
+                if gj["cases"][name]["greedy_min_top1_margin"].as_f64().unwrap() > 0.05 {
+                    let want = g.ids(&format!("{name}.greedy_tokens"));
+                    let got = greedy(model.as_ref(), &mut cache, &prompt, logits, want.len());
+                    assert_eq!(got, want, "{family} {name}: KV cache {kv:?}, greedy tokens");
+                }
             }
         }
     }

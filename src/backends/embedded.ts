@@ -53,6 +53,12 @@ export interface LoadModelOptions {
   /** Directory of the quantized-weight cache (default: `vtc-r1/quantized` in the OS cache directory). */
   quantCacheDir?: string
   /**
+   * Type the KV cache keeps keys and values in (default: `dtype`). `bf16` or `f16` halve the memory of a long
+   * context and what each decode step of an f32 model reads from it (decode at long contexts is bound by those
+   * bytes); attention still computes in f32.
+   */
+  kvCache?: 'f32' | 'bf16' | 'f16'
+  /**
    * Reuse the KV cache of the prompt prefix a request shares with an earlier or a running one (default true),
    * so a round of the loop only prefills its new pages and 16 samples of one question prefill it once. Off:
    * every prompt is prefilled from scratch.

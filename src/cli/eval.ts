@@ -46,16 +46,17 @@ export const EVAL_HELP = `usage: vtc-r1 eval (--model DIR|ORG/NAME | --base-url 
   --from-outputs FILE   grade outputs recorded elsewhere (.parquet/.jsonl with question or id, and
                         raw_output/output; a "correct" column is compared with our verdicts) instead of running;
                         whether each trace finished (a final answer after its reasoning) is read from its text
-  --model DIR|ORG/NAME, --device, --dtype, --quantize Q, --quant-cache-dir DIR, --image-max-pixels N,
+  --model DIR|ORG/NAME, --device, --dtype, --kv-cache T, --quantize Q, --quant-cache-dir DIR, --image-max-pixels N,
   --max-pixels N, --base-url URL, --api-model NAME,
   --api-key KEY, --context-length N: as for reason
   --max-rounds N (8), --round-tokens N (8192), --temperature T (0.6), --top-p P (0.95), --top-k K,
   --seed N (sample k uses N + k), --images-first, --preset, --render-config FILE, --font FILE: as for reason`
 
 /** The engine flags that change outputs, recorded in run.json so a rerun with other ones is refused (only those given). */
-function engineSettings(v: { dtype?: string; quantize?: string; 'image-max-pixels'?: string; 'max-pixels'?: string }): Record<string, string> {
+function engineSettings(v: { dtype?: string; 'kv-cache'?: string; quantize?: string; 'image-max-pixels'?: string; 'max-pixels'?: string }): Record<string, string> {
   const out: Record<string, string> = {}
   if (v.dtype !== undefined) out.dtype = v.dtype
+  if (v['kv-cache'] !== undefined) out.kvCache = v['kv-cache']
   if (v.quantize !== undefined) out.quantize = v.quantize
   if (v['image-max-pixels'] !== undefined) out.imageMaxPixels = v['image-max-pixels']
   if (v['max-pixels'] !== undefined) out.maxPixels = v['max-pixels']

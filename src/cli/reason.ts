@@ -20,6 +20,7 @@ export const REASON_HELP = `usage: vtc-r1 reason (--model DIR|ORG/NAME | --base-
                         into it when missing, see vtc-r1 pull), run in-process by the embedded engine
   --device cpu|cuda     embedded engine device (default cpu)
   --dtype f32|bf16|f16  embedded engine weight type (default f32)
+  --kv-cache f32|bf16|f16  embedded engine: the KV cache's type (default: --dtype)
   --quantize Q          embedded engine: quantize the decoder's weights (q8_0, q6k, q5k, q4k, q4_0)
   --quant-cache-dir DIR where quantized weights are cached (default: the OS cache directory)
   --image-max-pixels N  embedded engine: shrink each page to at most N pixels first, as LLaMA-Factory's
@@ -50,6 +51,7 @@ export const BACKEND_OPTIONS = {
   model: { type: 'string' },
   device: { type: 'string' },
   dtype: { type: 'string' },
+  'kv-cache': { type: 'string' },
   quantize: { type: 'string' },
   'quant-cache-dir': { type: 'string' },
   'image-max-pixels': { type: 'string' },
@@ -64,6 +66,7 @@ export interface BackendArgs {
   model?: string
   device?: string
   dtype?: string
+  'kv-cache'?: string
   quantize?: string
   'quant-cache-dir'?: string
   'image-max-pixels'?: string
@@ -89,9 +92,14 @@ export async function backendFromArgs(v: BackendArgs, command: string, maxBatch?
     if (device !== 'cpu' && device !== 'cuda') throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `--device ${device}: allowed values are cpu, cuda`)
     const dtype = v.dtype ?? 'f32'
     if (dtype !== 'f32' && dtype !== 'bf16' && dtype !== 'f16') throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `--dtype ${dtype}: allowed values are f32, bf16, f16`)
+    const kvCache = v['kv-cache']
+    if (kvCache !== undefined && kvCache !== 'f32' && kvCache !== 'bf16' && kvCache !== 'f16') {
+      throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `--kv-cache ${kvCache}: allowed values are f32, bf16, f16`)
+    }
     return loadModel(v.model, {
       device,
       dtype,
+      ...(kvCache !== undefined ? { kvCache } : {}),
       ...(v.quantize !== undefined ? { quantize: v.quantize as Quantization } : {}),
       ...(v['quant-cache-dir'] !== undefined ? { quantCacheDir: v['quant-cache-dir'] } : {}),
       ...(v['image-max-pixels'] !== undefined ? { imageMaxPixels: positiveInt('--image-max-pixels', v['image-max-pixels']) } : {}),
@@ -105,7 +113,7 @@ export async function backendFromArgs(v: BackendArgs, command: string, maxBatch?
       throw err
     })
   }
-  for (const flag of ['device', 'dtype', 'quantize', 'quant-cache-dir', 'image-max-pixels', 'max-pixels'] as const) {
+  for (const flag of ['device', 'dtype', 'kv-cache', 'quantize', 'quant-cache-dir', 'image-max-pixels', 'max-pixels'] as const) {
     // the server preprocesses images itself; these would be silently ignored
     if (v[flag] !== undefined) throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `${command}: --${flag} applies to the embedded engine (--model DIR), not to --base-url`)
   }

@@ -14,6 +14,7 @@ export const SERVE_HELP = `usage: vtc-r1 serve (--model DIR|ORG/NAME | --base-ur
                         into it when missing, see vtc-r1 pull), run in-process by the embedded engine
   --device cpu|cuda     embedded engine device (default cpu)
   --dtype f32|bf16|f16  embedded engine weight type (default f32)
+  --kv-cache f32|bf16|f16  embedded engine: the KV cache's type (default: --dtype)
   --quantize Q          embedded engine: quantize the decoder's weights (q8_0, q6k, q5k, q4k, q4_0)
   --quant-cache-dir DIR where quantized weights are cached (default: the OS cache directory)
   --image-max-pixels N  embedded engine: shrink each image to at most N pixels first, as LLaMA-Factory's

@@ -10,6 +10,7 @@
 //!
 //! [`ModelSpec`]: crate::model::ModelSpec
 
+mod allocator;
 mod prefix_cache;
 mod request;
 mod worker;
@@ -53,11 +54,32 @@ pub enum DeviceKind {
     Cuda(usize),
 }
 
+/// A floating-point type the engine keeps tensors in: weights that are not quantized, the KV cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightDtype {
     F32,
     BF16,
     F16,
+}
+
+impl WeightDtype {
+    /// `f32`, `bf16` or `f16`; `what` names the option in the error.
+    pub fn parse(what: &str, name: &str) -> Result<Self> {
+        match name {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::BF16),
+            "f16" => Ok(Self::F16),
+            other => Err(Error::invalid(what, format!("unknown dtype {other:?}; allowed: f32, bf16, f16"))),
+        }
+    }
+
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            Self::F32 => candle_core::DType::F32,
+            Self::BF16 => candle_core::DType::BF16,
+            Self::F16 => candle_core::DType::F16,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +110,8 @@ pub struct EngineOptions {
     pub max_batch: usize,
     /// Cap on prompt + generated tokens (defaults to the model's maximum).
     pub max_context: Option<usize>,
+    /// The KV cache's dtype (default: `dtype`); bf16 or f16 halve what a long-context f32 decode step reads.
+    pub kv_cache: Option<WeightDtype>,
 }
 
 impl Default for EngineOptions {
@@ -106,6 +130,7 @@ impl Default for EngineOptions {
             prefix_cache_bytes: DEFAULT_PREFIX_CACHE_BYTES,
             max_batch: DEFAULT_MAX_BATCH,
             max_context: None,
+            kv_cache: None,
         }
     }
 }
@@ -117,6 +142,8 @@ pub struct ModelInfo {
     pub model_type: String,
     pub device: String,
     pub dtype: String,
+    /// The KV cache's dtype.
+    pub kv_dtype: String,
     /// The quantization of the decoder's linear weights, if any.
     pub quantization: Option<String>,
     pub max_context: usize,
@@ -143,6 +170,7 @@ impl Engine {
     /// generation configs) on a new worker thread and returns once it is ready.
     pub fn load(dir: impl AsRef<Path>, options: EngineOptions) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
+        allocator::keep_freed_memory();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(ModelInfo, Arc<Tokenizer>)>>();
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
         let queued = Arc::new(AtomicUsize::new(0));

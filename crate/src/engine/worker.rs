@@ -37,6 +37,8 @@ pub(super) struct Worker {
     vision_cache: VisionCache,
     /// Keys the salted image hashes (random per engine, so keys cannot be forged offline).
     salt_hasher: std::collections::hash_map::RandomState,
+    /// What new KV caches keep their entries in.
+    kv_dtype: DType,
 }
 
 /// A request being served.
@@ -66,11 +68,8 @@ impl Worker {
             DeviceKind::Cpu => Device::Cpu,
             DeviceKind::Cuda(i) => Device::new_cuda(i).map_err(|e| Error::invalid("device", format!("cuda:{i} is not available: {e}")))?,
         };
-        let dtype = match opts.dtype {
-            WeightDtype::F32 => DType::F32,
-            WeightDtype::BF16 => DType::BF16,
-            WeightDtype::F16 => DType::F16,
-        };
+        let dtype = opts.dtype.dtype();
+        let kv_dtype = opts.kv_cache.map_or(dtype, WeightDtype::dtype);
         let mut tokenizer = Tokenizer::from_dir(dir)?;
         let defaults = GenerationDefaults::from_dir(dir)?;
         let load = LoadOptions { device: device.clone(), dtype, quantize: opts.quantize, quant_cache_dir: opts.quant_cache_dir.clone() };
@@ -104,6 +103,7 @@ impl Worker {
                 DeviceKind::Cuda(i) => format!("cuda:{i}"),
             },
             dtype: format!("{dtype:?}").to_lowercase(),
+            kv_dtype: format!("{kv_dtype:?}").to_lowercase(),
             quantization: opts.quantize.map(|q| q.name().to_string()),
             max_context,
             vocab_size: spec.vocab_size,
@@ -123,6 +123,7 @@ impl Worker {
             prefix_cache: opts.reuse_prefix.then(|| PrefixCache::new(opts.prefix_cache_bytes)),
             vision_cache: VisionCache::new(opts.vision_cache_images),
             salt_hasher: Default::default(),
+            kv_dtype,
         })
     }
 
@@ -244,7 +245,7 @@ impl Worker {
         let vision_ms = ms(t1);
         let prompt = self.model.prepare_prompt(&ids, vision)?;
         let contents = Contents { image_keys: per_token_image_keys(&ids, self.image_token, &counts, &keys), ids, salt };
-        let cache = self.model.new_cache();
+        let cache = self.model.new_cache().with_dtype(Some(self.kv_dtype));
         let max_ctx = self.info.max_context.min(cache.max_len());
         let seq = Sequence::new(&prompt, &req.params, &self.info.eos_token_ids, &self.info.defaults.sampling, max_ctx)?;
         let usage = Usage {

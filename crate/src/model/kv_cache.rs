@@ -1,8 +1,9 @@
 //! Per-layer key/value cache that grows on demand (capacity doubles), so a 262K-context model does not
 //! preallocate gigabytes for a short chat. Entries are `[kv_heads, capacity, head_dim]` buffers written
-//! in place; readers get a view of the filled part.
+//! in place; readers get a view of the filled part. The entries may be kept in another dtype than the model
+//! computes in (bf16 or f16 halve what a long-context decode step reads); the attention kernels widen them.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
 
@@ -19,12 +20,20 @@ pub struct KvCache {
     layers: Vec<LayerKv>,
     len: usize,
     max_len: usize,
+    /// The entries' dtype; `None`: the dtype of what is appended.
+    dtype: Option<DType>,
 }
 
 impl KvCache {
     /// An empty cache for `num_layers` layers that refuses to grow beyond `max_len` tokens.
     pub fn new(num_layers: usize, max_len: usize) -> Self {
-        Self { layers: (0..num_layers).map(|_| LayerKv::default()).collect(), len: 0, max_len }
+        Self { layers: (0..num_layers).map(|_| LayerKv::default()).collect(), len: 0, max_len, dtype: None }
+    }
+
+    /// This cache keeping its entries in `dtype` (`None`: as appended).
+    pub fn with_dtype(mut self, dtype: Option<DType>) -> Self {
+        self.dtype = dtype;
+        self
     }
 
     /// Tokens stored (committed) so far.
@@ -69,9 +78,13 @@ impl KvCache {
             return Err(Error::ContextLength { tokens: end, max: self.max_len });
         }
         let (len, max_len) = (self.len, self.max_len);
+        let (k, v) = match self.dtype {
+            Some(dtype) if dtype != k.dtype() => (k.to_dtype(dtype)?, v.to_dtype(dtype)?),
+            _ => (k.clone(), v.clone()),
+        };
         let slot = self.layers.get_mut(layer).ok_or_else(|| Error::Internal(format!("no cache for layer {layer}")))?;
-        let k_buf = grow(slot.k.take(), k, len, end, max_len)?;
-        let v_buf = grow(slot.v.take(), v, len, end, max_len)?;
+        let k_buf = grow(slot.k.take(), &k, len, end, max_len)?;
+        let v_buf = grow(slot.v.take(), &v, len, end, max_len)?;
         k_buf.slice_set(&k.contiguous()?, 1, len)?;
         v_buf.slice_set(&v.contiguous()?, 1, len)?;
         let out = (k_buf.narrow(1, 0, end)?, v_buf.narrow(1, 0, end)?);
@@ -84,7 +97,7 @@ impl KvCache {
     /// to grow.
     pub fn copy_prefix(&self, n: usize) -> Result<KvCache> {
         let n = n.min(self.len);
-        let mut out = KvCache::new(self.layers.len(), self.max_len);
+        let mut out = KvCache::new(self.layers.len(), self.max_len).with_dtype(self.dtype);
         if n == 0 {
             return Ok(out);
         }

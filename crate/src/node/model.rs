@@ -46,6 +46,9 @@ pub struct NativeLoadOptions {
     pub image_max_pixels: Option<u32>,
     /// Prompt plus completion tokens a request may take, at most the model's `max_position_embeddings`.
     pub max_context: Option<u32>,
+    /// The KV cache's dtype: `f32`, `bf16` or `f16` (default: `dtype`). bf16 or f16 halve the memory of long
+    /// contexts and what an f32 model's decode step reads.
+    pub kv_cache: Option<String>,
 }
 
 #[napi(object)]
@@ -168,11 +171,13 @@ impl NativeEngine {
             "cuda" => DeviceKind::Cuda(0),
             other => return guarded(|| Err(Error::invalid("device", format!("unknown device {other:?}; allowed: cpu, cuda")))),
         };
-        let dtype = match o.dtype.as_deref().unwrap_or("f32") {
-            "f32" => WeightDtype::F32,
-            "bf16" => WeightDtype::BF16,
-            "f16" => WeightDtype::F16,
-            other => return guarded(|| Err(Error::invalid("dtype", format!("unknown dtype {other:?}; allowed: f32, bf16, f16")))),
+        let dtype = match WeightDtype::parse("dtype", o.dtype.as_deref().unwrap_or("f32")) {
+            Ok(d) => d,
+            Err(e) => return guarded(|| Err(e)),
+        };
+        let kv_cache = match o.kv_cache.as_deref().map(|d| WeightDtype::parse("kvCache", d)).transpose() {
+            Ok(d) => d,
+            Err(e) => return guarded(|| Err(e)),
         };
         let quantize = match o.quantize.as_deref().map(Quantization::parse).transpose() {
             Ok(q) => q,
@@ -192,6 +197,7 @@ impl NativeEngine {
             min_pixels: o.min_pixels.map(|n| n as usize),
             image_max_pixels: o.image_max_pixels.map(|n| n as usize),
             max_context: o.max_context.map(|n| n as usize),
+            kv_cache,
             ..defaults
         };
         Ok(AsyncTask::with_optional_signal(LoadTask { dir: PathBuf::from(dir), options }, signal))
