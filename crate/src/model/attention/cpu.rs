@@ -21,12 +21,19 @@ use rayon::prelude::*;
 /// Elements keys and values are stored in.
 pub trait Elem: Copy + Send + Sync + 'static {
     fn widen(self) -> f32;
+    /// The values themselves when they are f32 already (gemm reads them in place).
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
 }
 
 impl Elem for f32 {
     #[inline(always)]
     fn widen(self) -> f32 {
         self
+    }
+    fn as_f32(x: &[Self]) -> Option<&[f32]> {
+        Some(x)
     }
 }
 
@@ -93,7 +100,7 @@ impl Dims {
 }
 
 /// Query rows per tile of [`tiled`]: gemm runs near its peak from about this many rows.
-const TILE_ROWS: usize = 64;
+const TILE_ROWS: usize = 128;
 /// Keys per block of [`tiled`]: a block's keys, values and scores stay in L2 beside the tile.
 const KEY_BLOCK: usize = 128;
 /// Keys per span of [`by_rows`]: enough work per task to amortize its set-up, short enough that a 4K context
@@ -205,11 +212,12 @@ fn tile<T: Elem>(q: &[f32], k: Kv<T>, v: Kv<T>, d: &Dims, group: usize, start: u
     let keys = s.visible.iter().copied().max().unwrap_or(0);
     for block in (0..keys).step_by(KEY_BLOCK) {
         let n = KEY_BLOCK.min(d.keys - block);
-        load_block(k, group, block, n, hd, &mut s.k);
+        let (keys_at, key_stride) = block_f32(k, group, block, n, hd, &mut s.k);
         // scores = scale · q · kᵀ, [rows, KEY_BLOCK]; the product always has this shape (zero keys past n).
-        // SAFETY: the buffers hold rows·hd, KEY_BLOCK·hd and rows·KEY_BLOCK values, with these strides.
+        // SAFETY: the buffers hold rows·hd and rows·KEY_BLOCK values, the keys KEY_BLOCK rows of hd values
+        // `key_stride` apart, with these strides.
         unsafe {
-            gemm(rows, KEY_BLOCK, hd, s.scores.as_mut_ptr(), 1, KEY_BLOCK as isize, false, s.q.as_ptr(), 1, hd as isize, s.k.as_ptr(), hd as isize, 1, 0.0, d.scale, false, false, false, Parallelism::None);
+            gemm(rows, KEY_BLOCK, hd, s.scores.as_mut_ptr(), 1, KEY_BLOCK as isize, false, s.q.as_ptr(), 1, hd as isize, keys_at, key_stride as isize, 1, 0.0, d.scale, false, false, false, Parallelism::None);
         }
         for row in 0..rows {
             let seen = s.visible[row].saturating_sub(block).min(KEY_BLOCK);
@@ -231,11 +239,11 @@ fn tile<T: Elem>(q: &[f32], k: Kv<T>, v: Kv<T>, d: &Dims, group: usize, start: u
             s.sum[row] += exp_in_place(&mut scores[..seen], new_max);
             scores[seen..].fill(0.0);
         }
-        load_block(v, group, block, n, hd, &mut s.v);
+        let (values_at, value_stride) = block_f32(v, group, block, n, hd, &mut s.v);
         // out += p · v
         // SAFETY: as above; out holds rows·hd values.
         unsafe {
-            gemm(rows, hd, KEY_BLOCK, out.as_mut_ptr(), 1, hd as isize, true, s.scores.as_ptr(), 1, KEY_BLOCK as isize, s.v.as_ptr(), 1, hd as isize, 1.0, 1.0, false, false, false, Parallelism::None);
+            gemm(rows, hd, KEY_BLOCK, out.as_mut_ptr(), 1, hd as isize, true, s.scores.as_ptr(), 1, KEY_BLOCK as isize, values_at, 1, value_stride as isize, 1.0, 1.0, false, false, false, Parallelism::None);
         }
     }
     for (row, o) in out.chunks_exact_mut(hd).enumerate() {
@@ -247,9 +255,16 @@ fn tile<T: Elem>(q: &[f32], k: Kv<T>, v: Kv<T>, d: &Dims, group: usize, start: u
     out
 }
 
-/// Keys `block..block + n` of `group` as f32 `[KEY_BLOCK, hd]`, zeros after `n`.
+/// Keys (or values) `block..block + n` of `group` as `KEY_BLOCK` rows of f32: a pointer to the first and the
+/// distance between rows. f32 rows of a full block are read in place; others are widened into `dst`
+/// (`[KEY_BLOCK, hd]`, zeros after `n`).
 #[inline(always)]
-fn load_block<T: Elem>(kv: Kv<T>, group: usize, block: usize, n: usize, hd: usize, dst: &mut [f32]) {
+fn block_f32<T: Elem>(kv: Kv<T>, group: usize, block: usize, n: usize, hd: usize, dst: &mut [f32]) -> (*const f32, usize) {
+    if n == KEY_BLOCK {
+        if let Some(data) = T::as_f32(kv.data) {
+            return (data[group * kv.head_stride + block * kv.row_stride..].as_ptr(), kv.row_stride);
+        }
+    }
     for (j, out) in dst.chunks_exact_mut(hd).enumerate() {
         if j < n {
             out.iter_mut().zip(kv.row(group, block + j, hd)).for_each(|(o, &x)| *o = x.widen());
@@ -257,6 +272,7 @@ fn load_block<T: Elem>(kv: Kv<T>, group: usize, block: usize, n: usize, hd: usiz
             out.fill(0.0);
         }
     }
+    (dst.as_ptr(), hd)
 }
 
 /// Attention for a few query rows (decode steps), each dotted with every key it sees. The work is split by
@@ -314,36 +330,33 @@ unsafe fn span_avx2<T: Elem>(q: &[f32], k: Kv<T>, v: Kv<T>, d: &Dims, group: usi
 fn span_rows<T: Elem>(q: &[f32], k: Kv<T>, v: Kv<T>, d: &Dims, group: usize, span: usize) -> Span {
     let (rows, hd) = (d.rep * d.queries, d.hd);
     let first = span * KEY_SPAN;
-    let last = (first + KEY_SPAN).min(d.keys);
-    let n = last.saturating_sub(first);
-    // Row r·queries + i is head r's query i.
-    let seen = |row: usize| d.visible(row % d.queries).saturating_sub(first).min(n);
+    let n = (first + KEY_SPAN).min(d.keys).saturating_sub(first);
+    // Row r·queries + i is head r's query i; it sees the span's first seen[row] keys.
+    let seen: Vec<usize> = (0..rows).map(|row| d.visible(row % d.queries).saturating_sub(first).min(n)).collect();
+    let queries: Vec<&[f32]> = (0..rows).map(|row| d.q_row(q, group, row / d.queries, row % d.queries)).collect();
     let mut scores = vec![0f32; rows * n];
-    let mut key = vec![0f32; hd];
     for j in 0..n {
-        key.iter_mut().zip(k.row(group, first + j, hd)).for_each(|(o, &x)| *o = x.widen());
-        for row in 0..rows {
-            if j < seen(row) {
-                scores[row * n + j] = dot(d.q_row(q, group, row / d.queries, row % d.queries), &key) * d.scale;
+        let key = k.row(group, first + j, hd);
+        for (row, query) in queries.iter().enumerate() {
+            if j < seen[row] {
+                scores[row * n + j] = dot(query, key) * d.scale;
             }
         }
     }
     let mut span = Span { max: vec![f32::NEG_INFINITY; rows], sum: vec![0.0; rows], out: vec![0.0; rows * hd] };
-    for row in 0..rows {
-        let seen = seen(row);
+    for (row, &seen) in seen.iter().enumerate() {
         if seen > 0 {
             let s = &mut scores[row * n..row * n + seen];
             span.max[row] = max(s);
             span.sum[row] = exp_in_place(s, span.max[row]);
         }
     }
-    let mut value = vec![0f32; hd];
     for j in 0..n {
-        value.iter_mut().zip(v.row(group, first + j, hd)).for_each(|(o, &x)| *o = x.widen());
-        for row in 0..rows {
-            if j < seen(row) {
+        let value = v.row(group, first + j, hd);
+        for (row, out) in span.out.chunks_exact_mut(hd).enumerate() {
+            if j < seen[row] {
                 let p = scores[row * n + j];
-                span.out[row * hd..(row + 1) * hd].iter_mut().zip(&value).for_each(|(o, &x)| *o += p * x);
+                out.iter_mut().zip(value).for_each(|(o, &x)| *o += p * x.widen());
             }
         }
     }
@@ -358,14 +371,15 @@ fn avx2() -> bool {
 /// Independent running values per loop, so the compiler vectorizes (one running value is a serial chain).
 const LANES: usize = 16;
 
+/// `a · b`, `b` widened as it is read.
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+fn dot<T: Elem>(a: &[f32], b: &[T]) -> f32 {
     let mut sums = [0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y.widen()).sum();
     for (xa, xb) in ca.zip(cb) {
         for ((s, x), y) in sums.iter_mut().zip(xa).zip(xb) {
-            *s += x * y;
+            *s += x * y.widen();
         }
     }
     sums.iter().sum::<f32>() + tail
@@ -413,8 +427,11 @@ pub fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     // 1.5·2²³: adding and subtracting it rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.3, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    // compare-and-select rather than clamp or max, which handle NaN with branches that do not vectorize
+    let x = if x > -87.3 { x } else { -87.3 };
+    let x = if x < 88.0 { x } else { 88.0 };
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
@@ -423,7 +440,10 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n from the bits of `shifted` (ROUND + n: n in its low mantissa bits), so no float-to-int conversion,
+    // which Rust saturates with scalar code
+    let two_n = f32::from_bits(shifted.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
+    y * two_n
 }
 
 #[cfg(test)]

@@ -19,6 +19,16 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal_offset: 
     attention_as(q, k, v, scale, causal_offset, Kernel::Tiled)
 }
 
+/// [`attention`] as a causal prefill chunk at `offset` runs it (for benchmarks).
+pub fn attention_for_prefill(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, offset: usize) -> Result<Tensor> {
+    attention_as(q, k, v, scale, Some(offset), Kernel::Tiled)
+}
+
+/// [`attention`] as a decode step at `offset` runs it (for benchmarks).
+pub fn attention_for_decode(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, offset: usize) -> Result<Tensor> {
+    attention_as(q, k, v, scale, Some(offset), Kernel::ByRows)
+}
+
 /// Which CPU kernel runs, so a token's result never depends on its company: prefill chunks and vision
 /// encoders go through gemm tiles, decode steps through per-row dot products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
