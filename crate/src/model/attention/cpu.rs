@@ -14,6 +14,8 @@
 //! the same bits however it is chunked or shared, and a request the same tokens alone or in a batch.
 //! Hand-written because candle has no CPU attention that skips masked blocks or streams a long cache once.
 
+use std::sync::OnceLock;
+
 use gemm::{gemm, Parallelism};
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -99,10 +101,29 @@ impl Dims {
     }
 }
 
-/// Query rows per tile of [`tiled`]: gemm runs near its peak from about this many rows.
-const TILE_ROWS: usize = 128;
-/// Keys per block of [`tiled`]: a block's keys, values and scores stay in L2 beside the tile.
-const KEY_BLOCK: usize = 128;
+/// The shape of [`tiled`]'s tiles: query rows per tile (gemm runs near its peak from about 128 rows) and keys per
+/// block. A tile's queries and a block's keys, values and scores stay in the core's L2 cache beside gemm's packed
+/// panels, so the shape follows the L2 size gemm detects (bench/attention.rs: 128 × 128 is the best on a Zen 3 with
+/// 512 KiB; with 2 MiB, on a Xeon, 256 × 256 prefills 16K-token contexts about a fifth faster). A query's bits
+/// depend on the shape, so it is fixed for the process.
+#[derive(Clone, Copy, Debug)]
+struct Blocking {
+    tile_rows: usize,
+    key_block: usize,
+}
+
+fn blocking() -> Blocking {
+    static BLOCKING: OnceLock<Blocking> = OnceLock::new();
+    *BLOCKING.get_or_init(|| {
+        let l2 = gemm_common::cache::CACHE_INFO[1].cache_bytes;
+        if l2 >= 1 << 20 {
+            Blocking { tile_rows: 256, key_block: 256 }
+        } else {
+            Blocking { tile_rows: 128, key_block: 128 }
+        }
+    })
+}
+
 /// Keys per span of [`by_rows`]: enough work per task to amortize its set-up, short enough that a 4K context
 /// keeps a few threads busy per KV head.
 const KEY_SPAN: usize = 512;
@@ -110,7 +131,8 @@ const KEY_SPAN: usize = 512;
 /// Attention for a chunk of queries through gemm, in tiles of query rows (all `rep` heads of a group at a run
 /// of positions) times blocks of keys. Returns `[groups, rep, queries, hd]`.
 pub fn tiled<T: Elem>(q: &[f32], k: Kv<T>, v: Kv<T>, d: &Dims) -> Vec<f32> {
-    let positions = (TILE_ROWS / d.rep).max(1);
+    let b = blocking();
+    let positions = (b.tile_rows / d.rep).max(1);
     // Tiles cover absolute positions from a multiple of `positions`, so a query sits at the same tile row
     // however its prompt was chunked (gemm's result for a row may depend on where in the product it sits).
     let first = d.causal_offset.unwrap_or(0);
@@ -119,7 +141,7 @@ pub fn tiled<T: Elem>(q: &[f32], k: Kv<T>, v: Kv<T>, d: &Dims) -> Vec<f32> {
     let parts: Vec<Vec<f32>> = (0..d.groups * tiles)
         .into_par_iter()
         .map_init(
-            || Scratch::new(positions * d.rep, d.hd),
+            || Scratch::new(positions * d.rep, d.hd, b.key_block),
             |scratch, task| {
                 let (group, tile) = (task / tiles, tile0 + task % tiles);
                 tile_dispatch(q, k, v, d, group, tile * positions, positions, scratch)
@@ -147,18 +169,21 @@ struct Scratch {
     k: Vec<f32>,
     v: Vec<f32>,
     scores: Vec<f32>,
+    /// Keys per block (`scores` is `[rows, key_block]`).
+    key_block: usize,
     max: Vec<f32>,
     sum: Vec<f32>,
     visible: Vec<usize>,
 }
 
 impl Scratch {
-    fn new(rows: usize, hd: usize) -> Self {
+    fn new(rows: usize, hd: usize, key_block: usize) -> Self {
         Self {
             q: vec![0.0; rows * hd],
-            k: vec![0.0; KEY_BLOCK * hd],
-            v: vec![0.0; KEY_BLOCK * hd],
-            scores: vec![0.0; rows * KEY_BLOCK],
+            k: vec![0.0; key_block * hd],
+            v: vec![0.0; key_block * hd],
+            scores: vec![0.0; rows * key_block],
+            key_block,
             max: vec![0.0; rows],
             sum: vec![0.0; rows],
             visible: vec![0; rows],
@@ -169,10 +194,22 @@ impl Scratch {
 #[allow(clippy::too_many_arguments)]
 fn tile_dispatch<T: Elem>(q: &[f32], k: Kv<T>, v: Kv<T>, d: &Dims, group: usize, start: usize, positions: usize, s: &mut Scratch) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: AVX-512F, AVX2 and FMA are present.
+        return unsafe { tile_avx512(q, k, v, d, group, start, positions, s) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: AVX2 and FMA are present.
         return unsafe { tile_avx2(q, k, v, d, group, start, positions, s) };
     }
+    tile(q, k, v, d, group, start, positions, s)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx512<T: Elem>(q: &[f32], k: Kv<T>, v: Kv<T>, d: &Dims, group: usize, start: usize, positions: usize, s: &mut Scratch) -> Vec<f32> {
     tile(q, k, v, d, group, start, positions, s)
 }
 
@@ -210,18 +247,19 @@ fn tile<T: Elem>(q: &[f32], k: Kv<T>, v: Kv<T>, d: &Dims, group: usize, start: u
     s.max.fill(f32::NEG_INFINITY);
     s.sum.fill(0.0);
     let keys = s.visible.iter().copied().max().unwrap_or(0);
-    for block in (0..keys).step_by(KEY_BLOCK) {
-        let n = KEY_BLOCK.min(d.keys - block);
+    let kb = s.key_block;
+    for block in (0..keys).step_by(kb) {
+        let n = kb.min(d.keys - block);
         let (keys_at, key_stride) = block_f32(k, group, block, n, hd, &mut s.k);
-        // scores = scale · q · kᵀ, [rows, KEY_BLOCK]; the product always has this shape (zero keys past n).
-        // SAFETY: the buffers hold rows·hd and rows·KEY_BLOCK values, the keys KEY_BLOCK rows of hd values
+        // scores = scale · q · kᵀ, [rows, kb]; the product always has this shape (zero keys past n).
+        // SAFETY: the buffers hold rows·hd and rows·kb values, the keys kb rows of hd values
         // `key_stride` apart, with these strides.
         unsafe {
-            gemm(rows, KEY_BLOCK, hd, s.scores.as_mut_ptr(), 1, KEY_BLOCK as isize, false, s.q.as_ptr(), 1, hd as isize, keys_at, key_stride as isize, 1, 0.0, d.scale, false, false, false, Parallelism::None);
+            gemm(rows, kb, hd, s.scores.as_mut_ptr(), 1, kb as isize, false, s.q.as_ptr(), 1, hd as isize, keys_at, key_stride as isize, 1, 0.0, d.scale, false, false, false, Parallelism::None);
         }
         for row in 0..rows {
-            let seen = s.visible[row].saturating_sub(block).min(KEY_BLOCK);
-            let scores = &mut s.scores[row * KEY_BLOCK..(row + 1) * KEY_BLOCK];
+            let seen = s.visible[row].saturating_sub(block).min(kb);
+            let scores = &mut s.scores[row * kb..(row + 1) * kb];
             if seen == 0 {
                 // A row that sees none of this block adds exact zeros: its bits do not depend on whether
                 // tile-mates made the block run.
@@ -243,7 +281,7 @@ fn tile<T: Elem>(q: &[f32], k: Kv<T>, v: Kv<T>, d: &Dims, group: usize, start: u
         // out += p · v
         // SAFETY: as above; out holds rows·hd values.
         unsafe {
-            gemm(rows, hd, KEY_BLOCK, out.as_mut_ptr(), 1, hd as isize, true, s.scores.as_ptr(), 1, KEY_BLOCK as isize, values_at, 1, value_stride as isize, 1.0, 1.0, false, false, false, Parallelism::None);
+            gemm(rows, hd, kb, out.as_mut_ptr(), 1, hd as isize, true, s.scores.as_ptr(), 1, kb as isize, values_at, 1, value_stride as isize, 1.0, 1.0, false, false, false, Parallelism::None);
         }
     }
     for (row, o) in out.chunks_exact_mut(hd).enumerate() {
@@ -255,12 +293,12 @@ fn tile<T: Elem>(q: &[f32], k: Kv<T>, v: Kv<T>, d: &Dims, group: usize, start: u
     out
 }
 
-/// Keys (or values) `block..block + n` of `group` as `KEY_BLOCK` rows of f32: a pointer to the first and the
-/// distance between rows. f32 rows of a full block are read in place; others are widened into `dst`
-/// (`[KEY_BLOCK, hd]`, zeros after `n`).
+/// Keys (or values) `block..block + n` of `group` as a block of `dst.len() / hd` rows of f32: a pointer to the
+/// first and the distance between rows. f32 rows of a full block are read in place; others are widened into
+/// `dst` (zeros after `n`).
 #[inline(always)]
 fn block_f32<T: Elem>(kv: Kv<T>, group: usize, block: usize, n: usize, hd: usize, dst: &mut [f32]) -> (*const f32, usize) {
-    if n == KEY_BLOCK {
+    if n * hd == dst.len() {
         if let Some(data) = T::as_f32(kv.data) {
             return (data[group * kv.head_stride + block * kv.row_stride..].as_ptr(), kv.row_stride);
         }
@@ -313,10 +351,21 @@ struct Span {
 
 fn span_dispatch<T: Elem>(q: &[f32], k: Kv<T>, v: Kv<T>, d: &Dims, group: usize, span: usize) -> Span {
     #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: AVX-512F, AVX2 and FMA are present.
+        return unsafe { span_avx512(q, k, v, d, group, span) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: AVX2 and FMA are present.
         return unsafe { span_avx2(q, k, v, d, group, span) };
     }
+    span_rows(q, k, v, d, group, span)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn span_avx512<T: Elem>(q: &[f32], k: Kv<T>, v: Kv<T>, d: &Dims, group: usize, span: usize) -> Span {
     span_rows(q, k, v, d, group, span)
 }
 
@@ -366,6 +415,13 @@ fn span_rows<T: Elem>(q: &[f32], k: Kv<T>, v: Kv<T>, d: &Dims, group: usize, spa
 #[cfg(target_arch = "x86_64")]
 fn avx2() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+/// The same code compiled for 512-bit vectors. The loops keep their order of operations (no reassociation,
+/// no contraction into FMAs), so the bits are those of the AVX2 build; only the vector width differs.
+#[cfg(target_arch = "x86_64")]
+fn avx512() -> bool {
+    is_x86_feature_detected!("avx512f") && avx2()
 }
 
 /// Independent running values per loop, so the compiler vectorizes (one running value is a serial chain).
@@ -461,5 +517,49 @@ mod tests {
         }
         assert_eq!(exp(0.0), 1.0);
         assert!(exp(f32::NEG_INFINITY) < 1e-37);
+    }
+
+    /// A request's bits must not depend on which vector width the CPU offers the same code.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx512_build_gives_the_bits_of_the_avx2_build() {
+        if !avx512() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        let (groups, rep, queries, keys, hd) = (2, 3, 40, 1100, 64);
+        let mut x = 0.37f32;
+        let mut fill = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    x = (x * 3.9 * (1.0 - x)).clamp(0.001, 0.999);
+                    x * 4.0 - 2.0
+                })
+                .collect()
+        };
+        let (q, k, v) = (fill(groups * rep * queries * hd), fill(groups * keys * hd), fill(groups * keys * hd));
+        fn kv(data: &[f32], keys: usize, hd: usize) -> Kv<'_, f32> {
+            Kv { data, head_stride: keys * hd, row_stride: hd }
+        }
+        let (k, v) = (kv(&k, keys, hd), kv(&v, keys, hd));
+        let d = Dims { groups, rep, queries, keys, hd, scale: 0.125, causal_offset: Some(keys - queries) };
+        for group in 0..groups {
+            for span in 0..keys.div_ceil(KEY_SPAN) {
+                // SAFETY: avx512() checked both feature sets.
+                let (wide, narrow) = unsafe { (span_avx512(&q, k, v, &d, group, span), span_avx2(&q, k, v, &d, group, span)) };
+                assert!(wide.out.iter().zip(&narrow.out).all(|(a, b)| a.to_bits() == b.to_bits()), "span {span}");
+                assert!(wide.sum.iter().zip(&narrow.sum).all(|(a, b)| a.to_bits() == b.to_bits()), "span {span} sums");
+            }
+            let b = blocking();
+            let positions = b.tile_rows / rep;
+            // the two tiles that hold the chunk's queries (positions 1060..1100)
+            let first_tile = (keys - queries) / positions;
+            for start in [first_tile * positions, (first_tile + 1) * positions] {
+                let (mut s1, mut s2) = (Scratch::new(positions * rep, hd, b.key_block), Scratch::new(positions * rep, hd, b.key_block));
+                // SAFETY: as above.
+                let (wide, narrow) = unsafe { (tile_avx512(&q, k, v, &d, group, start, positions, &mut s1), tile_avx2(&q, k, v, &d, group, start, positions, &mut s2)) };
+                assert!(wide.iter().zip(&narrow).all(|(a, b)| a.to_bits() == b.to_bits()), "tile at {start}");
+            }
+        }
     }
 }
