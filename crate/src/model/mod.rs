@@ -6,6 +6,7 @@
 pub mod activation;
 pub mod attention;
 pub mod config_keys;
+pub mod fast_exp;
 #[cfg(target_arch = "x86_64")]
 pub mod few_rows;
 pub mod glm4v;

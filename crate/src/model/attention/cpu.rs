@@ -20,6 +20,8 @@ use gemm::{gemm, Parallelism};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use crate::model::fast_exp::exp;
+
 /// Elements keys and values are stored in.
 pub trait Elem: Copy + Send + Sync + 'static {
     fn widen(self) -> f32;
@@ -473,51 +475,9 @@ fn exp_in_place(x: &mut [f32], max: f32) -> f32 {
     sum
 }
 
-/// `e^x` for softmax arguments (`x ≤ 0`; anything below -87.3 gives about 1e-38, which a softmax cannot tell
-/// from 0), within 2 ulp. Hand-written because std's `exp` is a libm call per element that does not vectorize;
-/// this one does (Cody–Waite reduction to `x = n·ln2 + r`, Cephes' degree-6 polynomial for `e^r`).
-#[inline(always)]
-pub fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // 1.5·2²³: adding and subtracting it rounds to the nearest integer.
-    const ROUND: f32 = 12_582_912.0;
-    // compare-and-select rather than clamp or max, which handle NaN with branches that do not vectorize
-    let x = if x > -87.3 { x } else { -87.3 };
-    let x = if x < 88.0 { x } else { 88.0 };
-    let shifted = x * LOG2E + ROUND;
-    let n = shifted - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 0.166_666_65;
-    p = p * r + 0.5;
-    let y = p * r * r + r + 1.0;
-    // 2^n from the bits of `shifted` (ROUND + n: n in its low mantissa bits), so no float-to-int conversion,
-    // which Rust saturates with scalar code
-    let two_n = f32::from_bits(shifted.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
-    y * two_n
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exp_is_within_two_ulp_of_std_over_the_softmax_range() {
-        let mut x = -87.0f32;
-        while x <= 0.0 {
-            let (got, want) = (exp(x), x.exp());
-            let ulp = (want.to_bits() as i64 - got.to_bits() as i64).abs();
-            assert!(ulp <= 2, "exp({x}) = {got}, std {want}");
-            x += 0.0137;
-        }
-        assert_eq!(exp(0.0), 1.0);
-        assert!(exp(f32::NEG_INFINITY) < 1e-37);
-    }
 
     /// A request's bits must not depend on which vector width the CPU offers the same code.
     #[cfg(target_arch = "x86_64")]
