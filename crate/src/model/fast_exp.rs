@@ -2,7 +2,8 @@
 //! the softmax of attention and the SiLU of the MLPs each call it millions of times per prompt.
 
 /// `e^x` within 2 ulp of std's for `x` in [-87.3, 88] (Cody–Waite reduction to `x = n·ln2 + r`, Cephes' degree-6
-/// polynomial for `e^r`); below that about 1e-38 (a softmax cannot tell it from 0), above it `e^88`.
+/// polynomial for `e^r`); below that about 1e-38 (a softmax cannot tell it from 0), above it `e^88`; NaN gives
+/// about 1e-38 (the clamps are compare-and-select), so callers that may see NaN keep it by another route.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;

@@ -105,9 +105,10 @@ impl Dims {
 
 /// The shape of [`tiled`]'s tiles: query rows per tile (gemm runs near its peak from about 128 rows) and keys per
 /// block. A tile's queries and a block's keys, values and scores stay in the core's L2 cache beside gemm's packed
-/// panels, so the shape follows the L2 size gemm detects (bench/attention.rs: 128 × 128 is the best on a Zen 3 with
-/// 512 KiB; with 2 MiB, on a Xeon, 256 × 256 prefills 16K-token contexts about a fifth faster). A query's bits
-/// depend on the shape, so it is fixed for the process.
+/// panels, so the shape follows the L2 size gemm detects, per logical CPU (sysfs, else CPUID; an L2 shared by
+/// two hyperthreads counts half). bench/attention.rs: 128 × 128 is the best on a Zen 3 with 512 KiB; with 2 MiB,
+/// on a Xeon, 256 × 256 prefills 16K-token contexts about a fifth faster. A query's bits depend on the shape, so
+/// it is fixed for the process (and machines with other caches may give other bits, as with gemm's kernels).
 #[derive(Clone, Copy, Debug)]
 struct Blocking {
     tile_rows: usize,
@@ -133,7 +134,11 @@ const KEY_SPAN: usize = 512;
 /// Attention for a chunk of queries through gemm, in tiles of query rows (all `rep` heads of a group at a run
 /// of positions) times blocks of keys. Returns `[groups, rep, queries, hd]`.
 pub fn tiled<T: Elem>(q: &[f32], k: Kv<T>, v: Kv<T>, d: &Dims) -> Vec<f32> {
-    let b = blocking();
+    tiled_with(q, k, v, d, blocking())
+}
+
+/// [`tiled`] with a given tile shape.
+fn tiled_with<T: Elem>(q: &[f32], k: Kv<T>, v: Kv<T>, d: &Dims, b: Blocking) -> Vec<f32> {
     let positions = (b.tile_rows / d.rep).max(1);
     // Tiles cover absolute positions from a multiple of `positions`, so a query sits at the same tile row
     // however its prompt was chunked (gemm's result for a row may depend on where in the product it sits).
@@ -479,7 +484,27 @@ fn exp_in_place(x: &mut [f32], max: f32) -> f32 {
 mod tests {
     use super::*;
 
-    /// A request's bits must not depend on which vector width the CPU offers the same code.
+    /// Deterministic values in [-2, 2] (a logistic map), so the tests need no RNG.
+    fn values(n: usize, seed: f32) -> Vec<f32> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x = (x * 3.9 * (1.0 - x)).clamp(0.001, 0.999);
+                x * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    fn kv<T>(data: &[T], keys: usize, hd: usize) -> Kv<'_, T> {
+        Kv { data, head_stride: keys * hd, row_stride: hd }
+    }
+
+    fn same_bits(a: &[f32], b: &[f32]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+    }
+
+    /// On one machine, the 512-bit build of the kernels gives the bits of the 256-bit build, for every tile of a
+    /// chunk and every decode span, from f32 and bf16 keys and values, with either tile shape.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_avx512_build_gives_the_bits_of_the_avx2_build() {
@@ -487,38 +512,66 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX-512");
             return;
         }
-        let (groups, rep, queries, keys, hd) = (2, 3, 40, 1100, 64);
-        let mut x = 0.37f32;
-        let mut fill = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    x = (x * 3.9 * (1.0 - x)).clamp(0.001, 0.999);
-                    x * 4.0 - 2.0
-                })
-                .collect()
-        };
-        let (q, k, v) = (fill(groups * rep * queries * hd), fill(groups * keys * hd), fill(groups * keys * hd));
-        fn kv(data: &[f32], keys: usize, hd: usize) -> Kv<'_, f32> {
-            Kv { data, head_stride: keys * hd, row_stride: hd }
-        }
-        let (k, v) = (kv(&k, keys, hd), kv(&v, keys, hd));
+        let (groups, rep, queries, keys, hd) = (2, 3, 300, 1100, 64);
+        let (q, k, v) = (values(groups * rep * queries * hd, 0.37), values(groups * keys * hd, 0.41), values(groups * keys * hd, 0.53));
+        let (k16, v16): (Vec<bf16>, Vec<bf16>) = (k.iter().map(|&x| bf16::from_f32(x)).collect(), v.iter().map(|&x| bf16::from_f32(x)).collect());
         let d = Dims { groups, rep, queries, keys, hd, scale: 0.125, causal_offset: Some(keys - queries) };
-        for group in 0..groups {
-            for span in 0..keys.div_ceil(KEY_SPAN) {
-                // SAFETY: avx512() checked both feature sets.
-                let (wide, narrow) = unsafe { (span_avx512(&q, k, v, &d, group, span), span_avx2(&q, k, v, &d, group, span)) };
-                assert!(wide.out.iter().zip(&narrow.out).all(|(a, b)| a.to_bits() == b.to_bits()), "span {span}");
-                assert!(wide.sum.iter().zip(&narrow.sum).all(|(a, b)| a.to_bits() == b.to_bits()), "span {span} sums");
+        fn check<T: Elem>(q: &[f32], k: Kv<T>, v: Kv<T>, d: &Dims) {
+            for group in 0..d.groups {
+                for span in 0..d.keys.div_ceil(KEY_SPAN) {
+                    // SAFETY: avx512() checked AVX-512F, AVX2 and FMA.
+                    let (wide, narrow) = unsafe { (span_avx512(q, k, v, d, group, span), span_avx2(q, k, v, d, group, span)) };
+                    assert!(same_bits(&wide.out, &narrow.out) && same_bits(&wide.sum, &narrow.sum), "span {span}");
+                }
+                for b in [Blocking { tile_rows: 128, key_block: 128 }, Blocking { tile_rows: 256, key_block: 256 }] {
+                    let positions = b.tile_rows / d.rep;
+                    let first = d.causal_offset.unwrap_or(0);
+                    // every tile that holds a query of the chunk, as `tiled` runs them
+                    for tile in first / positions..(first + d.queries).div_ceil(positions) {
+                        let (mut s1, mut s2) = (Scratch::new(positions * d.rep, d.hd, b.key_block), Scratch::new(positions * d.rep, d.hd, b.key_block));
+                        // SAFETY: as above.
+                        let (wide, narrow) = unsafe {
+                            (tile_avx512(q, k, v, d, group, tile * positions, positions, &mut s1), tile_avx2(q, k, v, d, group, tile * positions, positions, &mut s2))
+                        };
+                        assert!(wide.iter().any(|&x| x != 0.0), "tile {tile} holds queries");
+                        assert!(same_bits(&wide, &narrow), "{b:?}, tile {tile}");
+                    }
+                }
             }
-            let b = blocking();
-            let positions = b.tile_rows / rep;
-            // the two tiles that hold the chunk's queries (positions 1060..1100)
-            let first_tile = (keys - queries) / positions;
-            for start in [first_tile * positions, (first_tile + 1) * positions] {
-                let (mut s1, mut s2) = (Scratch::new(positions * rep, hd, b.key_block), Scratch::new(positions * rep, hd, b.key_block));
-                // SAFETY: as above.
-                let (wide, narrow) = unsafe { (tile_avx512(&q, k, v, &d, group, start, positions, &mut s1), tile_avx2(&q, k, v, &d, group, start, positions, &mut s2)) };
-                assert!(wide.iter().zip(&narrow).all(|(a, b)| a.to_bits() == b.to_bits()), "tile at {start}");
+        }
+        check(&q, kv(&k, keys, hd), kv(&v, keys, hd), &d);
+        check(&q, kv(&k16, keys, hd), kv(&v16, keys, hd), &d);
+    }
+
+    /// Both tile shapes (a process uses only the one its L2 picks): the same values up to rounding, and with
+    /// each, a query's bits do not depend on the chunk it is prefilled in.
+    #[test]
+    fn both_tile_shapes_agree_and_each_is_chunk_independent() {
+        let (groups, rep, keys, hd) = (2, 2, 900, 32);
+        let (q, k, v) = (values(groups * rep * keys * hd, 0.29), values(groups * keys * hd, 0.61), values(groups * keys * hd, 0.71));
+        let (k, v) = (kv(&k, keys, hd), kv(&v, keys, hd));
+        let whole = Dims { groups, rep, queries: keys, keys, hd, scale: 0.2, causal_offset: Some(0) };
+        let shapes = [Blocking { tile_rows: 128, key_block: 128 }, Blocking { tile_rows: 256, key_block: 256 }];
+        let outs: Vec<Vec<f32>> = shapes.iter().map(|&b| tiled_with(&q, k, v, &whole, b)).collect();
+        assert!(outs[0].iter().zip(&outs[1]).all(|(a, b)| (a - b).abs() < 1e-5));
+        for (b, out) in shapes.iter().zip(&outs) {
+            for (start, n) in [(0, 1), (1, 300), (333, 5), (650, 250)] {
+                // the chunk's queries, [groups, rep, n, hd], over the first start + n keys
+                let mut part_q = Vec::new();
+                for g in 0..groups {
+                    for r in 0..rep {
+                        let at = ((g * rep + r) * keys + start) * hd;
+                        part_q.extend_from_slice(&q[at..at + n * hd]);
+                    }
+                }
+                let d = Dims { queries: n, keys: start + n, causal_offset: Some(start), ..whole };
+                let part = tiled_with(&part_q, k, v, &d, *b);
+                for g in 0..groups {
+                    for r in 0..rep {
+                        let (at, from) = (((g * rep + r) * n) * hd, ((g * rep + r) * keys + start) * hd);
+                        assert!(same_bits(&part[at..at + n * hd], &out[from..from + n * hd]), "{b:?}, chunk {start}+{n}");
+                    }
+                }
             }
         }
     }
