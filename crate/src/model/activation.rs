@@ -1,13 +1,16 @@
 //! Elementwise activations on all cores. candle's CPU unary ops run on one thread, and on this model's MLP
 //! widths (e.g. 1224 patches × 4096 per vision layer) that left the second core idle for a quarter of a
-//! vision encode. Same formulas as candle's, within a few ulp: `e^x` and `tanh` are our vectorized ones. bf16 on the CPU is widened to f32 for the math (candle's bf16 ops are slower still); other
-//! devices use candle's ops.
+//! vision encode. Same formulas as candle's, within a few ulp: `e^x` and `tanh` are our vectorized ones. bf16
+//! on the CPU is widened to f32 for the math (candle's bf16 ops are slower still); other devices use candle's
+//! ops.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::model::fast_exp::exp;
+#[cfg(target_arch = "x86_64")]
+use crate::model::vectorized::{avx2, avx512};
+use crate::model::vectorized::exp;
 use crate::model::is_cpu_with;
 
 /// Elements per rayon task: large enough that scheduling costs nothing next to the math.
@@ -56,6 +59,15 @@ enum Op {
     SiluMul,
 }
 
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::GeluTanh => "par-gelu-tanh",
+            Op::SiluMul => "par-silu-mul",
+        }
+    }
+}
+
 struct Elementwise(Op);
 
 impl Elementwise {
@@ -73,20 +85,20 @@ impl Elementwise {
 
 impl CustomOp1 for Elementwise {
     fn name(&self) -> &'static str {
-        "par-gelu-tanh"
+        self.0.name()
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s, l, "par-gelu-tanh")?;
+        let x = f32_slice(s, l, self.0.name())?;
         Ok((CpuStorage::F32(self.run(x, None)), l.shape().clone()))
     }
 }
 
 impl CustomOp2 for Elementwise {
     fn name(&self) -> &'static str {
-        "par-silu-mul"
+        self.0.name()
     }
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (gate, up) = (f32_slice(s1, l1, "par-silu-mul")?, f32_slice(s2, l2, "par-silu-mul")?);
+        let (gate, up) = (f32_slice(s1, l1, self.0.name())?, f32_slice(s2, l2, self.0.name())?);
         Ok((CpuStorage::F32(self.run(gate, Some(up))), l1.shape().clone()))
     }
 }
@@ -94,12 +106,12 @@ impl CustomOp2 for Elementwise {
 /// [`apply`] compiled for the widest vectors the CPU has. Element-wise, so the bits do not depend on the width.
 fn dispatch(op: Op, out: &mut [f32], a: &[f32], b: &[f32]) {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+    if avx512() {
         // SAFETY: the features are present.
         return unsafe { apply_avx512(op, out, a, b) };
     }
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+    if avx2() {
         // SAFETY: the features are present.
         return unsafe { apply_avx2(op, out, a, b) };
     }

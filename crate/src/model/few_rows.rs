@@ -11,7 +11,7 @@ use half::bf16;
 
 /// Whether this CPU runs these kernels.
 pub fn supported() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    crate::model::vectorized::avx2()
 }
 
 /// Weight elements the kernels load eight at a time, as f32.

@@ -6,7 +6,6 @@
 pub mod activation;
 pub mod attention;
 pub mod config_keys;
-pub mod fast_exp;
 #[cfg(target_arch = "x86_64")]
 pub mod few_rows;
 pub mod glm4v;
@@ -17,6 +16,7 @@ pub mod prompt;
 pub mod qkernels;
 pub mod qwen3_vl;
 pub mod rope;
+pub mod vectorized;
 pub mod vision_tower;
 
 use std::path::{Path, PathBuf};

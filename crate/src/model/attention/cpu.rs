@@ -20,7 +20,9 @@ use gemm::{gemm, Parallelism};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use crate::model::fast_exp::exp;
+use crate::model::vectorized::exp;
+#[cfg(target_arch = "x86_64")]
+use crate::model::vectorized::{avx2, avx512};
 
 /// Elements keys and values are stored in.
 pub trait Elem: Copy + Send + Sync + 'static {
@@ -115,16 +117,15 @@ struct Blocking {
     key_block: usize,
 }
 
+impl Blocking {
+    const SMALL_L2: Blocking = Blocking { tile_rows: 128, key_block: 128 };
+    /// 1 MiB or more.
+    const LARGE_L2: Blocking = Blocking { tile_rows: 256, key_block: 256 };
+}
+
 fn blocking() -> Blocking {
     static BLOCKING: OnceLock<Blocking> = OnceLock::new();
-    *BLOCKING.get_or_init(|| {
-        let l2 = gemm_common::cache::CACHE_INFO[1].cache_bytes;
-        if l2 >= 1 << 20 {
-            Blocking { tile_rows: 256, key_block: 256 }
-        } else {
-            Blocking { tile_rows: 128, key_block: 128 }
-        }
-    })
+    *BLOCKING.get_or_init(|| if gemm_common::cache::CACHE_INFO[1].cache_bytes >= 1 << 20 { Blocking::LARGE_L2 } else { Blocking::SMALL_L2 })
 }
 
 /// Keys per span of [`by_rows`]: enough work per task to amortize its set-up, short enough that a 4K context
@@ -419,18 +420,6 @@ fn span_rows<T: Elem>(q: &[f32], k: Kv<T>, v: Kv<T>, d: &Dims, group: usize, spa
     span
 }
 
-#[cfg(target_arch = "x86_64")]
-fn avx2() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-}
-
-/// The same code compiled for 512-bit vectors. The loops keep their order of operations (no reassociation,
-/// no contraction into FMAs), so the bits are those of the AVX2 build; only the vector width differs.
-#[cfg(target_arch = "x86_64")]
-fn avx512() -> bool {
-    is_x86_feature_detected!("avx512f") && avx2()
-}
-
 /// Independent running values per loop, so the compiler vectorizes (one running value is a serial chain).
 const LANES: usize = 16;
 
@@ -523,7 +512,7 @@ mod tests {
                     let (wide, narrow) = unsafe { (span_avx512(q, k, v, d, group, span), span_avx2(q, k, v, d, group, span)) };
                     assert!(same_bits(&wide.out, &narrow.out) && same_bits(&wide.sum, &narrow.sum), "span {span}");
                 }
-                for b in [Blocking { tile_rows: 128, key_block: 128 }, Blocking { tile_rows: 256, key_block: 256 }] {
+                for b in [Blocking::SMALL_L2, Blocking::LARGE_L2] {
                     let positions = b.tile_rows / d.rep;
                     let first = d.causal_offset.unwrap_or(0);
                     // every tile that holds a query of the chunk, as `tiled` runs them
@@ -551,7 +540,7 @@ mod tests {
         let (q, k, v) = (values(groups * rep * keys * hd, 0.29), values(groups * keys * hd, 0.61), values(groups * keys * hd, 0.71));
         let (k, v) = (kv(&k, keys, hd), kv(&v, keys, hd));
         let whole = Dims { groups, rep, queries: keys, keys, hd, scale: 0.2, causal_offset: Some(0) };
-        let shapes = [Blocking { tile_rows: 128, key_block: 128 }, Blocking { tile_rows: 256, key_block: 256 }];
+        let shapes = [Blocking::SMALL_L2, Blocking::LARGE_L2];
         let outs: Vec<Vec<f32>> = shapes.iter().map(|&b| tiled_with(&q, k, v, &whole, b)).collect();
         assert!(outs[0].iter().zip(&outs[1]).all(|(a, b)| (a - b).abs() < 1e-5));
         for (b, out) in shapes.iter().zip(&outs) {

@@ -1,5 +1,21 @@
-//! `e^x` in f32 that the compiler vectorizes. std's `exp` is a libm call per element that does not vectorize;
-//! the softmax of attention and the SiLU of the MLPs each call it millions of times per prompt.
+//! What the CPU kernels that rely on the compiler's vectorization share: which vector width this CPU offers
+//! (each kernel is compiled once per width and picks one at run time), and an `e^x` in f32 that vectorizes.
+//! std's `exp` is a libm call per element that does not; the softmax of attention and the activations of the
+//! MLPs each call it millions of times per prompt.
+
+/// AVX2 and FMA: the 256-bit builds.
+#[cfg(target_arch = "x86_64")]
+pub fn avx2() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+/// AVX-512F besides AVX2 and FMA: the 512-bit builds. Loops keep their order of operations when compiled for
+/// them (Rust neither reassociates nor contracts into FMAs), so they give the bits of the 256-bit build; only
+/// the vector width differs.
+#[cfg(target_arch = "x86_64")]
+pub fn avx512() -> bool {
+    is_x86_feature_detected!("avx512f") && avx2()
+}
 
 /// `e^x` within 2 ulp of std's for `x` in [-87.3, 88] (Cody–Waite reduction to `x = n·ln2 + r`, Cephes' degree-6
 /// polynomial for `e^r`); below that about 1e-38 (a softmax cannot tell it from 0), above it `e^88`; NaN gives
