@@ -121,8 +121,11 @@ fn quantized_forward(x: &Tensor, m: &QMatMul, q: &QTensor, few_rows: bool) -> Re
     }
     if !few_rows && x.device().is_cpu() && qkernels::dequantizes_for_prefill(q.dtype()) {
         // many rows (a prefill chunk): the f32 weight for gemm costs little beside the product itself
-        let w = Tensor::from_vec(qkernels::dequantize(&q.data()?, n, k), (n, k), x.device())?;
-        return Ok(x.to_dtype(DType::F32)?.broadcast_matmul(&w.t()?)?.to_dtype(x.dtype())?);
+        let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let y = qkernels::many_rows(q.dtype(), &q.data()?, n, k, &xs);
+        let mut dims = x.dims().to_vec();
+        *dims.last_mut().unwrap() = n;
+        return Ok(Tensor::from_vec(y, dims, x.device())?.to_dtype(x.dtype())?);
     }
     Ok(m.forward(&x.to_dtype(DType::F32)?.contiguous()?)?.to_dtype(x.dtype())?)
 }

@@ -7,7 +7,8 @@
 //!   and summed in f32.
 //! - A few activation rows (a batched decode step): the same, each weight row dotted with every row while in
 //!   cache; a row's result does not depend on the others.
-//! - Many rows times a q8_0 weight (prefill chunks): the weight is dequantized to f32 for gemm.
+//! - Many rows times a q8_0 weight, or a q4k one where AVX-512 runs (prefill chunks): gemm on f32 values,
+//!   dequantized a cache-sized panel of weight rows at a time.
 //!
 //! Only the AVX2 + FMA + F16C paths are ours; other CPUs use candle's kernels. Where AVX-512 BW and VNNI run,
 //! q4k has a 512-bit kernel. candle 0.11's own VNNI kernels are as fast there, but they repack each weight into
@@ -102,10 +103,17 @@ pub fn outputs_by_row(yt: Vec<f32>, n: usize, m: usize) -> Vec<f32> {
     y
 }
 
-/// Whether [`dequantize`] handles `dtype`: the types whose many-row products candle has no fast kernel for
-/// on this CPU (q8_0 without AVX-512), so they are multiplied as f32 instead.
+/// Whether a prefill chunk's product with a `dtype` weight dequantizes it to f32 for gemm ([`dequantize`]) rather
+/// than run candle's quantized product. Measured: q8_0 everywhere our kernels run (candle's many-row q8_0 was 5×
+/// slower than f32 on a 2-core Zen 3, and 1.5× slower than dequantizing on a 2-core AVX-512 Xeon); q4k where AVX-512
+/// runs (1.4× faster than candle's VNNI/AMX path on that Xeon, which also keeps repacked copies of every weight
+/// beside the blocks), not on AVX2 alone (candle's q4k prefill was 1.12× f32 on the Zen 3).
 pub fn dequantizes_for_prefill(dtype: GgmlDType) -> bool {
-    dtype == GgmlDType::Q8_0 && has_avx2() && !has_avx512()
+    match dtype {
+        GgmlDType::Q8_0 => has_avx2(),
+        GgmlDType::Q4K => has_avx2() && has_avx512(),
+        _ => false,
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -129,20 +137,87 @@ fn has_avx512_vnni() -> bool {
     false
 }
 
-/// The f32 values `[n, k]` of a q8_0 weight (`d · q` per block), on all threads.
-pub fn dequantize(blocks: &[u8], n: usize, k: usize) -> Vec<f32> {
-    let row_bytes = k / QK8_0 * Q8_0_BYTES;
-    assert_eq!(blocks.len(), n * row_bytes, "dequantize: {n}×{k} q8_0 weight of {} bytes", blocks.len());
+/// The f32 values `[n, k]` of a q8_0 or q4k weight, on all threads; the same values as candle's `dequantize`.
+pub fn dequantize(dtype: GgmlDType, blocks: &[u8], n: usize, k: usize) -> Vec<f32> {
+    let (block_bytes, block_len) = match dtype {
+        GgmlDType::Q8_0 => (Q8_0_BYTES, QK8_0),
+        GgmlDType::Q4K => (Q4K_BYTES, QK_K),
+        _ => unreachable!("dequantize: {dtype:?} is not dequantized here (see dequantizes_for_prefill)"),
+    };
+    let row_bytes = k / block_len * block_bytes;
+    assert_eq!(blocks.len(), n * row_bytes, "dequantize: {n}×{k} {dtype:?} weight of {} bytes", blocks.len());
+    let f16_at = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
     let mut out = vec![0f32; n * k];
     out.par_chunks_mut(k).zip(blocks.par_chunks(row_bytes)).for_each(|(dst, row)| {
-        for (d, blk) in dst.chunks_exact_mut(QK8_0).zip(row.chunks_exact(Q8_0_BYTES)) {
-            let scale = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-            for (v, &q) in d.iter_mut().zip(&blk[2..]) {
-                *v = scale * (q as i8) as f32;
+        for (y, blk) in dst.chunks_exact_mut(block_len).zip(row.chunks_exact(block_bytes)) {
+            if dtype == GgmlDType::Q8_0 {
+                let scale = f16_at(blk);
+                for (v, &q) in y.iter_mut().zip(&blk[2..]) {
+                    *v = scale * (q as i8) as f32;
+                }
+                continue;
+            }
+            let (d, dmin) = (f16_at(&blk[0..2]), f16_at(&blk[2..4]));
+            let mut packed = [0u8; 16];
+            for (bytes, word) in packed.chunks_exact_mut(4).zip(unpack_scales(&blk[4..16])) {
+                bytes.copy_from_slice(&word.to_le_bytes());
+            }
+            let (scales, mins) = packed.split_at(8);
+            // 32 bytes of 4-bit values per 64 outputs: low nibbles are sub-block 2c, high nibbles 2c + 1
+            for (c, (qs, y)) in blk[16..].chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
+                let (lo, hi) = y.split_at_mut(32);
+                let (d1, m1) = (d * scales[2 * c] as f32, dmin * mins[2 * c] as f32);
+                let (d2, m2) = (d * scales[2 * c + 1] as f32, dmin * mins[2 * c + 1] as f32);
+                for ((l, h), &q) in lo.iter_mut().zip(hi.iter_mut()).zip(qs) {
+                    *l = d1 * (q & 0xF) as f32 - m1;
+                    *h = d2 * (q >> 4) as f32 - m2;
+                }
             }
         }
     });
     out
+}
+
+/// `x · Wᵀ` `[m, n]` for `m` rows `x` (`m · k` values; a prefill chunk) and a q8_0 or q4k weight of `n` rows:
+/// gemm on the f32 values, dequantized a panel of weight rows at a time into a buffer that stays in cache (the
+/// whole f32 weight would be written to memory and read back for every chunk), panels on all threads.
+pub fn many_rows(dtype: GgmlDType, blocks: &[u8], n: usize, k: usize, x: &[f32]) -> Vec<f32> {
+    assert!(k > 0 && !x.is_empty() && x.len().is_multiple_of(k), "many_rows: {} values for rows of {k}", x.len());
+    let m = x.len() / k;
+    let row_bytes = blocks.len() / n;
+    // ~512 KiB of f32 weight a panel, a multiple of 16 rows
+    let panel = ((128 * 1024 / k).max(16) / 16 * 16).min(n);
+    let mut y = vec![0f32; m * n];
+    struct Out(*mut f32);
+    // SAFETY: each panel writes only its own columns of `y`.
+    unsafe impl Sync for Out {}
+    let out = Out(y.as_mut_ptr());
+    (0..n.div_ceil(panel)).into_par_iter().for_each(|p| {
+        let first = p * panel;
+        let rows = panel.min(n - first);
+        let w = dequantize(dtype, &blocks[first * row_bytes..(first + rows) * row_bytes], rows, k);
+        let out = &out;
+        // SAFETY: y is [m, n] (row stride n), this panel's columns first..first + rows; x is [m, k]; w is
+        // [rows, k], read as its transpose [k, rows].
+        unsafe {
+            gemm::gemm(m, rows, k, out.0.add(first), 1, n as isize, false, x.as_ptr(), 1, k as isize, w.as_ptr(), k as isize, 1, 0.0, 1.0, false, false, false, gemm::Parallelism::None);
+        }
+    });
+    y
+}
+
+/// The 8 scales (bytes 0..8) and 8 mins (bytes 8..16) of a q4k block's 12 packed scale bytes, unpacked
+/// with 32-bit word operations (ggml's `get_scale_min_k4` for each sub-block; the tests compare).
+#[inline(always)]
+fn unpack_scales(s: &[u8]) -> [u32; 4] {
+    const M1: u32 = 0x3f3f_3f3f;
+    const M2: u32 = 0x0f0f_0f0f;
+    const M3: u32 = 0x0303_0303;
+    let w = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+    let (w0, w1, w2) = (w(0), w(1), w(2));
+    // scales 0..4: low 6 bits of bytes 0..4; scales 4..8: low nibbles of bytes 8..12 with the top 2 bits
+    // of bytes 0..4; mins 0..4: low 6 bits of bytes 4..8; mins 4..8: high nibbles of 8..12, top bits of 4..8.
+    [w0 & M1, (w2 & M2) | (((w0 >> 6) & M3) << 4), w1 & M1, ((w2 >> 4) & M2) | (((w1 >> 6) & M3) << 4)]
 }
 
 /// The row as 32-value blocks of i8 with an f32 scale each (symmetric, ±127).
@@ -197,7 +272,7 @@ fn quantize_q8k(x: &[f32], wide: bool) -> Q8K {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Q8K, Q4K_BYTES, Q8_0_BYTES, QK8_0, QK_K};
+    use super::{unpack_scales, Q8K, Q4K_BYTES, Q8_0_BYTES, QK8_0, QK_K};
 
     #[target_feature(enable = "avx2,fma,f16c")]
     fn f16_at(b: &[u8]) -> f32 {
@@ -263,20 +338,6 @@ mod x86 {
             b += 1;
         }
         hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])))
-    }
-
-    /// The 8 scales (bytes 0..8) and 8 mins (bytes 8..16) of a q4k block's 12 packed scale bytes, unpacked
-    /// with 32-bit word operations (ggml's `get_scale_min_k4` for each sub-block; the tests compare).
-    #[inline(always)]
-    pub fn unpack_scales(s: &[u8]) -> [u32; 4] {
-        const M1: u32 = 0x3f3f_3f3f;
-        const M2: u32 = 0x0f0f_0f0f;
-        const M3: u32 = 0x0303_0303;
-        let w = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
-        let (w0, w1, w2) = (w(0), w(1), w(2));
-        // scales 0..4: low 6 bits of bytes 0..4; scales 4..8: low nibbles of bytes 8..12 with the top 2 bits
-        // of bytes 0..4; mins 0..4: low 6 bits of bytes 4..8; mins 4..8: high nibbles of 8..12, top bits of 4..8.
-        [w0 & M1, (w2 & M2) | (((w0 >> 6) & M3) << 4), w1 & M1, ((w2 >> 4) & M2) | (((w1 >> 6) & M3) << 4)]
     }
 
     /// One q4k row (its blocks: f16 d, f16 dmin, 12 scale bytes, 128 bytes of 4-bit values) against the Q8_K row.
@@ -433,6 +494,25 @@ mod tests {
         }
     }
 
+    /// The prefill product equals the f32 product with the dequantized weight (panels of any shape, the last one
+    /// short), and a row's bits do not depend on how many rows share the chunk.
+    #[test]
+    fn many_rows_is_the_dequantized_product_and_chunk_independent() {
+        let dev = Device::Cpu;
+        for (dtype, n, k) in [(GgmlDType::Q8_0, 1000, 96), (GgmlDType::Q4K, 300, 1024), (GgmlDType::Q4K, 129, 512)] {
+            let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (64, k), &dev).unwrap();
+            let want: Vec<f32> = x.matmul(&q.dequantize(&dev).unwrap().t().unwrap()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let xs: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+            let got = many_rows(dtype, &q.data().unwrap(), n, k, &xs);
+            let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err < 1e-4, "{dtype:?} {n}×{k}: max error {err}");
+            let first = many_rows(dtype, &q.data().unwrap(), n, k, &xs[..40 * k]);
+            assert!(first.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{dtype:?}: 40 rows alone differ");
+        }
+    }
+
     /// A row's output is the same bits whatever rows share the product (a batched decode step).
     #[test]
     fn a_rows_result_does_not_depend_on_the_other_rows() {
@@ -455,12 +535,14 @@ mod tests {
     }
 
     #[test]
-    fn q8_0_dequantizes_as_candle_does() {
+    fn q8_0_and_q4k_dequantize_as_candle_does() {
         let dev = Device::Cpu;
-        let w = Tensor::randn(0f32, 0.05, (19, 96), &dev).unwrap();
-        let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
-        let want: Vec<f32> = q.dequantize(&dev).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        assert_eq!(dequantize(&q.data().unwrap(), 19, 96), want);
+        for (dtype, k) in [(GgmlDType::Q8_0, 96), (GgmlDType::Q4K, 512)] {
+            let w = Tensor::randn(0f32, 0.05, (19, k), &dev).unwrap();
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let want: Vec<f32> = q.dequantize(&dev).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(dequantize(dtype, &q.data().unwrap(), 19, k), want, "{dtype:?}");
+        }
     }
 
     /// The 6-bit scale and min of sub-block `j` (0..8) of a q4k block's 12 scale bytes (ggml's `get_scale_min_k4`).
@@ -476,17 +558,12 @@ mod tests {
     fn packed_scales_unpack_to_ggmls_values() {
         for seed in 0..64u32 {
             let s: Vec<u8> = (0..12u32).map(|i| (i.wrapping_mul(97).wrapping_add(seed.wrapping_mul(131)) % 256) as u8).collect();
-            let u = x86_unpack(&s);
+            let u = unpack_scales(&s);
             let bytes: Vec<u8> = u.iter().flat_map(|w| w.to_le_bytes()).collect();
             for j in 0..8 {
                 assert_eq!((bytes[j], bytes[8 + j]), scale_min_k4(j, &s), "seed {seed}, sub-block {j}");
             }
         }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    fn x86_unpack(s: &[u8]) -> [u32; 4] {
-        x86::unpack_scales(s)
     }
 
     /// Our kernel against the f32 product with the dequantized weight: the only difference is the row's own
