@@ -120,7 +120,8 @@ fn quantized_forward(x: &Tensor, m: &QMatMul, q: &QTensor, few_rows: bool) -> Re
         return Ok(Tensor::from_vec(y, dims, x.device())?.to_dtype(x.dtype())?);
     }
     if !few_rows && x.device().is_cpu() && qkernels::dequantizes_for_prefill(q.dtype()) {
-        // many rows (a prefill chunk): the f32 weight for gemm costs little beside the product itself
+        // many rows (a prefill chunk): gemm on f32 values, dequantized a cache-sized panel at a time, costs
+        // little beside the product itself
         let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let y = qkernels::many_rows(q.dtype(), &q.data()?, n, k, &xs);
         let mut dims = x.dims().to_vec();
