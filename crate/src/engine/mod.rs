@@ -177,20 +177,31 @@ impl Engine {
         let queued_w = queued.clone();
         let live: LiveFlags = Arc::default();
         let live_w = live.clone();
+        let threads = rayon::current_num_threads();
         let worker = std::thread::Builder::new()
             .name("vtc-r1-engine".into())
             .spawn(move || {
-                let worker = match catch_panic(|| Worker::load(&dir, &options)) {
-                    Ok(w) => {
-                        let _ = ready_tx.send(Ok((w.info.clone(), w.tokenizer.clone())));
-                        w
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
+                let run = move || {
+                    let worker = match catch_panic(|| Worker::load(&dir, &options)) {
+                        Ok(w) => {
+                            let _ = ready_tx.send(Ok((w.info.clone(), w.tokenizer.clone())));
+                            w
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    worker.serve(jobs_rx, queued_w, live_w);
                 };
-                worker.serve(jobs_rx, queued_w, live_w);
+                // The engine thread is one of the threads of its own pool, so it does a share of every parallel
+                // step instead of handing the step to the global pool and sleeping until it is done: one thread
+                // woken per step rather than two (decode of q4k 1024×8 13% faster, f32 prefill 8%, 2-core Xeon).
+                // Same thread count as the global pool (RAYON_NUM_THREADS), so the kernels split work as before.
+                match rayon::ThreadPoolBuilder::new().num_threads(threads).use_current_thread().thread_name(|i| format!("vtc-r1-engine-{i}")).build() {
+                    Ok(pool) => pool.install(run),
+                    Err(_) => run(),
+                }
             })
             .map_err(|e| Error::Internal(format!("cannot start the engine thread: {e}")))?;
         let (info, tokenizer) = ready_rx.recv().unwrap_or_else(|_| Err(Error::Internal("the engine thread died while loading".into())))?;
