@@ -112,6 +112,10 @@ fn rows_of(x: &Tensor) -> Result<usize> {
 /// take f32.
 fn quantized_forward(x: &Tensor, m: &QMatMul, q: &QTensor, few_rows: bool) -> Result<Tensor> {
     let (n, k) = q.shape().dims2()?;
+    if x.dim(candle_core::D::Minus1)? != k {
+        // our kernels take the rows flat: check the shape as candle's matmul would
+        return Err(candle_core::Error::Msg(format!("quantized linear layer of {k} inputs applied to a tensor of shape {:?}", x.dims())).into());
+    }
     if few_rows && x.device().is_cpu() && qkernels::supports(q.dtype()) {
         let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let y = qkernels::few_rows(q.dtype(), &q.data()?, n, k, &xs);
