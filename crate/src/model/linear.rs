@@ -107,27 +107,24 @@ fn rows_of(x: &Tensor) -> Result<usize> {
     Ok(x.elem_count() / x.dim(candle_core::D::Minus1)?)
 }
 
-/// `x · Wᵀ` for a quantized weight: a few rows on the CPU through our kernels where they cover the block
-/// type (they stream the blocks at twice the speed of candle's on AVX2), the rest through candle's, which
-/// take f32.
+/// `x · Wᵀ` for a quantized weight. On the CPU, a few rows (decode steps) through our kernels where they cover
+/// the block type (they stream the blocks at twice the speed of candle's on AVX2), many rows (a prefill chunk)
+/// through gemm on f32 values dequantized a cache-sized panel at a time where that beats candle's; the rest
+/// through candle's, which take f32.
 fn quantized_forward(x: &Tensor, m: &QMatMul, q: &QTensor, few_rows: bool) -> Result<Tensor> {
     let (n, k) = q.shape().dims2()?;
     if x.dim(candle_core::D::Minus1)? != k {
         // our kernels take the rows flat: check the shape as candle's matmul would
         return Err(candle_core::Error::Msg(format!("quantized linear layer of {k} inputs applied to a tensor of shape {:?}", x.dims())).into());
     }
-    if few_rows && x.device().is_cpu() && qkernels::supports(q.dtype()) {
+    let kernel: Option<qkernels::Product> = match few_rows {
+        true if qkernels::supports(q.dtype()) => Some(qkernels::few_rows),
+        false if qkernels::dequantizes_for_prefill(q.dtype()) => Some(qkernels::many_rows),
+        _ => None,
+    };
+    if let Some(kernel) = kernel.filter(|_| x.device().is_cpu()) {
         let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let y = qkernels::few_rows(q.dtype(), &q.data()?, n, k, &xs);
-        let mut dims = x.dims().to_vec();
-        *dims.last_mut().unwrap() = n;
-        return Ok(Tensor::from_vec(y, dims, x.device())?.to_dtype(x.dtype())?);
-    }
-    if !few_rows && x.device().is_cpu() && qkernels::dequantizes_for_prefill(q.dtype()) {
-        // many rows (a prefill chunk): gemm on f32 values, dequantized a cache-sized panel at a time, costs
-        // little beside the product itself
-        let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let y = qkernels::many_rows(q.dtype(), &q.data()?, n, k, &xs);
+        let y = kernel(q.dtype(), &q.data()?, n, k, &xs);
         let mut dims = x.dims().to_vec();
         *dims.last_mut().unwrap() = n;
         return Ok(Tensor::from_vec(y, dims, x.device())?.to_dtype(x.dtype())?);

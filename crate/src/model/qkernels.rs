@@ -24,14 +24,19 @@ const Q4K_BYTES: usize = 144;
 const QK8_0: usize = 32;
 const QK_K: usize = 256;
 
+/// `x · Wᵀ` `[m, n]` for rows `x` (`m · k` values) and a weight of `n` rows of `k` values stored as `dtype`
+/// blocks: what [`few_rows`] (decode steps) and [`many_rows`] (prefill chunks) compute.
+pub type Product = fn(dtype: GgmlDType, blocks: &[u8], n: usize, k: usize, x: &[f32]) -> Vec<f32>;
+
 /// Whether [`one_row`] runs `dtype` on this CPU.
 pub fn supports(dtype: GgmlDType) -> bool {
     matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q4K) && has_avx2()
 }
 
+/// AVX2 + FMA (the check the other kernels share) and F16C, for the blocks' f16 scales.
 #[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+    crate::model::vectorized::avx2() && is_x86_feature_detected!("f16c")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -103,7 +108,7 @@ pub fn outputs_by_row(yt: Vec<f32>, n: usize, m: usize) -> Vec<f32> {
     y
 }
 
-/// Whether a prefill chunk's product with a `dtype` weight dequantizes it to f32 for gemm ([`dequantize`]) rather
+/// Whether a prefill chunk's product with a `dtype` weight dequantizes it to f32 for gemm ([`many_rows`]) rather
 /// than run candle's quantized product. Measured: q8_0 everywhere our kernels run (candle's many-row q8_0 was 5×
 /// slower than f32 on a 2-core Zen 3, and 1.5× slower than dequantizing on a 2-core AVX-512 Xeon); q4k where AVX-512
 /// runs (1.4× faster than candle's VNNI/AMX path on that Xeon, which also keeps repacked copies of every weight
@@ -118,7 +123,7 @@ pub fn dequantizes_for_prefill(dtype: GgmlDType) -> bool {
 
 #[cfg(target_arch = "x86_64")]
 fn has_avx512() -> bool {
-    is_x86_feature_detected!("avx512f")
+    crate::model::vectorized::avx512()
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -137,45 +142,43 @@ fn has_avx512_vnni() -> bool {
     false
 }
 
-/// The f32 values `[n, k]` of a q8_0 or q4k weight, on all threads; the same values as candle's `dequantize`.
-pub fn dequantize(dtype: GgmlDType, blocks: &[u8], n: usize, k: usize) -> Vec<f32> {
-    let (block_bytes, block_len) = match dtype {
-        GgmlDType::Q8_0 => (Q8_0_BYTES, QK8_0),
-        GgmlDType::Q4K => (Q4K_BYTES, QK_K),
-        _ => unreachable!("dequantize: {dtype:?} is not dequantized here (see dequantizes_for_prefill)"),
-    };
-    let row_bytes = k / block_len * block_bytes;
-    assert_eq!(blocks.len(), n * row_bytes, "dequantize: {n}×{k} {dtype:?} weight of {} bytes", blocks.len());
+/// The f32 values of whole rows of q8_0 or q4k blocks into `out` (as many values as the blocks hold), on this
+/// thread; the same values as candle's `dequantize`.
+fn dequantize(dtype: GgmlDType, blocks: &[u8], out: &mut [f32]) {
     let f16_at = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-    let mut out = vec![0f32; n * k];
-    out.par_chunks_mut(k).zip(blocks.par_chunks(row_bytes)).for_each(|(dst, row)| {
-        for (y, blk) in dst.chunks_exact_mut(block_len).zip(row.chunks_exact(block_bytes)) {
-            if dtype == GgmlDType::Q8_0 {
+    match dtype {
+        GgmlDType::Q8_0 => {
+            assert_eq!(blocks.len() / Q8_0_BYTES * QK8_0, out.len(), "dequantize: q8_0 blocks for {} values", out.len());
+            for (y, blk) in out.chunks_exact_mut(QK8_0).zip(blocks.chunks_exact(Q8_0_BYTES)) {
                 let scale = f16_at(blk);
                 for (v, &q) in y.iter_mut().zip(&blk[2..]) {
                     *v = scale * (q as i8) as f32;
                 }
-                continue;
             }
-            let (d, dmin) = (f16_at(&blk[0..2]), f16_at(&blk[2..4]));
-            let mut packed = [0u8; 16];
-            for (bytes, word) in packed.chunks_exact_mut(4).zip(unpack_scales(&blk[4..16])) {
-                bytes.copy_from_slice(&word.to_le_bytes());
-            }
-            let (scales, mins) = packed.split_at(8);
-            // 32 bytes of 4-bit values per 64 outputs: low nibbles are sub-block 2c, high nibbles 2c + 1
-            for (c, (qs, y)) in blk[16..].chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
-                let (lo, hi) = y.split_at_mut(32);
-                let (d1, m1) = (d * scales[2 * c] as f32, dmin * mins[2 * c] as f32);
-                let (d2, m2) = (d * scales[2 * c + 1] as f32, dmin * mins[2 * c + 1] as f32);
-                for ((l, h), &q) in lo.iter_mut().zip(hi.iter_mut()).zip(qs) {
-                    *l = d1 * (q & 0xF) as f32 - m1;
-                    *h = d2 * (q >> 4) as f32 - m2;
+        }
+        GgmlDType::Q4K => {
+            assert_eq!(blocks.len() / Q4K_BYTES * QK_K, out.len(), "dequantize: q4k blocks for {} values", out.len());
+            for (y, blk) in out.chunks_exact_mut(QK_K).zip(blocks.chunks_exact(Q4K_BYTES)) {
+                let (d, dmin) = (f16_at(&blk[0..2]), f16_at(&blk[2..4]));
+                let mut packed = [0u8; 16];
+                for (bytes, word) in packed.chunks_exact_mut(4).zip(unpack_scales(&blk[4..16])) {
+                    bytes.copy_from_slice(&word.to_le_bytes());
+                }
+                let (scales, mins) = packed.split_at(8);
+                // 32 bytes of 4-bit values per 64 outputs: low nibbles are sub-block 2c, high nibbles 2c + 1
+                for (c, (qs, y)) in blk[16..].chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
+                    let (lo, hi) = y.split_at_mut(32);
+                    let (d1, m1) = (d * scales[2 * c] as f32, dmin * mins[2 * c] as f32);
+                    let (d2, m2) = (d * scales[2 * c + 1] as f32, dmin * mins[2 * c + 1] as f32);
+                    for ((l, h), &q) in lo.iter_mut().zip(hi.iter_mut()).zip(qs) {
+                        *l = d1 * (q & 0xF) as f32 - m1;
+                        *h = d2 * (q >> 4) as f32 - m2;
+                    }
                 }
             }
         }
-    });
-    out
+        _ => unreachable!("dequantize: {dtype:?} is not dequantized here (see dequantizes_for_prefill)"),
+    }
 }
 
 /// The fewest weight rows a panel of [`many_rows`] has (unless the weight has fewer).
@@ -189,6 +192,7 @@ pub fn many_rows(dtype: GgmlDType, blocks: &[u8], n: usize, k: usize, x: &[f32])
     assert!(n > 0, "many_rows: a weight of no rows");
     let m = x.len() / k;
     let row_bytes = blocks.len() / n;
+    assert_eq!(row_bytes * n, blocks.len(), "many_rows: {n} rows in {} bytes", blocks.len());
     // Panels of ~512 KiB of f32 weight, but never 64 rows or fewer (unless the weight is): gemm sums a product
     // of at most 64 × 64 in other blocks of k than a larger one, so a narrow panel would give a token other bits
     // in a prefill chunk of 64 rows than in a longer one. Widths differ by at most one row.
@@ -203,7 +207,8 @@ pub fn many_rows(dtype: GgmlDType, blocks: &[u8], n: usize, k: usize, x: &[f32])
     (0..panels).into_par_iter().for_each(|p| {
         let first = first_row(p);
         let rows = first_row(p + 1) - first;
-        let w = dequantize(dtype, &blocks[first * row_bytes..(first + rows) * row_bytes], rows, k);
+        let mut w = vec![0f32; rows * k];
+        dequantize(dtype, &blocks[first * row_bytes..(first + rows) * row_bytes], &mut w);
         let out = &out;
         // SAFETY: y is [m, n] (row stride n), this panel's columns first..first + rows; x is [m, k]; w is
         // [rows, k], read as its transpose [k, rows].
@@ -405,11 +410,8 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     pub unsafe fn dot_q4k_512(row: &[u8], x: &Q8K) -> f32 {
         let low = _mm512_set1_epi8(0x0F);
-        // 16-bit lane i takes scale `a` for the first 16 lanes (the first 32 bytes), `b` for the rest
-        let pick = |a: i16, b: i16| _mm512_setr_epi64(
-            0x0001_0001_0001_0001 * a as i64, 0x0001_0001_0001_0001 * a as i64, 0x0001_0001_0001_0001 * a as i64, 0x0001_0001_0001_0001 * a as i64,
-            0x0001_0001_0001_0001 * b as i64, 0x0001_0001_0001_0001 * b as i64, 0x0001_0001_0001_0001 * b as i64, 0x0001_0001_0001_0001 * b as i64,
-        );
+        // permutation indices: scale `a` to the first 16 lanes of 16 bits (the first 32 bytes), `b` to the rest
+        let pick = |a: i16, b: i16| _mm512_inserti64x4::<1>(_mm512_set1_epi16(a), _mm256_set1_epi16(b));
         let index = [pick(0, 2), pick(1, 3), pick(4, 6), pick(5, 7)];
         let mut acc = _mm512_setzero_ps();
         let mut acc_m = _mm_setzero_ps();
@@ -550,7 +552,9 @@ mod tests {
             let w = Tensor::randn(0f32, 0.05, (19, k), &dev).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
             let want: Vec<f32> = q.dequantize(&dev).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-            assert_eq!(dequantize(dtype, &q.data().unwrap(), 19, k), want, "{dtype:?}");
+            let mut got = vec![0f32; 19 * k];
+            dequantize(dtype, &q.data().unwrap(), &mut got);
+            assert_eq!(got, want, "{dtype:?}");
         }
     }
 
