@@ -60,22 +60,21 @@ impl Quantization {
     }
 
     /// The block type a `[rows, cols]` weight gets, or `None` to keep it dense. k-quants need rows of a multiple
-    /// of 256; a weight whose rows are not (GLM-4.1V's `down_proj` reads 13,696 values) gets q8_0, the 32-value
-    /// block type our decode kernel runs fastest (llama.cpp falls back to q5_0 for q4k: 1.6 fewer bits a weight
-    /// there, but candle's q5_0 kernels stream it at a third of the speed). Rows that are not a multiple of 32
-    /// stay dense.
+    /// of 256; a weight whose rows are not (GLM-4.1V's `down_proj` reads 13,696 values) gets a 32-value block
+    /// type as llama.cpp chooses: q5_0 under q4k (5.5 bits a weight, against q8_0's 8.5), q8_0 under q5k and q6k.
+    /// Rows that are not a multiple of 32 stay dense.
     pub fn block_type(self, cols: usize) -> Option<GgmlDType> {
         let want = self.ggml();
         if cols.is_multiple_of(want.block_size()) {
             return Some(want);
         }
-        let fallback = GgmlDType::Q8_0;
-        (want != fallback && cols.is_multiple_of(fallback.block_size())).then_some(fallback)
+        let fallback = if want == GgmlDType::Q4K { GgmlDType::Q5_0 } else { GgmlDType::Q8_0 };
+        cols.is_multiple_of(fallback.block_size()).then_some(fallback)
     }
 }
 
 /// Bumped when what we write changes, so caches of older builds are rebuilt.
-const CACHE_FORMAT: u32 = 2;
+const CACHE_FORMAT: u32 = 3;
 
 /// Quantized weights of one model for one quantization: taken from a valid cache file when there is one,
 /// else quantized from the source tensors and written to the cache once the model is built.
@@ -126,35 +125,23 @@ impl QuantizedWeights {
         self.cached.is_some()
     }
 
-    /// Weight `name` (`[Σ parts, cols]`) quantized as consecutive row blocks of `parts` rows each (one part for
-    /// a plain weight; two for a fused gate/up projection), from the cache, else from `load()` (the dense source
-    /// tensor, dropped once quantized). `None` when this weight stays dense.
-    pub fn get(&self, name: &str, parts: &[usize], cols: usize, device: &Device, load: impl FnOnce() -> Result<Tensor>) -> Result<Option<Vec<Arc<QTensor>>>> {
-        let Some(dtype) = self.quantization.block_type(cols) else { return Ok(None) };
-        let key = |k: usize| if parts.len() == 1 { name.to_string() } else { format!("{name}.part{k}") };
-        if let Some(cache) = &self.cached {
-            let found: Option<Vec<QTensor>> = parts.iter().enumerate().map(|(k, &rows)| cache.tensor(&key(k), dtype, [rows, cols], device)).collect();
-            if let Some(found) = found {
-                let found: Vec<Arc<QTensor>> = found.into_iter().map(Arc::new).collect();
-                lock(&self.tensors).extend(found.iter().enumerate().map(|(k, t)| (key(k), t.clone())));
-                return Ok(Some(found));
+    /// Weight `name` (`[rows, cols]`) quantized, from the cache, else from `load()` (the dense source tensor,
+    /// dropped once quantized). `None` when this weight stays dense.
+    pub fn get(&self, name: &str, shape: [usize; 2], device: &Device, load: impl FnOnce() -> Result<Tensor>) -> Result<Option<Arc<QTensor>>> {
+        let Some(dtype) = self.quantization.block_type(shape[1]) else { return Ok(None) };
+        let cached = self.cached.as_ref().and_then(|cache| cache.tensor(name, dtype, shape, device));
+        let q = match cached {
+            Some(q) => Arc::new(q),
+            None => {
+                self.quantized_now.store(true, std::sync::atomic::Ordering::Relaxed);
+                // Quantized on the CPU (candle's quantizers), then placed on the model's device.
+                let dense = load()?.to_device(&Device::Cpu)?;
+                let q = QTensor::quantize_onto(&dense, dtype, device).map_err(|e| Error::Model(format!("quantizing `{name}` to {dtype:?}: {e}")))?;
+                Arc::new(q)
             }
-        }
-        self.quantized_now.store(true, std::sync::atomic::Ordering::Relaxed);
-        // Quantized on the CPU (candle's quantizers), then placed on the model's device.
-        let dense = load()?.to_device(&Device::Cpu)?;
-        let mut out = Vec::with_capacity(parts.len());
-        let mut start = 0;
-        for (k, &rows) in parts.iter().enumerate() {
-            // a fresh buffer: candle's quantizer reads the storage from its start, ignoring a view's offset
-            let part = dense.narrow(0, start, rows)?.force_contiguous()?;
-            let q = QTensor::quantize_onto(&part, dtype, device).map_err(|e| Error::Model(format!("quantizing `{name}` to {dtype:?}: {e}")))?;
-            let q = Arc::new(q);
-            lock(&self.tensors).push((key(k), q.clone()));
-            out.push(q);
-            start += rows;
-        }
-        Ok(Some(out))
+        };
+        lock(&self.tensors).push((name.to_string(), q.clone()));
+        Ok(Some(q))
     }
 
     /// Writes every quantized tensor of this load to the cache file, unless all came from it. Written to a

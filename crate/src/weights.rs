@@ -104,15 +104,8 @@ impl Weights {
     /// Weight `name` (`[rows, cols]`) quantized, when the model is loaded quantized and the weight's rows suit
     /// the block type; `None` to load it dense.
     pub fn quantized(&self, name: &str, shape: [usize; 2]) -> Result<Option<Arc<QTensor>>> {
-        Ok(self.quantized_parts(name, &[shape[0]], shape[1])?.and_then(|mut v| v.pop()))
-    }
-
-    /// Weight `name` (`[Σ parts, cols]`) quantized as consecutive blocks of `parts` rows (e.g. a fused gate/up
-    /// projection as its two halves); `None` to load it dense.
-    pub fn quantized_parts(&self, name: &str, parts: &[usize], cols: usize) -> Result<Option<Vec<Arc<QTensor>>>> {
         let Some(q) = &self.quantized else { return Ok(None) };
-        let rows: usize = parts.iter().sum();
-        q.get(name, parts, cols, &self.device, || self.get_as(name, &[rows, cols], DType::F32))
+        q.get(name, shape, &self.device, || self.get_as(name, &shape, DType::F32))
     }
 
     pub fn contains(&self, name: &str) -> bool {

@@ -117,8 +117,11 @@ fn k_quants_fall_back_where_rows_are_not_a_multiple_of_256() {
     use candle_core::quantized::GgmlDType;
     // GLM-4.1V's down_proj reads 13,696 values a row: 53.5 super-blocks.
     assert_eq!(Quantization::Q4K.block_type(4096), Some(GgmlDType::Q4K));
-    assert_eq!(Quantization::Q4K.block_type(13696), Some(GgmlDType::Q8_0));
+    // as llama.cpp: q5_0 under q4k, q8_0 under q5k and q6k
+    assert_eq!(Quantization::Q4K.block_type(13696), Some(GgmlDType::Q5_0));
+    assert_eq!(Quantization::Q5K.block_type(13696), Some(GgmlDType::Q8_0));
     assert_eq!(Quantization::Q6K.block_type(13696), Some(GgmlDType::Q8_0));
+    assert_eq!(Quantization::Q4K.block_type(100), None);
     assert_eq!(Quantization::Q4_0.block_type(100), None);
     assert_eq!(Quantization::Q8_0.block_type(13696), Some(GgmlDType::Q8_0));
     assert_eq!(Quantization::Q8_0.block_type(100), None, "rows of no whole block stay dense");

@@ -42,6 +42,49 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     Ok(gate.contiguous()?.apply_op2_no_bwd(&up.contiguous()?, &Elementwise(Op::SiluMul))?)
 }
 
+/// `silu(gate) * up` of a gated MLP's gate and up products side by side, `[.., 2i]` (gate first): as
+/// [`silu_mul`] of the two halves, without copying them apart.
+pub fn silu_mul_halves(gate_up: &Tensor) -> Result<Tensor> {
+    let width = gate_up.dim(candle_core::D::Minus1)?;
+    if width % 2 != 0 {
+        return Err(crate::error::Error::Model(format!("gate and up side by side: an odd width {width}")));
+    }
+    if is_cpu_with(gate_up, DType::BF16) {
+        return Ok(silu_mul_halves(&gate_up.to_dtype(DType::F32)?)?.to_dtype(DType::BF16)?);
+    }
+    if !is_cpu_with(gate_up, DType::F32) {
+        let half = |start| gate_up.narrow(candle_core::D::Minus1, start, width / 2);
+        return silu_mul(&half(0)?, &half(width / 2)?);
+    }
+    Ok(gate_up.contiguous()?.apply_op1_no_bwd(&Halves)?)
+}
+
+/// [`silu_mul_halves`]' CPU op: row by row, each row's halves through [`Op::SiluMul`], rows on all cores.
+struct Halves;
+
+impl CustomOp1 for Halves {
+    fn name(&self) -> &'static str {
+        "par-silu-mul-halves"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, self.name())?;
+        let mut dims = l.dims().to_vec();
+        let half = dims.last().copied().unwrap_or(0) / 2;
+        *dims.last_mut().unwrap() = half;
+        let mut out = vec![0f32; x.len() / 2];
+        if half > 0 {
+            let rows = (GRAIN / half).max(1);
+            out.par_chunks_mut(rows * half).zip(x.par_chunks(rows * 2 * half)).for_each(|(o, x)| {
+                for (o, x) in o.chunks_exact_mut(half).zip(x.chunks_exact(2 * half)) {
+                    let (gate, up) = x.split_at(half);
+                    dispatch(Op::SiluMul, o, gate, up);
+                }
+            });
+        }
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+}
+
 /// The contiguous f32 elements of a CPU tensor.
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
     match (s, l.contiguous_offsets()) {
@@ -192,6 +235,9 @@ mod tests {
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() <= 6.0 * f32::EPSILON * w.abs() + f32::MIN_POSITIVE, "{g} against {w}");
         }
+        // side by side in one tensor: the same bits as the halves apart
+        let halves = silu_mul_halves(&Tensor::cat(&[&x, &y], 1).unwrap()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(halves.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "halves differ from silu_mul");
         // far below zero the gate closes (candle: 0 from -inf / inf, NaN), NaN stays NaN
         let edge = Tensor::new(&[-1e4f32, -100.0, -f32::MAX, f32::NAN, 100.0], &dev).unwrap();
         let ones = Tensor::ones(5, DType::F32, &dev).unwrap();

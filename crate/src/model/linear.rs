@@ -7,12 +7,12 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::{QMatMul, QStorage, QTensor};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Shape, Tensor};
 use half::bf16;
 use rayon::prelude::*;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 #[cfg(target_arch = "x86_64")]
 use crate::model::few_rows;
 use crate::model::{is_cpu_with, qkernels, Step};
@@ -81,6 +81,50 @@ impl Linear {
         }
     }
 
+    /// One layer of `parts` over the same input, their outputs side by side in order (q/k/v; gate/up): the weights
+    /// read in one pass, one parallel step where there were several. A decode step of a small layer is dominated
+    /// by waking the other threads (~20 µs a product on a 2-core VM, as long as streaming a 1024×1024 q4k weight);
+    /// with q/k/v and gate/up side by side, q4k decode of the 1024×8 bench model took ~6% less time. Each output is
+    /// computed as its own layer would: a weight row's dot product does not depend on its neighbours. The parts
+    /// are all dense, or all quantized with one block type (a quantized weight's type follows its input width,
+    /// which they share); biases on all or none.
+    pub fn side_by_side(parts: Vec<Linear>) -> Result<Self> {
+        let widths = parts.iter().map(Linear::outputs).collect::<Result<Vec<_>>>()?;
+        let biases: Vec<Tensor> = parts.iter().filter_map(|p| p.bias.clone()).collect();
+        let bias = match biases.len() {
+            0 => None,
+            n if n == parts.len() => Some(Tensor::cat(&biases, 0)?),
+            _ => return Err(Error::Model("linear layers side by side: biases on some only".into())),
+        };
+        let dense: Option<Vec<Tensor>> = parts.iter().map(|p| if let Weight::Dense(t) = &p.weight { Some(t.clone()) } else { None }).collect();
+        let quantized: Option<Vec<&QTensor>> = parts.iter().map(|p| if let Weight::Quantized(_, q) = &p.weight { Some(q.as_ref()) } else { None }).collect();
+        let weight = match (dense, quantized) {
+            // [in, out] each: side by side along the outputs
+            (Some(ws), _) => Weight::Dense(Tensor::cat(&ws, 1)?.contiguous()?),
+            (_, Some(qs)) if qs.iter().all(|q| q.dtype() == qs[0].dtype()) => {
+                // [out, in] in blocks of whole rows: the parts' blocks one after the other
+                let mut blocks = Vec::new();
+                for q in &qs {
+                    blocks.extend_from_slice(&q.data()?);
+                }
+                let (dtype, device, cols) = (qs[0].dtype(), qs[0].device(), qs[0].shape().dims2()?.1);
+                let storage = QStorage::from_data(std::borrow::Cow::Owned(blocks), &device, dtype)?;
+                let q = Arc::new(QTensor::new(storage, (widths.iter().sum::<usize>(), cols))?);
+                Weight::Quantized(QMatMul::from_arc(q.clone())?, q)
+            }
+            _ => return Err(Error::Model("linear layers side by side: of different weight types".into())),
+        };
+        Ok(Self { weight, bias })
+    }
+
+    /// Outputs of the layer.
+    fn outputs(&self) -> Result<usize> {
+        Ok(match &self.weight {
+            Weight::Dense(w) => w.dim(1)?,
+            Weight::Quantized(_, q) => q.shape().dims2()?.0,
+        })
+    }
+
     fn forward_with(&self, x: &Tensor, few_rows: bool) -> Result<Tensor> {
         let y = match &self.weight {
             Weight::Dense(w) => dense_forward(x, w, few_rows)?,
@@ -90,6 +134,37 @@ impl Linear {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
+    }
+}
+
+/// Linear layers over one input (q/k/v) run as one product ([`Linear::side_by_side`]), each part's output a
+/// view of it.
+pub struct Fused {
+    linear: Linear,
+    /// Outputs of each part, in order.
+    widths: Vec<usize>,
+}
+
+impl Fused {
+    /// `parts` over the same input, side by side (see [`Linear::side_by_side`]).
+    pub fn new(parts: Vec<Linear>) -> Result<Self> {
+        let widths = parts.iter().map(Linear::outputs).collect::<Result<Vec<_>>>()?;
+        Ok(Self { linear: Linear::side_by_side(parts)?, widths })
+    }
+
+    /// Each of the `N` parts' outputs, as [`Linear::forward_step`] (views of one product over the last dimension).
+    pub fn forward_step<const N: usize>(&self, step: Step, x: &Tensor) -> Result<[Tensor; N]> {
+        if self.widths.len() != N {
+            return Err(Error::Model(format!("a layer fused from {} parts read as {N}", self.widths.len())));
+        }
+        let y = self.linear.forward_step(step, x)?;
+        let mut parts = Vec::with_capacity(N);
+        let mut first = 0;
+        for &width in &self.widths {
+            parts.push(y.narrow(candle_core::D::Minus1, first, width)?);
+            first += width;
+        }
+        Ok(parts.try_into().expect("checked: N parts"))
     }
 }
 

@@ -1,14 +1,15 @@
 //! Quantized products candle's kernels do slowly on CPUs without AVX-512, measured by `bench/quant_kernels.rs`
 //! (on a 2-core Zen 3 whose DRAM delivers 28 GB/s, candle's one-row q8_0 and q4k products stream 11-14 GB/s, and
 //! its many-row q8_0 product is 5× slower than f32):
-//! - One activation row times a q8_0 or q4k weight (decode steps): the weight's ggml blocks are streamed once,
-//!   in memory order, on all threads. The row is quantized once per call as ggml does (q8_0: 32-value blocks;
-//!   q4k: 256-value blocks with per-32 sums), then integer dot products over each block (`maddubs`) are scaled
-//!   and summed in f32.
+//! - One activation row times a q8_0, q5_0 or q4k weight (decode steps): the weight's ggml blocks are streamed
+//!   once, in memory order, on all threads. The row is quantized once per call as ggml does (q8_0 and q5_0:
+//!   32-value blocks; q4k: 256-value blocks with per-32 sums), then integer dot products over each block
+//!   (`maddubs`) are scaled and summed in f32. candle has no SIMD q5_0 kernel (its scalar one streams a third as
+//!   fast), and q5_0 is what a q4k model's weights of rows that are not a multiple of 256 get.
 //! - A few activation rows (a batched decode step): the same, each weight row dotted with every row while in
 //!   cache; a row's result does not depend on the others.
-//! - Many rows times a q8_0 weight, or a q4k one where AVX-512 runs (prefill chunks): gemm on f32 values,
-//!   dequantized a cache-sized panel of weight rows at a time.
+//! - Many rows times a q8_0 or q5_0 weight, or a q4k one where AVX-512 runs (prefill chunks): gemm on f32
+//!   values, dequantized a cache-sized panel of weight rows at a time.
 //!
 //! Only the AVX2 + FMA + F16C paths are ours; other CPUs use candle's kernels. Where AVX-512 BW and VNNI run,
 //! q4k has a 512-bit kernel. candle 0.11's own VNNI kernels are as fast there, but they repack each weight into
@@ -20,6 +21,7 @@ use rayon::prelude::*;
 
 /// Bytes of one ggml block, and values it holds.
 const Q8_0_BYTES: usize = 34;
+const Q5_0_BYTES: usize = 22;
 const Q4K_BYTES: usize = 144;
 const QK8_0: usize = 32;
 const QK_K: usize = 256;
@@ -30,7 +32,7 @@ pub type Product = fn(dtype: GgmlDType, blocks: &[u8], n: usize, k: usize, x: &[
 
 /// Whether [`one_row`] runs `dtype` on this CPU.
 pub fn supports(dtype: GgmlDType) -> bool {
-    matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q4K) && has_avx2()
+    matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q5_0 | GgmlDType::Q4K) && has_avx2()
 }
 
 /// AVX2 + FMA (the check the other kernels share) and F16C, for the blocks' f16 scales.
@@ -61,15 +63,19 @@ pub fn few_rows(dtype: GgmlDType, blocks: &[u8], n: usize, k: usize, x: &[f32]) 
     let threads = rayon::current_num_threads().max(1);
     let rows_per_task = n.div_ceil(threads * 8).max(1);
     match dtype {
-        GgmlDType::Q8_0 => {
-            let row_bytes = k / QK8_0 * Q8_0_BYTES;
+        GgmlDType::Q8_0 | GgmlDType::Q5_0 => {
+            let (block_bytes, dot): (usize, unsafe fn(&[u8], &[i8], &[f32]) -> f32) = match dtype {
+                GgmlDType::Q8_0 => (Q8_0_BYTES, x86::dot_q8_0),
+                _ => (Q5_0_BYTES, x86::dot_q5_0),
+            };
+            let row_bytes = k / QK8_0 * block_bytes;
             assert_eq!(blocks.len(), n * row_bytes);
             let xs: Vec<_> = x.chunks_exact(k).map(quantize_q8_0).collect();
             yt.par_chunks_mut(rows_per_task * m).zip(blocks.par_chunks(rows_per_task * row_bytes)).for_each(|(out, rows)| {
                 for (o, row) in out.chunks_exact_mut(m).zip(rows.chunks_exact(row_bytes)) {
                     for (o, (xq, dx)) in o.iter_mut().zip(&xs) {
                         // SAFETY: supports() checked AVX2, FMA and F16C; the row holds k / 32 whole blocks.
-                        *o = unsafe { x86::dot_q8_0(row, xq, dx) };
+                        *o = unsafe { dot(row, xq, dx) };
                     }
                 }
             });
@@ -110,12 +116,13 @@ pub fn outputs_by_row(yt: Vec<f32>, n: usize, m: usize) -> Vec<f32> {
 
 /// Whether a prefill chunk's product with a `dtype` weight dequantizes it to f32 for gemm ([`many_rows`]) rather
 /// than run candle's quantized product. Measured: q8_0 everywhere our kernels run (candle's many-row q8_0 was 5×
-/// slower than f32 on a 2-core Zen 3, and 1.5× slower than dequantizing on a 2-core AVX-512 Xeon); q4k where AVX-512
+/// slower than f32 on a 2-core Zen 3, and 1.5× slower than dequantizing on a 2-core AVX-512 Xeon) and q5_0 (candle's
+/// is scalar); q4k where AVX-512
 /// runs (1.4× faster than candle's VNNI/AMX path on that Xeon, which also keeps repacked copies of every weight
 /// beside the blocks), not on AVX2 alone (candle's q4k prefill was 1.12× f32 on the Zen 3).
 pub fn dequantizes_for_prefill(dtype: GgmlDType) -> bool {
     match dtype {
-        GgmlDType::Q8_0 => has_avx2(),
+        GgmlDType::Q8_0 | GgmlDType::Q5_0 => has_avx2(),
         GgmlDType::Q4K => has_avx2() && has_avx512(),
         _ => false,
     }
@@ -142,7 +149,7 @@ fn has_avx512_vnni() -> bool {
     false
 }
 
-/// The f32 values of whole rows of q8_0 or q4k blocks into `out` (as many values as the blocks hold), on this
+/// The f32 values of whole rows of q8_0, q5_0 or q4k blocks into `out` (as many values as the blocks hold), on this
 /// thread; the same values as candle's `dequantize`.
 fn dequantize(dtype: GgmlDType, blocks: &[u8], out: &mut [f32]) {
     let f16_at = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
@@ -153,6 +160,20 @@ fn dequantize(dtype: GgmlDType, blocks: &[u8], out: &mut [f32]) {
                 let scale = f16_at(blk);
                 for (v, &q) in y.iter_mut().zip(&blk[2..]) {
                     *v = scale * (q as i8) as f32;
+                }
+            }
+        }
+        GgmlDType::Q5_0 => {
+            assert_eq!(blocks.len() / Q5_0_BYTES * QK8_0, out.len(), "dequantize: q5_0 blocks for {} values", out.len());
+            for (y, blk) in out.chunks_exact_mut(QK8_0).zip(blocks.chunks_exact(Q5_0_BYTES)) {
+                let scale = f16_at(blk);
+                // bit j of `high` is value j's fifth bit; byte j of the nibbles holds values j (low) and j + 16 (high)
+                let high = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+                let (lo, hi) = y.split_at_mut(16);
+                for (j, ((l, h), &q)) in lo.iter_mut().zip(hi.iter_mut()).zip(&blk[6..]).enumerate() {
+                    let fifth = |bit: usize| (((high >> bit) & 1) << 4) as i32;
+                    *l = scale * (((q & 0xF) as i32 | fifth(j)) - 16) as f32;
+                    *h = scale * (((q >> 4) as i32 | fifth(j + 16)) - 16) as f32;
                 }
             }
         }
@@ -184,9 +205,10 @@ fn dequantize(dtype: GgmlDType, blocks: &[u8], out: &mut [f32]) {
 /// The fewest weight rows a panel of [`many_rows`] has (unless the weight has fewer).
 const MIN_PANEL: usize = 128;
 
-/// `x · Wᵀ` `[m, n]` for `m` rows `x` (`m · k` values; a prefill chunk) and a q8_0 or q4k weight of `n` rows:
-/// gemm on the f32 values, dequantized a panel of weight rows at a time into a buffer that stays in cache (the
-/// whole f32 weight would be written to memory and read back for every chunk), panels on all threads.
+/// `x · Wᵀ` `[m, n]` for `m` rows `x` (`m · k` values; a prefill chunk) and a weight of `n` rows of a type
+/// [`dequantizes_for_prefill`] takes: gemm on the f32 values, dequantized a panel of weight rows at a time into a
+/// buffer that stays in cache (the whole f32 weight would be written to memory and read back for every chunk),
+/// panels on all threads.
 pub fn many_rows(dtype: GgmlDType, blocks: &[u8], n: usize, k: usize, x: &[f32]) -> Vec<f32> {
     assert!(k > 0 && !x.is_empty() && x.len().is_multiple_of(k), "many_rows: {} values for rows of {k}", x.len());
     assert!(n > 0, "many_rows: a weight of no rows");
@@ -285,7 +307,7 @@ fn quantize_q8k(x: &[f32], wide: bool) -> Q8K {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{unpack_scales, Q8K, Q4K_BYTES, Q8_0_BYTES, QK8_0, QK_K};
+    use super::{unpack_scales, Q8K, Q4K_BYTES, Q5_0_BYTES, Q8_0_BYTES, QK8_0, QK_K};
 
     #[target_feature(enable = "avx2,fma,f16c")]
     fn f16_at(b: &[u8]) -> f32 {
@@ -316,38 +338,70 @@ mod x86 {
         _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
     }
 
-    /// One q8_0 row (its blocks: f16 scale, 32 × i8) against the quantized activation row. Four blocks a step:
-    /// their scales converted together, four independent accumulators.
+    /// One q8_0 row (its blocks: f16 scale, 32 × i8) against the quantized activation row.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q8_0(row: &[u8], xq: &[i8], dx: &[f32]) -> f32 {
+        // SAFETY (caller): 32 weight bytes after the block's scale
+        dot_32_blocks::<Q8_0_BYTES>(row, xq, dx, |blk| _mm256_loadu_si256(blk.add(2) as *const __m256i))
+    }
+
+    /// One q5_0 row (its blocks: f16 scale, 32 fifth bits, 16 bytes of nibbles; value = 5 bits − 16) against the
+    /// quantized activation row.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q5_0(row: &[u8], xq: &[i8], dx: &[f32]) -> f32 {
+        // byte i of a vector takes byte i / 8 of the fifth bits (shuffles stay within 128-bit lanes, and the
+        // broadcast puts all four bytes in each), then tests bit i % 8 of it
+        let byte_of_bit = _mm256_set_epi64x(0x0303_0303_0303_0303, 0x0202_0202_0202_0202, 0x0101_0101_0101_0101, 0);
+        let bit_of_byte = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let low = _mm_set1_epi8(0x0F);
+        let minus_16 = _mm256_set1_epi8(-16);
+        dot_32_blocks::<Q5_0_BYTES>(row, xq, dx, |blk| {
+            // SAFETY (caller): the block's 4 bytes of fifth bits and 16 bytes of nibbles after its scale
+            let high = std::ptr::read_unaligned(blk.add(2) as *const i32);
+            let bits = _mm256_shuffle_epi8(_mm256_set1_epi32(high), byte_of_bit);
+            let fifth = _mm256_cmpeq_epi8(_mm256_and_si256(bits, bit_of_byte), bit_of_byte);
+            // values 0..16 from the low nibbles, 16..32 from the high ones
+            let q = _mm_loadu_si128(blk.add(6) as *const __m128i);
+            let nibbles = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), low), _mm_and_si128(q, low));
+            // nibble + 16 · fifth − 16: without the fifth bit, the nibble with its top four bits set (as i8, −16)
+            _mm256_or_si256(nibbles, _mm256_andnot_si256(fifth, minus_16))
+        })
+    }
+
+    /// One row of 32-value blocks, each `BYTES` long and starting with its f16 scale, against the q8_0-quantized
+    /// activation row; `weights` gives a block's 32 values as i8 (at most 127 in magnitude). Four blocks a step:
+    /// their scales converted together, four independent accumulators.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn dot_32_blocks<const BYTES: usize>(row: &[u8], xq: &[i8], dx: &[f32], weights: impl Fn(*const u8) -> __m256i) -> f32 {
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); 4];
         let block = |blk: *const u8, a: *const i8| -> __m256 {
-            // SAFETY (caller): 32 weight bytes after the block's scale, 32 activation values at `a`.
-            let w = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+            // SAFETY (caller): a whole block at `blk`, 32 activation values at `a`.
+            let w = weights(blk);
             let a = _mm256_loadu_si256(a as *const __m256i);
             // |w| · (a with w's sign): u8 × i8 pairs without overflow (both at most 127 in magnitude)
             let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
             _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones))
         };
-        let blocks = row.len() / Q8_0_BYTES;
+        let blocks = row.len() / BYTES;
         let p = row.as_ptr();
-        let scale16 = |b: usize| u16::from_le_bytes([*p.add(b * Q8_0_BYTES), *p.add(b * Q8_0_BYTES + 1)]) as i16;
+        let scale16 = |b: usize| u16::from_le_bytes([*p.add(b * BYTES), *p.add(b * BYTES + 1)]) as i16;
         let mut b = 0;
         while b + 4 <= blocks {
-            prefetch_ahead(p.add(b * Q8_0_BYTES), 4 * Q8_0_BYTES);
+            prefetch_ahead(p.add(b * BYTES), 4 * BYTES);
             let d = _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, scale16(b + 3), scale16(b + 2), scale16(b + 1), scale16(b)));
             let s = _mm_mul_ps(d, _mm_loadu_ps(dx.as_ptr().add(b)));
             let s = [_mm_shuffle_ps::<0x00>(s, s), _mm_shuffle_ps::<0x55>(s, s), _mm_shuffle_ps::<0xAA>(s, s), _mm_shuffle_ps::<0xFF>(s, s)];
             for j in 0..4 {
-                let v = block(p.add((b + j) * Q8_0_BYTES), xq.as_ptr().add((b + j) * QK8_0));
+                let v = block(p.add((b + j) * BYTES), xq.as_ptr().add((b + j) * QK8_0));
                 acc[j] = _mm256_fmadd_ps(_mm256_set_m128(s[j], s[j]), v, acc[j]);
             }
             b += 4;
         }
         while b < blocks {
-            let scale = _mm256_set1_ps(f16_at(&row[b * Q8_0_BYTES..]) * dx[b]);
-            acc[0] = _mm256_fmadd_ps(scale, block(p.add(b * Q8_0_BYTES), xq.as_ptr().add(b * QK8_0)), acc[0]);
+            let scale = _mm256_set1_ps(f16_at(&row[b * BYTES..]) * dx[b]);
+            acc[0] = _mm256_fmadd_ps(scale, block(p.add(b * BYTES), xq.as_ptr().add(b * QK8_0)), acc[0]);
             b += 1;
         }
         hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])))
@@ -453,6 +507,9 @@ mod x86 {
     pub unsafe fn dot_q8_0(_: &[u8], _: &[i8], _: &[f32]) -> f32 {
         unreachable!("supports() is false off x86-64")
     }
+    pub unsafe fn dot_q5_0(_: &[u8], _: &[i8], _: &[f32]) -> f32 {
+        unreachable!("supports() is false off x86-64")
+    }
     pub unsafe fn dot_q4k(_: &[u8], _: &Q8K) -> f32 {
         unreachable!("supports() is false off x86-64")
     }
@@ -510,7 +567,7 @@ mod tests {
     fn many_rows_is_the_dequantized_product_and_chunk_independent() {
         let dev = Device::Cpu;
         // 4864 columns: panels as narrow as they get; 100 rows against 40 crosses gemm's 64-row small-product limit
-        for (dtype, n, k) in [(GgmlDType::Q8_0, 1000, 96), (GgmlDType::Q4K, 300, 1024), (GgmlDType::Q4K, 129, 512), (GgmlDType::Q8_0, 300, 4864)] {
+        for (dtype, n, k) in [(GgmlDType::Q8_0, 1000, 96), (GgmlDType::Q4K, 300, 1024), (GgmlDType::Q4K, 129, 512), (GgmlDType::Q8_0, 300, 4864), (GgmlDType::Q5_0, 200, 3424)] {
             let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
             let x = Tensor::randn(0f32, 1.0, (100, k), &dev).unwrap();
@@ -532,7 +589,7 @@ mod tests {
             return;
         }
         let dev = Device::Cpu;
-        for dtype in [GgmlDType::Q8_0, GgmlDType::Q4K] {
+        for dtype in [GgmlDType::Q8_0, GgmlDType::Q5_0, GgmlDType::Q4K] {
             let (n, k, m) = (300, 1024, 5);
             let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
@@ -546,9 +603,9 @@ mod tests {
     }
 
     #[test]
-    fn q8_0_and_q4k_dequantize_as_candle_does() {
+    fn our_dequantizers_give_candles_values() {
         let dev = Device::Cpu;
-        for (dtype, k) in [(GgmlDType::Q8_0, 96), (GgmlDType::Q4K, 512)] {
+        for (dtype, k) in [(GgmlDType::Q8_0, 96), (GgmlDType::Q5_0, 96), (GgmlDType::Q4K, 512)] {
             let w = Tensor::randn(0f32, 0.05, (19, k), &dev).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
             let want: Vec<f32> = q.dequantize(&dev).unwrap().flatten_all().unwrap().to_vec1().unwrap();
@@ -588,7 +645,7 @@ mod tests {
             return;
         }
         let dev = Device::Cpu;
-        for (dtype, n, k) in [(GgmlDType::Q8_0, 37, 96), (GgmlDType::Q8_0, 300, 1024), (GgmlDType::Q4K, 37, 256), (GgmlDType::Q4K, 300, 1024)] {
+        for (dtype, n, k) in [(GgmlDType::Q8_0, 37, 96), (GgmlDType::Q8_0, 300, 1024), (GgmlDType::Q5_0, 37, 96), (GgmlDType::Q5_0, 300, 3424), (GgmlDType::Q4K, 37, 256), (GgmlDType::Q4K, 300, 1024)] {
             let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
             let x = Tensor::randn(0f32, 1.0, (1, k), &dev).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();

@@ -7,7 +7,7 @@ use candle_core::{DType, Tensor};
 
 use super::config::TextConfig;
 use crate::error::Result;
-use crate::model::linear::{Linear, OutputHead};
+use crate::model::linear::{Fused, Linear, OutputHead};
 use crate::model::rope::{inv_freq, mrope_cos_sin};
 use crate::model::{activation, batched_attention, rms_norm, KvCache, Step, Trace};
 use crate::weights::Weights;
@@ -17,12 +17,11 @@ struct Layer {
     post_self_attn_norm: Tensor,
     post_attention_norm: Tensor,
     post_mlp_norm: Tensor,
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q, k and v projections as one product.
+    qkv_proj: Fused,
     o_proj: Linear,
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// The stored fused gate/up projection, gate rows first.
+    gate_up_proj: Linear,
     down_proj: Linear,
 }
 
@@ -43,17 +42,6 @@ pub fn chunked_axes(section: [usize; 3]) -> Vec<usize> {
     (0..3).flat_map(|axis| std::iter::repeat_n(axis, section[axis])).collect()
 }
 
-/// The gate and up halves of a fused `[2i, h]` projection (gate rows first), quantized when the model is.
-fn gate_up(w: &Weights, name: &str, i: usize, h: usize) -> Result<(Linear, Linear)> {
-    if let Some(halves) = w.quantized_parts(name, &[i, i], h)? {
-        if let [gate, up] = halves.as_slice() {
-            return Ok((Linear::quantized(gate.clone(), None)?, Linear::quantized(up.clone(), None)?));
-        }
-    }
-    let fused = w.get(name, &[2 * i, h])?;
-    Ok((Linear::new(fused.narrow(0, 0, i)?, None)?, Linear::new(fused.narrow(0, i, i)?, None)?))
-}
-
 impl TextModel {
     pub fn load(w: &Weights, cfg: &TextConfig, prefix: &str, tie_word_embeddings: bool) -> Result<Self> {
         let (h, hd, i) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
@@ -63,20 +51,16 @@ impl TextModel {
         for l in 0..cfg.num_hidden_layers {
             let p = format!("{prefix}.layers.{l}");
             let norm = |name: &str| w.get(&format!("{p}.{name}.weight"), &[h]);
-            // One [2i, h] weight, the gate's rows first: split once here so each half is a plain Linear.
-            let (gate_proj, up_proj) = gate_up(w, &format!("{p}.mlp.gate_up_proj.weight"), i, h)?;
+            let attn = |name: &str, rows: usize| Linear::load_quantizable(w, &format!("{p}.self_attn.{name}"), rows, h, true);
             layers.push(Layer {
                 input_norm: norm("input_layernorm")?,
                 post_self_attn_norm: norm("post_self_attn_layernorm")?,
                 post_attention_norm: norm("post_attention_layernorm")?,
                 post_mlp_norm: norm("post_mlp_layernorm")?,
                 // transformers builds q/k/v with biases whatever attention_bias says.
-                q_proj: Linear::load_quantizable(w, &format!("{p}.self_attn.q_proj"), nq, h, true)?,
-                k_proj: Linear::load_quantizable(w, &format!("{p}.self_attn.k_proj"), nkv, h, true)?,
-                v_proj: Linear::load_quantizable(w, &format!("{p}.self_attn.v_proj"), nkv, h, true)?,
+                qkv_proj: Fused::new(vec![attn("q_proj", nq)?, attn("k_proj", nkv)?, attn("v_proj", nkv)?])?,
                 o_proj: Linear::load_quantizable(w, &format!("{p}.self_attn.o_proj"), h, nq, false)?,
-                gate_proj,
-                up_proj,
+                gate_up_proj: Linear::load_quantizable(w, &format!("{p}.mlp.gate_up_proj"), 2 * i, h, false)?,
                 down_proj: Linear::load_quantizable(w, &format!("{p}.mlp.down_proj"), h, i, false)?,
             });
         }
@@ -149,15 +133,16 @@ impl TextModel {
         let h = rms_norm(x, &layer.input_norm, eps)?;
         // [len, heads·hd] -> [heads, len, hd]
         let heads = |t: Tensor, n: usize| -> Result<Tensor> { Ok(t.reshape((len, n, hd))?.transpose(0, 1)?.contiguous()?) };
-        let q = self.partial_rope(&heads(layer.q_proj.forward_step(step, &h)?, nh)?, cos, sin)?;
-        let k = self.partial_rope(&heads(layer.k_proj.forward_step(step, &h)?, nkv)?, cos, sin)?;
-        let v = heads(layer.v_proj.forward_step(step, &h)?, nkv)?;
+        let [q, k, v] = layer.qkv_proj.forward_step(step, &h)?;
+        let q = self.partial_rope(&heads(q, nh)?, cos, sin)?;
+        let k = self.partial_rope(&heads(k, nkv)?, cos, sin)?;
+        let v = heads(v, nkv)?;
         let attn = batched_attention(caches, lens, index, &q, &k, &v, step)?;
         let attn = rms_norm(&layer.o_proj.forward_step(step, &attn)?, &layer.post_self_attn_norm, eps)?;
         let x = (x + attn)?;
 
         let h = rms_norm(&x, &layer.post_attention_norm, eps)?;
-        let mlp = layer.down_proj.forward_step(step, &activation::silu_mul(&layer.gate_proj.forward_step(step, &h)?, &layer.up_proj.forward_step(step, &h)?)?)?;
+        let mlp = layer.down_proj.forward_step(step, &activation::silu_mul_halves(&layer.gate_up_proj.forward_step(step, &h)?)?)?;
         let mlp = rms_norm(&mlp, &layer.post_mlp_norm, eps)?;
         Ok((x + mlp)?)
     }

@@ -6,7 +6,7 @@ use candle_core::{DType, Tensor};
 use super::config::TextConfig;
 use super::rope::mrope_axes;
 use crate::error::Result;
-use crate::model::linear::{Linear, OutputHead};
+use crate::model::linear::{Fused, Linear, OutputHead};
 use crate::model::rope::{inv_freq, mrope_cos_sin};
 use crate::model::{activation, batched_attention, rms_norm, KvCache, Step, Trace};
 use crate::weights::Weights;
@@ -14,14 +14,13 @@ use crate::weights::Weights;
 struct Layer {
     input_norm: Tensor,
     post_attn_norm: Tensor,
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q, k and v projections as one product.
+    qkv_proj: Fused,
     o_proj: Linear,
     q_norm: Tensor,
     k_norm: Tensor,
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// gate and up projections as one product.
+    gate_up_proj: Linear,
     down_proj: Linear,
 }
 
@@ -53,17 +52,16 @@ impl TextModel {
         for l in 0..cfg.num_hidden_layers {
             let p = format!("{prefix}.layers.{l}");
             let bias = cfg.attention_bias;
+            let attn = |name: &str, rows: usize| Linear::load_quantizable(w, &format!("{p}.self_attn.{name}"), rows, h, bias);
+            let mlp = |name: &str| Linear::load_quantizable(w, &format!("{p}.mlp.{name}"), i, h, false);
             layers.push(Layer {
                 input_norm: w.get(&format!("{p}.input_layernorm.weight"), &[h])?,
                 post_attn_norm: w.get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
-                q_proj: Linear::load_quantizable(w, &format!("{p}.self_attn.q_proj"), nq, h, bias)?,
-                k_proj: Linear::load_quantizable(w, &format!("{p}.self_attn.k_proj"), nkv, h, bias)?,
-                v_proj: Linear::load_quantizable(w, &format!("{p}.self_attn.v_proj"), nkv, h, bias)?,
+                qkv_proj: Fused::new(vec![attn("q_proj", nq)?, attn("k_proj", nkv)?, attn("v_proj", nkv)?])?,
                 o_proj: Linear::load_quantizable(w, &format!("{p}.self_attn.o_proj"), h, nq, bias)?,
                 q_norm: w.get(&format!("{p}.self_attn.q_norm.weight"), &[hd])?,
                 k_norm: w.get(&format!("{p}.self_attn.k_norm.weight"), &[hd])?,
-                gate_proj: Linear::load_quantizable(w, &format!("{p}.mlp.gate_proj"), i, h, false)?,
-                up_proj: Linear::load_quantizable(w, &format!("{p}.mlp.up_proj"), i, h, false)?,
+                gate_up_proj: Linear::side_by_side(vec![mlp("gate_proj")?, mlp("up_proj")?])?,
                 down_proj: Linear::load_quantizable(w, &format!("{p}.mlp.down_proj"), h, i, false)?,
             });
         }
@@ -149,14 +147,15 @@ impl TextModel {
             let t = rms_norm(&t.reshape((len, n, hd))?, norm, eps)?.transpose(0, 1)?.contiguous()?;
             Ok(candle_nn::rotary_emb::rope(&t.unsqueeze(0)?, cos, sin)?.squeeze(0)?)
         };
-        let q = heads(layer.q_proj.forward_step(step, &h)?, nh, &layer.q_norm)?;
-        let k = heads(layer.k_proj.forward_step(step, &h)?, nkv, &layer.k_norm)?;
-        let v = layer.v_proj.forward_step(step, &h)?.reshape((len, nkv, hd))?.transpose(0, 1)?.contiguous()?;
+        let [q, k, v] = layer.qkv_proj.forward_step(step, &h)?;
+        let q = heads(q, nh, &layer.q_norm)?;
+        let k = heads(k, nkv, &layer.k_norm)?;
+        let v = v.reshape((len, nkv, hd))?.transpose(0, 1)?.contiguous()?;
         let attn = batched_attention(caches, lens, index, &q, &k, &v, step)?;
         let x = (x + layer.o_proj.forward_step(step, &attn)?)?;
 
         let h = rms_norm(&x, &layer.post_attn_norm, eps)?;
-        let mlp = layer.down_proj.forward_step(step, &activation::silu_mul(&layer.gate_proj.forward_step(step, &h)?, &layer.up_proj.forward_step(step, &h)?)?)?;
+        let mlp = layer.down_proj.forward_step(step, &activation::silu_mul_halves(&layer.gate_up_proj.forward_step(step, &h)?)?)?;
         Ok((x + mlp)?)
     }
 }
