@@ -439,6 +439,23 @@ mod tests {
         }
     }
 
+    /// A row's output is the same bits alone (the one-row path) as among 11 rows (tiles of 32 columns × 8 rows
+    /// where AVX-512 runs, of 16 × 4, and the scalar tail): 117 columns cover all three, 300 inputs two runs.
+    #[test]
+    fn a_rows_result_does_not_depend_on_the_other_rows() {
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::BF16] {
+            let w = Tensor::randn(0f32, 1.0, (117, 300), &dev).unwrap().to_dtype(dtype).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (11, 300), &dev).unwrap().to_dtype(dtype).unwrap();
+            let lin = Linear::new(w, None).unwrap();
+            let together = lin.forward(&x).unwrap().to_dtype(DType::F32).unwrap().to_vec2::<f32>().unwrap();
+            for (r, got) in together.iter().enumerate() {
+                let alone = lin.forward(&x.narrow(0, r, 1).unwrap()).unwrap().to_dtype(DType::F32).unwrap().to_vec2::<f32>().unwrap();
+                assert!(got.iter().zip(&alone[0]).all(|(a, b)| a.to_bits() == b.to_bits()), "{dtype:?} row {r}");
+            }
+        }
+    }
+
     #[test]
     fn times_transposed_equals_candles_matmul_for_one_row_and_many() {
         let dev = Device::Cpu;

@@ -152,6 +152,34 @@ fn has_avx512_vnni() -> bool {
 /// The f32 values of whole rows of q8_0, q5_0 or q4k blocks into `out` (as many values as the blocks hold), on this
 /// thread; the same values as candle's `dequantize`.
 fn dequantize(dtype: GgmlDType, blocks: &[u8], out: &mut [f32]) {
+    // compiled for the widest vectors the CPU has (the crate's baseline is SSE2); the same values at any width
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the features are present.
+        return unsafe { dequantize_avx512(dtype, blocks, out) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the features are present.
+        return unsafe { dequantize_avx2(dtype, blocks, out) };
+    }
+    dequantize_any(dtype, blocks, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn dequantize_avx512(dtype: GgmlDType, blocks: &[u8], out: &mut [f32]) {
+    dequantize_any(dtype, blocks, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dequantize_avx2(dtype: GgmlDType, blocks: &[u8], out: &mut [f32]) {
+    dequantize_any(dtype, blocks, out)
+}
+
+#[inline(always)]
+fn dequantize_any(dtype: GgmlDType, blocks: &[u8], out: &mut [f32]) {
     let f16_at = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
     match dtype {
         GgmlDType::Q8_0 => {
