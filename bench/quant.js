@@ -36,7 +36,7 @@ const opt = (name, dflt) => {
 /** Bytes per weight of each ggml block type, and the type a quantization gives rows of `cols` values (as quant.rs);
  * declared before the top-level await below. */
 const BYTES = { q8_0: 34 / 32, q4_0: 18 / 32, q5_0: 22 / 32, q5_1: 24 / 32, q4k: 144 / 256, q5k: 176 / 256, q6k: 210 / 256, f32: 4, bf16: 2, f16: 2 }
-const FALLBACK = { q4k: 'q8_0', q5k: 'q8_0', q6k: 'q8_0' }
+const FALLBACK = { q4k: 'q5_0', q5k: 'q8_0', q6k: 'q8_0' }
 
 if (args[0] === '--worker') {
   await runOurs(JSON.parse(readFileSync(args[1], 'utf8')))
