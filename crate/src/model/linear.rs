@@ -440,7 +440,7 @@ mod tests {
     }
 
     /// A row's output is the same bits alone (the one-row path) as among 11 rows (tiles of 32 columns × 8 rows
-    /// where AVX-512 runs, of 16 × 4, and the scalar tail): 117 columns cover all three, 300 inputs two runs.
+    /// where AVX-512 runs, of 16 × 4, and the scalar tail): 117 columns cover all three, 300 inputs several runs of weight rows.
     #[test]
     fn a_rows_result_does_not_depend_on_the_other_rows() {
         let dev = Device::Cpu;

@@ -117,9 +117,9 @@ pub fn outputs_by_row(yt: Vec<f32>, n: usize, m: usize) -> Vec<f32> {
 /// Whether a prefill chunk's product with a `dtype` weight dequantizes it to f32 for gemm ([`many_rows`]) rather
 /// than run candle's quantized product. Measured: q8_0 everywhere our kernels run (candle's many-row q8_0 was 5×
 /// slower than f32 on a 2-core Zen 3, and 1.5× slower than dequantizing on a 2-core AVX-512 Xeon) and q5_0 (candle's
-/// is scalar); q4k where AVX-512
-/// runs (1.4× faster than candle's VNNI/AMX path on that Xeon, which also keeps repacked copies of every weight
-/// beside the blocks), not on AVX2 alone (candle's q4k prefill was 1.12× f32 on the Zen 3).
+/// is scalar); q4k where AVX-512 runs (1.4× faster than candle's VNNI/AMX path on that Xeon, which also keeps
+/// repacked copies of every weight beside the blocks), not on AVX2 alone (candle's q4k prefill was 1.12× f32 on
+/// the Zen 3).
 pub fn dequantizes_for_prefill(dtype: GgmlDType) -> bool {
     match dtype {
         GgmlDType::Q8_0 | GgmlDType::Q5_0 => has_avx2(),
