@@ -9,6 +9,8 @@ pub mod config_keys;
 #[cfg(target_arch = "x86_64")]
 pub mod few_rows;
 pub mod glm4v;
+#[cfg(target_arch = "x86_64")]
+pub mod int8_gemm;
 pub mod kv_cache;
 pub mod linear;
 pub mod norm;

@@ -20,11 +20,11 @@ use candle_core::quantized::GgmlDType;
 use rayon::prelude::*;
 
 /// Bytes of one ggml block, and values it holds.
-const Q8_0_BYTES: usize = 34;
-const Q5_0_BYTES: usize = 22;
-const Q4K_BYTES: usize = 144;
-const QK8_0: usize = 32;
-const QK_K: usize = 256;
+pub(super) const Q8_0_BYTES: usize = 34;
+pub(super) const Q5_0_BYTES: usize = 22;
+pub(super) const Q4K_BYTES: usize = 144;
+pub(super) const QK8_0: usize = 32;
+pub(super) const QK_K: usize = 256;
 
 /// `x · Wᵀ` `[m, n]` for rows `x` (`m · k` values) and a weight of `n` rows of `k` values stored as `dtype`
 /// blocks: what [`few_rows`] (decode steps) and [`many_rows`] (prefill chunks) compute.
@@ -234,10 +234,21 @@ fn dequantize_any(dtype: GgmlDType, blocks: &[u8], out: &mut [f32]) {
 const MIN_PANEL: usize = 128;
 
 /// `x · Wᵀ` `[m, n]` for `m` rows `x` (`m · k` values; a prefill chunk) and a weight of `n` rows of a type
-/// [`dequantizes_for_prefill`] takes: gemm on the f32 values, dequantized a panel of weight rows at a time into a
-/// buffer that stays in cache (the whole f32 weight would be written to memory and read back for every chunk),
-/// panels on all threads.
+/// [`dequantizes_for_prefill`] takes: q8_0 and q5_0 in 8-bit integers where AVX-512 VNNI runs
+/// ([`int8_gemm`](crate::model::int8_gemm), rows quantized as a decode step's are), otherwise
+/// [`dequantized_many_rows`].
 pub fn many_rows(dtype: GgmlDType, blocks: &[u8], n: usize, k: usize, x: &[f32]) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if crate::model::int8_gemm::runs(dtype) {
+        return crate::model::int8_gemm::many_rows(dtype, blocks, n, k, x);
+    }
+    dequantized_many_rows(dtype, blocks, n, k, x)
+}
+
+/// [`many_rows`] through gemm on the f32 values, dequantized a panel of weight rows at a time into a buffer that
+/// stays in cache (the whole f32 weight would be written to memory and read back for every chunk), panels on
+/// all threads.
+fn dequantized_many_rows(dtype: GgmlDType, blocks: &[u8], n: usize, k: usize, x: &[f32]) -> Vec<f32> {
     assert!(k > 0 && !x.is_empty() && x.len().is_multiple_of(k), "many_rows: {} values for rows of {k}", x.len());
     assert!(n > 0, "many_rows: a weight of no rows");
     let m = x.len() / k;
@@ -272,7 +283,7 @@ pub fn many_rows(dtype: GgmlDType, blocks: &[u8], n: usize, k: usize, x: &[f32])
 /// The 8 scales (bytes 0..8) and 8 mins (bytes 8..16) of a q4k block's 12 packed scale bytes, unpacked
 /// with 32-bit word operations (ggml's `get_scale_min_k4` for each sub-block; the tests compare).
 #[inline(always)]
-fn unpack_scales(s: &[u8]) -> [u32; 4] {
+pub(super) fn unpack_scales(s: &[u8]) -> [u32; 4] {
     const M1: u32 = 0x3f3f_3f3f;
     const M2: u32 = 0x0f0f_0f0f;
     const M3: u32 = 0x0303_0303;
@@ -284,7 +295,7 @@ fn unpack_scales(s: &[u8]) -> [u32; 4] {
 }
 
 /// The row as 32-value blocks of i8 with an f32 scale each (symmetric, ±127).
-fn quantize_q8_0(x: &[f32]) -> (Vec<i8>, Vec<f32>) {
+pub(super) fn quantize_q8_0(x: &[f32]) -> (Vec<i8>, Vec<f32>) {
     quantize_blocks(x, QK8_0)
 }
 
@@ -306,7 +317,7 @@ fn quantize_blocks(x: &[f32], block: usize) -> (Vec<i8>, Vec<f32>) {
 
 /// The row as 256-value blocks of i8 with an f32 scale and the sums of each 32 values (ggml's Q8_K keeps
 /// 16-value sums; a q4k sub-block spans 32).
-struct Q8K {
+pub(super) struct Q8K {
     /// For the 512-bit kernel, each block's 32-value groups in the order its weights come out of 64-byte loads:
     /// 0, 2, 1, 3, 4, 6, 5, 7 (see `dot_q4k_512`); in order for the 256-bit one.
     q: Vec<i8>,
@@ -332,7 +343,7 @@ fn quantize_q8k(x: &[f32], wide: bool) -> Q8K {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use std::arch::x86_64::*;
 
     use super::{unpack_scales, Q8K, Q4K_BYTES, Q5_0_BYTES, Q8_0_BYTES, QK8_0, QK_K};
@@ -377,23 +388,30 @@ mod x86 {
     /// quantized activation row.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q5_0(row: &[u8], xq: &[i8], dx: &[f32]) -> f32 {
+        // SAFETY (caller): whole blocks
+        dot_32_blocks::<Q5_0_BYTES>(row, xq, dx, |blk| q5_0_values(blk))
+    }
+
+    /// The 32 values of the q5_0 block at `blk` as i8 (−16..=15).
+    ///
+    /// # Safety
+    /// AVX2 runs; a whole q5_0 block is readable at `blk`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub unsafe fn q5_0_values(blk: *const u8) -> __m256i {
         // byte i of a vector takes byte i / 8 of the fifth bits (shuffles stay within 128-bit lanes, and the
         // broadcast puts all four bytes in each), then tests bit i % 8 of it
         let byte_of_bit = _mm256_set_epi64x(0x0303_0303_0303_0303, 0x0202_0202_0202_0202, 0x0101_0101_0101_0101, 0);
         let bit_of_byte = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let high = std::ptr::read_unaligned(blk.add(2) as *const i32);
+        let bits = _mm256_shuffle_epi8(_mm256_set1_epi32(high), byte_of_bit);
+        let fifth = _mm256_cmpeq_epi8(_mm256_and_si256(bits, bit_of_byte), bit_of_byte);
+        // values 0..16 from the low nibbles, 16..32 from the high ones
         let low = _mm_set1_epi8(0x0F);
-        let minus_16 = _mm256_set1_epi8(-16);
-        dot_32_blocks::<Q5_0_BYTES>(row, xq, dx, |blk| {
-            // SAFETY (caller): the block's 4 bytes of fifth bits and 16 bytes of nibbles after its scale
-            let high = std::ptr::read_unaligned(blk.add(2) as *const i32);
-            let bits = _mm256_shuffle_epi8(_mm256_set1_epi32(high), byte_of_bit);
-            let fifth = _mm256_cmpeq_epi8(_mm256_and_si256(bits, bit_of_byte), bit_of_byte);
-            // values 0..16 from the low nibbles, 16..32 from the high ones
-            let q = _mm_loadu_si128(blk.add(6) as *const __m128i);
-            let nibbles = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), low), _mm_and_si128(q, low));
-            // nibble + 16 · fifth − 16: without the fifth bit, the nibble with its top four bits set (as i8, −16)
-            _mm256_or_si256(nibbles, _mm256_andnot_si256(fifth, minus_16))
-        })
+        let q = _mm_loadu_si128(blk.add(6) as *const __m128i);
+        let nibbles = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), low), _mm_and_si128(q, low));
+        // nibble + 16 · fifth − 16: without the fifth bit, the nibble with its top four bits set (as i8, −16)
+        _mm256_or_si256(nibbles, _mm256_andnot_si256(fifth, _mm256_set1_epi8(-16)))
     }
 
     /// One row of 32-value blocks, each `BYTES` long and starting with its f16 scale, against the q8_0-quantized
@@ -589,8 +607,8 @@ mod tests {
         }
     }
 
-    /// The prefill product equals the f32 product with the dequantized weight (panels of any shape, the last one
-    /// short), and a row's bits do not depend on how many rows share the chunk.
+    /// The dequantizing prefill product equals the f32 product with the dequantized weight (panels of any shape,
+    /// the last one short), and a row's bits do not depend on how many rows share the chunk.
     #[test]
     fn many_rows_is_the_dequantized_product_and_chunk_independent() {
         let dev = Device::Cpu;
@@ -601,11 +619,16 @@ mod tests {
             let x = Tensor::randn(0f32, 1.0, (100, k), &dev).unwrap();
             let want: Vec<f32> = x.matmul(&q.dequantize(&dev).unwrap().t().unwrap()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
             let xs: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
-            let got = many_rows(dtype, &q.data().unwrap(), n, k, &xs);
+            let got = dequantized_many_rows(dtype, &q.data().unwrap(), n, k, &xs);
             let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             assert!(err < 1e-3, "{dtype:?} {n}×{k}: max error {err}");
-            let first = many_rows(dtype, &q.data().unwrap(), n, k, &xs[..40 * k]);
+            let first = dequantized_many_rows(dtype, &q.data().unwrap(), n, k, &xs[..40 * k]);
             assert!(first.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{dtype:?}: 40 rows alone differ");
+            // what prefill runs on this CPU (8-bit rows where AVX-512 VNNI runs): within the rows' quantization
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let got = many_rows(dtype, &q.data().unwrap(), n, k, &xs);
+            let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err < 0.02 * scale, "{dtype:?} {n}×{k}: many_rows off by {err} against output scale {scale}");
         }
     }
 
