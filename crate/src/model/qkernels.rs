@@ -301,6 +301,15 @@ pub(super) fn quantize_q8_0(x: &[f32]) -> (Vec<i8>, Vec<f32>) {
 
 /// The row as blocks of `block` i8 values with an f32 scale each: `round(v / scale)`, `scale = max |v| / 127`.
 fn quantize_blocks(x: &[f32], block: usize) -> (Vec<i8>, Vec<f32>) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() && block.is_multiple_of(16) {
+        // SAFETY: AVX-512F runs.
+        return unsafe { x86::quantize_blocks_avx512(x, block) };
+    }
+    quantize_blocks_scalar(x, block)
+}
+
+fn quantize_blocks_scalar(x: &[f32], block: usize) -> (Vec<i8>, Vec<f32>) {
     let mut q = vec![0i8; x.len()];
     let mut d = Vec::with_capacity(x.len() / block);
     for (xs, qs) in x.chunks_exact(block).zip(q.chunks_exact_mut(block)) {
@@ -375,6 +384,35 @@ pub(super) mod x86 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+
+    /// [`quantize_blocks`](super::quantize_blocks) 16 values at a time, the same values: `v · inv` rounded half
+    /// away from zero as `f32::round` does (truncate, then step away from zero where the dropped part is at least
+    /// a half). A prefill chunk's rows are quantized for every quantized product, where the scalar loop's `round`
+    /// calls cost 8% of the prefill.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn quantize_blocks_avx512(x: &[f32], block: usize) -> (Vec<i8>, Vec<f32>) {
+        let mut q = vec![0i8; x.len()];
+        let mut d = Vec::with_capacity(x.len() / block);
+        let sign = _mm512_set1_ps(-0.0);
+        let (half, one) = (_mm512_set1_ps(0.5), _mm512_set1_ps(1.0));
+        for (xs, qs) in x.chunks_exact(block).zip(q.chunks_exact_mut(block)) {
+            let mut amax = _mm512_setzero_ps();
+            for v in xs.chunks_exact(16) {
+                amax = _mm512_max_ps(amax, _mm512_andnot_ps(sign, _mm512_loadu_ps(v.as_ptr())));
+            }
+            let scale = _mm512_reduce_max_ps(amax) / 127.0;
+            let inv = _mm512_set1_ps(if scale > 0.0 { 1.0 / scale } else { 0.0 });
+            for (v, q) in xs.chunks_exact(16).zip(qs.chunks_exact_mut(16)) {
+                let y = _mm512_mul_ps(_mm512_loadu_ps(v.as_ptr()), inv);
+                let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
+                let away = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_andnot_ps(sign, _mm512_sub_ps(y, t)), half);
+                let r = _mm512_mask_add_ps(t, away, t, _mm512_or_ps(one, _mm512_and_ps(sign, y)));
+                _mm_storeu_si128(q.as_mut_ptr() as *mut __m128i, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(r)));
+            }
+            d.push(scale);
+        }
+        (q, d)
     }
 
     /// One q8_0 row (its blocks: f16 scale, 32 × i8) against the quantized activation row.
@@ -650,6 +688,22 @@ mod tests {
                 let alone = one_row(dtype, &q.data().unwrap(), n, k, &x[r * k..(r + 1) * k]);
                 assert!(got.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()), "{dtype:?} row {r}");
             }
+        }
+    }
+
+    /// The vectorized quantizer gives the scalar one's values: random rows, halves (ties round away from zero),
+    /// a block of zeros.
+    #[test]
+    fn rows_quantize_to_the_same_values_at_any_width() {
+        let dev = Device::Cpu;
+        let mut x: Vec<f32> = Tensor::randn(0f32, 1.0, 4096, &dev).unwrap().to_vec1().unwrap();
+        // block 1: values whose v / scale fall on halves (max 127 so scale 1)
+        for (i, v) in x[32..64].iter_mut().enumerate() {
+            *v = if i == 0 { 127.0 } else { (i as f32 - 16.0) + 0.5 };
+        }
+        x[64..96].fill(0.0);
+        for block in [32, 256] {
+            assert_eq!(quantize_blocks(&x, block), quantize_blocks_scalar(&x, block), "blocks of {block}");
         }
     }
 
