@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -136,7 +137,7 @@ impl QuantizedWeights {
                 self.quantized_now.store(true, std::sync::atomic::Ordering::Relaxed);
                 // Quantized on the CPU (candle's quantizers), then placed on the model's device.
                 let dense = load()?.to_device(&Device::Cpu)?;
-                let q = QTensor::quantize_onto(&dense, dtype, device).map_err(|e| Error::Model(format!("quantizing `{name}` to {dtype:?}: {e}")))?;
+                let q = quantize_rows(&dense, dtype, device).map_err(|e| Error::Model(format!("quantizing `{name}` to {dtype:?}: {e}")))?;
                 Arc::new(q)
             }
         };
@@ -214,6 +215,27 @@ impl CacheFile {
     }
 }
 
+/// `dense` (`[rows, cols]`, on the CPU) as `dtype` blocks on `device`, quantized on all threads: runs of whole
+/// rows apart, each by candle's quantizer (a row's blocks do not depend on other rows), written end to end into
+/// one buffer, so the bytes are those of the whole tensor quantized at once. candle's quantizer runs on one
+/// thread: quantizing a 9B-shaped model to q4k took 9 minutes on 2 cores.
+fn quantize_rows(dense: &Tensor, dtype: GgmlDType, device: &Device) -> candle_core::Result<QTensor> {
+    let (rows, cols) = dense.dims2()?;
+    let row_bytes = cols / dtype.block_size() * dtype.type_size();
+    let per_task = rows.div_ceil(rayon::current_num_threads() * 4).max(1);
+    let mut bytes = vec![0u8; rows * row_bytes];
+    bytes.par_chunks_mut(per_task * row_bytes).enumerate().try_for_each(|(i, out)| {
+        // the rows copied into a tensor of their own: candle's quantizer reads a tensor's storage from its
+        // start, whatever the view's offset
+        let n = out.len() / row_bytes;
+        let rows = Tensor::from_vec(dense.narrow(0, i * per_task, n)?.flatten_all()?.to_vec1::<f32>()?, (n, cols), &Device::Cpu)?;
+        let part = QTensor::quantize(&rows, dtype)?;
+        out.copy_from_slice(&part.data()?);
+        Ok::<_, candle_core::Error>(())
+    })?;
+    QTensor::new(QStorage::from_data(Cow::Owned(bytes), device, dtype)?, (rows, cols))
+}
+
 /// Names, sizes and modification times of the files a model's weights come from.
 fn fingerprint(sources: &[PathBuf]) -> Result<String> {
     let mut parts = Vec::with_capacity(sources.len());
@@ -247,4 +269,23 @@ fn default_cache_dir() -> Result<PathBuf> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Quantizing runs of rows apart gives the bytes of the whole tensor quantized at once (row counts that do
+    /// not split evenly, each block type's row length).
+    #[test]
+    fn rows_quantized_apart_give_the_whole_tensors_blocks() {
+        let dev = Device::Cpu;
+        for (dtype, rows, cols) in [(GgmlDType::Q4K, 37, 512), (GgmlDType::Q8_0, 101, 96), (GgmlDType::Q5_0, 9, 3424), (GgmlDType::Q6K, 1, 256)] {
+            let dense = Tensor::randn(0f32, 0.05, (rows, cols), &dev).unwrap();
+            let want = QTensor::quantize(&dense, dtype).unwrap().data().unwrap().into_owned();
+            let got = quantize_rows(&dense, dtype, &dev).unwrap();
+            assert_eq!(got.shape().dims(), [rows, cols]);
+            assert!(got.data().unwrap() == want, "{dtype:?} {rows}×{cols}");
+        }
+    }
 }

@@ -8,8 +8,9 @@
 //!   fast), and q5_0 is what a q4k model's weights of rows that are not a multiple of 256 get.
 //! - A few activation rows (a batched decode step): the same, each weight row dotted with every row while in
 //!   cache; a row's result does not depend on the others.
-//! - Many rows times a q8_0 or q5_0 weight, or a q4k one where AVX-512 runs (prefill chunks): gemm on f32
-//!   values, dequantized a cache-sized panel of weight rows at a time.
+//! - Many rows times a q8_0, q5_0 or q4k weight (prefill chunks): where AVX-512 VNNI runs, in 8-bit integers
+//!   ([`int8_gemm`](crate::model::int8_gemm)); elsewhere gemm on f32 values, dequantized a cache-sized panel of
+//!   weight rows at a time (q4k only where AVX-512 runs).
 //!
 //! Only the AVX2 + FMA + F16C paths are ours; other CPUs use candle's kernels. Where AVX-512 BW and VNNI run,
 //! q4k has a 512-bit kernel. candle 0.11's own VNNI kernels are as fast there, but they repack each weight into
@@ -114,10 +115,10 @@ pub fn outputs_by_row(yt: Vec<f32>, n: usize, m: usize) -> Vec<f32> {
     y
 }
 
-/// Whether a prefill chunk's product with a `dtype` weight dequantizes it to f32 for gemm ([`many_rows`]) rather
-/// than run candle's quantized product. Measured: q8_0 everywhere our kernels run (candle's many-row q8_0 was 5×
-/// slower than f32 on a 2-core Zen 3, and 1.5× slower than dequantizing on a 2-core AVX-512 Xeon) and q5_0 (candle's
-/// is scalar); q4k where AVX-512 runs (1.4× faster than candle's VNNI/AMX path on that Xeon, which also keeps
+/// Whether a prefill chunk's product with a `dtype` weight runs through [`many_rows`] rather than candle's
+/// quantized product. Measured: q8_0 everywhere our kernels run (candle's many-row q8_0 was 5× slower than f32 on
+/// a 2-core Zen 3, and 1.5× slower than dequantizing on a 2-core AVX-512 Xeon) and q5_0 (candle's is scalar); q4k
+/// where AVX-512 runs (dequantizing was 1.4× faster than candle's VNNI/AMX path on that Xeon, which also keeps
 /// repacked copies of every weight beside the blocks), not on AVX2 alone (candle's q4k prefill was 1.12× f32 on
 /// the Zen 3).
 pub fn dequantizes_for_prefill(dtype: GgmlDType) -> bool {
