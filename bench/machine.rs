@@ -14,7 +14,8 @@
 //! microkernel (14 rows × 32 columns of sums with AVX-512, 6 × 16 with AVX2: the shapes BLIS-style kernels use)
 //! over operands that stay in L1, so nothing but its own loads, broadcasts and FMAs costs time: the ceiling of any
 //! f32 matrix product on this CPU. Then gemm's product (the one our f32 prefill runs) on the shapes of a
-//! 512-token prefill chunk of the 1024×8 and 4,096-wide bench models.
+//! 512-token prefill chunk of the 1024×8 and 4,096-wide bench models, and the dot-product instructions' peaks
+//! (AVX-512 BF16 and VNNI, counted as 2 operations a product) where the CPU has them.
 
 use std::time::Instant;
 
@@ -56,7 +57,41 @@ fn gemm_ceiling(threads: usize, fma: f64) {
         let gflops = 2.0 * (m * k * n) as f64 / fastest / 1e9;
         shapes.push(format!(r#"{{"m": {m}, "k": {k}, "n": {n}, "gflops": {gflops:.1}, "of_peak": {:.3}}}"#, gflops / fma));
     }
-    println!(r#"{{"microkernel_gflops": {best:.1}, "microkernel_of_peak": {:.3}, "gemm": [{}]}}"#, best / fma, shapes.join(", "));
+    let (bf16, int8) = dot_peaks(threads);
+    println!(
+        r#"{{"microkernel_gflops": {best:.1}, "microkernel_of_peak": {:.3}, "gemm": [{}], "bf16_dot_gflops": {bf16:.1}, "int8_dot_gops": {int8:.1}}}"#,
+        best / fma,
+        shapes.join(", ")
+    );
+}
+
+/// The AVX-512 BF16 (`vdpbf16ps`: 32 products a vector) and VNNI (`vpdpbusd`: 64) dot-product peaks on all
+/// threads, as the FMA peak is measured (independent chains); 0 where the CPU lacks them.
+fn dot_peaks(threads: usize) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        const ITERS: usize = 20_000_000;
+        let peak = |ops_per_call: f64, run: fn(usize)| {
+            let t = Instant::now();
+            (0..threads).into_par_iter().for_each(|_| run(ITERS));
+            threads as f64 * ops_per_call / t.elapsed().as_secs_f64() / 1e9
+        };
+        let bf16 = if is_x86_feature_detected!("avx512bf16") {
+            // SAFETY: the CPU has AVX-512 BF16 (checked here).
+            peak((ITERS * 12 * 32 * 2) as f64, |n| unsafe { x86::bf16_dots(n) })
+        } else {
+            0.0
+        };
+        let int8 = if is_x86_feature_detected!("avx512vnni") {
+            // SAFETY: the CPU has AVX-512 VNNI (checked here).
+            peak((ITERS * 12 * 64 * 2) as f64, |n| unsafe { x86::int8_dots(n) })
+        } else {
+            0.0
+        };
+        (bf16, int8)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    (0.0, 0.0)
 }
 
 /// Runs the microkernel on this thread for a while; returns the FLOPs done.
@@ -199,6 +234,30 @@ mod x86 {
             _mm256_storeu_ps(c.as_mut_ptr().add(16 * r), acc[0]);
             _mm256_storeu_ps(c.as_mut_ptr().add(16 * r + 8), acc[1]);
         }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn bf16_dots(iters: usize) {
+        let b: __m512bh = std::mem::transmute(_mm512_set1_epi32(0x3f80_3f80));
+        let mut a = [_mm512_setzero_ps(); 12];
+        for _ in 0..iters {
+            for x in &mut a {
+                *x = _mm512_dpbf16_ps(*x, b, b);
+            }
+        }
+        std::hint::black_box(a);
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn int8_dots(iters: usize) {
+        let b = _mm512_set1_epi8(1);
+        let mut a = [_mm512_setzero_si512(); 12];
+        for _ in 0..iters {
+            for x in &mut a {
+                *x = _mm512_dpbusd_epi32(*x, b, b);
+            }
+        }
+        std::hint::black_box(a);
     }
 
     #[target_feature(enable = "avx512f")]

@@ -4,10 +4,11 @@
 // prefill and decode tok/s, and decode against this machine's bandwidth bound (bytes a decode step reads: the
 // decoder's weights at their stored types, the output head, the KV cache; divided by the DRAM read bandwidth the
 // bench measures first, with bench/machine.rs). With --llama, llama.cpp runs the same text decoder at the same
-// quantization on the same token ids (bench/llamacpp_ref.py) and the ratio is printed.
+// quantization on the same token ids (bench/llamacpp_ref.py) and the ratio is printed; --llama-no-repack turns off
+// its weights repacked at load (AMX and wider kernels), where they crash.
 //
 //   node bench/quant.js [--family glm4v|qwen3vl] [--model DIR] [--configs f32,bf16,q8_0,q4k] [--reps 2]
-//                       [--decode 32] [--prompt-tokens 1500] [--llama PY --gguf-dir DIR] [--load-only]
+//                       [--decode 32] [--prompt-tokens 1500] [--llama PY --gguf-dir DIR [--llama-no-repack]] [--load-only]
 //                       [--dtype f32|bf16]
 //   node bench/quant.js --quality [--model DIR] [--configs q8_0,q4k] [--trace-tokens 2500]
 //
@@ -173,9 +174,15 @@ function runLlama(python, ggufDir, configs, textCases, tokenizer, decode, dir) {
       continue
     }
     const spec = join(dir, `llama-${config}.json`)
-    writeFileSync(spec, JSON.stringify({ gguf, threads: availableParallelism(), decode_tokens: decode, prompt_ids: textCases.map((c) => Array.from(tokenizer.encode(c.text))) }))
-    const res = execFileSync(python, [join(root, 'bench/llamacpp_ref.py'), spec], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
-    out[config] = JSON.parse(res.trim().split('\n').pop())
+    const repack = !args.includes('--llama-no-repack')
+    writeFileSync(spec, JSON.stringify({ gguf, threads: availableParallelism(), decode_tokens: decode, repack, prompt_ids: textCases.map((c) => Array.from(tokenizer.encode(c.text))) }))
+    try {
+      const res = execFileSync(python, [join(root, 'bench/llamacpp_ref.py'), spec], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+      out[config] = JSON.parse(res.trim().split('\n').pop())
+    } catch (e) {
+      // our own rows are already measured: report llama.cpp's failure and go on
+      console.log(`llama.cpp ${config}: failed (${e.signal ?? `exit ${e.status}`})${repack ? '; --llama-no-repack may help' : ''}`)
+    }
   }
   return out
 }
