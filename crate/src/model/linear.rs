@@ -194,7 +194,7 @@ fn quantized_forward(x: &Tensor, m: &QMatMul, q: &QTensor, few_rows: bool) -> Re
     }
     let kernel: Option<qkernels::Product> = match few_rows {
         true if qkernels::supports(q.dtype()) => Some(qkernels::few_rows),
-        false if qkernels::dequantizes_for_prefill(q.dtype()) => Some(qkernels::many_rows),
+        false if qkernels::many_rows_beats_candle(q.dtype()) => Some(qkernels::many_rows),
         _ => None,
     };
     if let Some(kernel) = kernel.filter(|_| x.device().is_cpu()) {

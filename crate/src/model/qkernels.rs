@@ -121,7 +121,7 @@ pub fn outputs_by_row(yt: Vec<f32>, n: usize, m: usize) -> Vec<f32> {
 /// where AVX-512 runs (dequantizing was 1.4× faster than candle's VNNI/AMX path on that Xeon, which also keeps
 /// repacked copies of every weight beside the blocks), not on AVX2 alone (candle's q4k prefill was 1.12× f32 on
 /// the Zen 3).
-pub fn dequantizes_for_prefill(dtype: GgmlDType) -> bool {
+pub fn many_rows_beats_candle(dtype: GgmlDType) -> bool {
     match dtype {
         GgmlDType::Q8_0 | GgmlDType::Q5_0 => has_avx2(),
         GgmlDType::Q4K => has_avx2() && has_avx512(),
@@ -227,7 +227,7 @@ fn dequantize_any(dtype: GgmlDType, blocks: &[u8], out: &mut [f32]) {
                 }
             }
         }
-        _ => unreachable!("dequantize: {dtype:?} is not dequantized here (see dequantizes_for_prefill)"),
+        _ => unreachable!("dequantize: {dtype:?} is not dequantized here (see many_rows_beats_candle)"),
     }
 }
 
@@ -235,7 +235,7 @@ fn dequantize_any(dtype: GgmlDType, blocks: &[u8], out: &mut [f32]) {
 const MIN_PANEL: usize = 128;
 
 /// `x · Wᵀ` `[m, n]` for `m` rows `x` (`m · k` values; a prefill chunk) and a weight of `n` rows of a type
-/// [`dequantizes_for_prefill`] takes: q8_0 and q5_0 in 8-bit integers where AVX-512 VNNI runs
+/// [`many_rows_beats_candle`] takes: in 8-bit integers where AVX-512 VNNI runs
 /// ([`int8_gemm`](crate::model::int8_gemm), rows quantized as a decode step's are), otherwise
 /// [`dequantized_many_rows`].
 pub fn many_rows(dtype: GgmlDType, blocks: &[u8], n: usize, k: usize, x: &[f32]) -> Vec<f32> {
