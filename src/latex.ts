@@ -22,36 +22,61 @@ export interface BoxedSpan {
   end: number
 }
 
+// `\boxedfoo` is another command, but `\boxed5` boxes `5`: a TeX command name ends at the first non-letter
 const BOX_COMMANDS = /\\(?:boxed|fbox)(?![A-Za-z])/g
+// a brace-less argument runs to a space, the `$` closing inline math, or a `\)` / `\]` closing the math
+const BARE_ARGUMENT = /^(?:\\[^\s)\]]|[^\s$\\])+/
 
 /**
- * Every `\boxed{…}` (nested braces), `\boxed 5` (brace-less: the next token up to whitespace or `$`)
- * and `\fbox{…}` in order. An unclosed `\boxed{` (a truncated output) yields nothing.
+ * The box of the command at `at` (`length` characters long): 'unclosed' when its `{` never closes, null when
+ * no argument follows.
+ */
+function boxAt(s: string, at: number, length: number): BoxedSpan | 'unclosed' | null {
+  let i = at + length
+  // TeX skips spaces after a command name: `\boxed {x}` is `\boxed{x}`
+  while (s[i] === ' ' || s[i] === '\t') i++
+  if (s[i] === '{') {
+    const close = matchBrace(s, i)
+    return close < 0 ? 'unclosed' : { content: s.slice(i + 1, close), start: at, end: close + 1 }
+  }
+  const bare = BARE_ARGUMENT.exec(s.slice(i))?.[0] ?? ''
+  // `\boxed 5.` at the end of a sentence: the period is punctuation, not part of the answer
+  const content = bare.replace(/[.,;]+$/, '')
+  return content ? { content, start: at, end: i + bare.length } : null
+}
+
+/**
+ * Every `\boxed{…}` (nested braces; escaped `\{` `\}` do not count), `\boxed 5` / `\boxed5` (brace-less: the
+ * next token) and `\fbox{…}`, in order of their commands. Unclosed boxes (`\boxed{` in a truncated output) and
+ * commands with no argument are left out.
  */
 export function boxedSpans(s: string): BoxedSpan[] {
   const spans: BoxedSpan[] = []
   for (const m of s.matchAll(BOX_COMMANDS)) {
-    let i = m.index + m[0].length
-    while (i < s.length && (s[i] === ' ' || s[i] === '\t')) i++
-    if (s[i] === '{') {
-      const close = matchBrace(s, i)
-      if (close < 0) continue
-      spans.push({ content: s.slice(i + 1, close), start: m.index, end: close + 1 })
-    } else {
-      const tok = /^[^\s$]+/.exec(s.slice(i))
-      if (!tok) continue
-      // `\boxed 5.` at the end of a sentence: the period is punctuation, not part of the answer
-      const content = tok[0].replace(/[.,;]+$/, '')
-      if (content) spans.push({ content, start: m.index, end: i + tok[0].length })
-    }
+    const b = boxAt(s, m.index, m[0].length)
+    if (b && b !== 'unclosed') spans.push(b)
   }
   return spans
 }
 
-/** Content of the last non-empty box, or null. */
+/**
+ * The final answer of a text: the content of its last `\boxed{…}` / `\fbox{…}` (as MATH's
+ * `last_boxed_only_string`), verbatim, or null.
+ * - Boxes are ordered by where their command starts, so in `\boxed{\boxed{5}}` the inner `5` is last;
+ *   `\fbox` counts like `\boxed` (MATH only looks at `\fbox` when there is no `\boxed`; the later one is the answer).
+ * - An empty box (`\boxed{}`, `\boxed{ }`) is skipped: it is the prompt's "put your answer within \boxed{}"
+ *   echoed in the reasoning, never an answer (math_verify's box pattern also needs content).
+ * - An unclosed last box (`\boxed{12` in an output cut off mid-answer) gives null, as in MATH: the answer was
+ *   lost, and an earlier box is one the text went past.
+ */
 export function lastBoxed(s: string): string | null {
-  const spans = boxedSpans(s).filter((b) => b.content.trim() !== '')
-  return spans.length ? spans[spans.length - 1].content : null
+  const commands = [...s.matchAll(BOX_COMMANDS)]
+  for (let k = commands.length - 1; k >= 0; k--) {
+    const b = boxAt(s, commands[k].index, commands[k][0].length)
+    if (b === 'unclosed') return null
+    if (b?.content.trim()) return b.content
+  }
+  return null
 }
 
 /** Replace every `\boxed{X}` / `\fbox{X}` in `s` by `X` (innermost content kept verbatim). */

@@ -18,4 +18,6 @@ export {
 export { assistantTurns, IMAGE_PLACEHOLDER, SYSTEM_PROMPT, traceSamples, type ShareGptMessage, type TrainingSample } from './samples.js'
 export { formatStats, type DatasetStats, type SampleStats, type VisionCounts } from './stats.js'
 export { FILES } from './store.js'
-export { CRITERIA, lastBoxed, pickTrace, splitThink, type AnswerSource, type Criterion, type Trace } from './trace.js'
+export { CRITERIA, pickTrace, splitThink, type AnswerSource, type Criterion, type Trace } from './trace.js'
+// the answer extraction the builder and the evaluation share
+export { lastBoxed } from '../latex.js'

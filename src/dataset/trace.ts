@@ -2,6 +2,7 @@
  * From an OpenR1 row to the one trace a training example is made of: which generation to take, its reasoning
  * (inside `<think>`), and its final answer.
  */
+import { lastBoxed } from '../latex.js'
 import type { OpenR1Field, OpenR1Row } from './openr1.js'
 
 /**
@@ -126,27 +127,4 @@ function finalAnswer(split: { reasoning: string; solution: string }, field: stri
   const f = field?.trim() || undefined
   const a = from === 'solution' ? split.solution : from === 'field' ? (f ?? boxed()) : (boxed() ?? f)
   return a?.trim() ?? ''
-}
-
-/** Content of the last `\boxed{…}` (or `\fbox{…}`), braces balanced; `\boxed 5` gives `5`. */
-export function lastBoxed(text: string): string | null {
-  const at = Math.max(text.lastIndexOf('\\boxed'), text.lastIndexOf('\\fbox'))
-  if (at < 0) return null
-  let i = at + (text.startsWith('\\boxed', at) ? 6 : 5)
-  while (text[i] === ' ') i++
-  if (text[i] !== '{') {
-    const m = /^[^\s$]+/.exec(text.slice(i))
-    return m ? m[0] : null
-  }
-  let depth = 0
-  for (let j = i; j < text.length; j++) {
-    const c = text[j]
-    if (c === '\\') {
-      j++
-      continue
-    }
-    if (c === '{') depth++
-    else if (c === '}' && --depth === 0) return text.slice(i + 1, j)
-  }
-  return null
 }
