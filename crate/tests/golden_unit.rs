@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::sync::atomic::AtomicBool;
+
 use candle_core::{DType, Device, Tensor};
 use common::*;
 use vtc_r1::model::{Prompt, Trace, VisionLanguageModel};
@@ -140,6 +142,23 @@ fn chunked_logits(model: &Model, prompt: &Prompt, chunk: usize) -> Tensor {
 
 fn all_logits(model: &Model, prompt: &Prompt) -> Tensor {
     chunked_logits(model, prompt, usize::MAX)
+}
+
+/// A request cancelled while its page is encoded stops the encoder before its next block (the engine
+/// then drops the request): nothing past the patch embedding runs once the flag is set.
+#[test]
+fn cancelled_vision_encode_stops_before_a_block() {
+    for family in FAMILIES {
+        let model = load_unit(family, DType::F32);
+        let g = Golden::load(&family_dir(family).join("unit"));
+        let (px, grids) = (g.get("image.pixel_values"), g.grids("image.image_grid_thw"));
+        let mut trace = Trace::on();
+        let e = model.encode_images_or_cancel(px, &grids, &AtomicBool::new(true), &mut trace).unwrap_err();
+        assert!(matches!(e, vtc_r1::Error::Cancelled), "{family}: {e}");
+        assert!(trace.get("vision.block0").is_none(), "{family}: a block ran after cancellation");
+        // Not cancelled: the same call encodes.
+        model.encode_images_or_cancel(px, &grids, &AtomicBool::new(false), &mut Trace::off()).unwrap();
+    }
 }
 
 #[test]

@@ -20,7 +20,7 @@ use super::request::{ChatRequest, Completion, ImageData, Job, Usage};
 use super::{lock, DeviceKind, EngineOptions, LiveFlags, ModelInfo, WeightDtype, MAX_BATCH_LIMIT};
 use crate::error::{catch_panic, Error, Result};
 use crate::generate::{FinishReason, Generation, GenerationDefaults, Sequence};
-use crate::model::{KvCache, LoadOptions, Prompt, VisionFeatures, VisionLanguageModel};
+use crate::model::{KvCache, LoadOptions, Prompt, Trace, VisionFeatures, VisionLanguageModel};
 use crate::tokenizer::{expand_image_tokens, Tokenizer};
 use crate::vision::{image_dimensions, image_tokens, preprocess, to_tensor, ImageInput, PreprocessorConfig, ProcessedImage, RgbImage};
 
@@ -345,7 +345,7 @@ impl Worker {
     /// Features of all images, encoding only those not in the cache (each image on its own: the
     /// encoder never attends across images, so this equals encoding them together).
     /// Also returns how many came from the cache.
-    /// The images' features, from the cache or the encoder; `None` when `cancel` is set between images.
+    /// `None` once `cancel` is set: it is checked between images and between the encoder's blocks.
     fn vision_features(&mut self, images: &[ProcessedImage], keys: &[u64], cancel: &AtomicBool) -> Result<Option<(VisionFeatures, usize)>> {
         let mut parts = Vec::with_capacity(images.len());
         let mut hits = 0;
@@ -360,7 +360,10 @@ impl Worker {
                 }
                 None => {
                     let (px, grids) = to_tensor(std::slice::from_ref(img), &self.device)?;
-                    let f = self.model.encode_images(&px, &grids)?;
+                    let f = match self.model.encode_images_or_cancel(&px, &grids, cancel, &mut Trace::off()) {
+                        Err(Error::Cancelled) => return Ok(None),
+                        f => f?,
+                    };
                     self.vision_cache.put(key, f.clone());
                     f
                 }

@@ -22,6 +22,7 @@ pub mod vectorized;
 pub mod vision_tower;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
@@ -147,7 +148,13 @@ pub trait VisionLanguageModel: Send {
 
     /// Runs the vision encoder on preprocessed pixels of one or more images (`[n_patches, C·T·P·P]` in the
     /// processor's block-major order, `grids` in patches), recording intermediate tensors in `trace`.
-    fn encode_images_traced(&self, pixel_values: &Tensor, grids: &[[usize; 3]], trace: &mut Trace) -> Result<VisionFeatures>;
+    /// Stops with [`Error::Cancelled`] before the next encoder block once `cancel` is set: one large page
+    /// takes seconds, and a client that left must not hold the engine that long.
+    fn encode_images_or_cancel(&self, pixel_values: &Tensor, grids: &[[usize; 3]], cancel: &AtomicBool, trace: &mut Trace) -> Result<VisionFeatures>;
+
+    fn encode_images_traced(&self, pixel_values: &Tensor, grids: &[[usize; 3]], trace: &mut Trace) -> Result<VisionFeatures> {
+        self.encode_images_or_cancel(pixel_values, grids, &AtomicBool::new(false), trace)
+    }
 
     /// Runs prompt tokens `[cache.len(), end)` through the decoder, appending to the cache; returns their
     /// final-normed hidden states `[n, hidden]`.

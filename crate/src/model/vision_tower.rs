@@ -2,10 +2,20 @@
 //! `pixel_values` and `grid_thw`, the processor's block-major patch order, and rotary self-attention that
 //! never crosses from one image to another.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::attention;
+
+/// Ends an encode between blocks once the request is cancelled (`cancel` set by the client's side).
+pub fn stop_if_cancelled(cancel: &AtomicBool) -> Result<()> {
+    if cancel.load(Ordering::Relaxed) {
+        return Err(Error::Cancelled);
+    }
+    Ok(())
+}
 
 /// Checks `pixel_values [n_patches, patch_dim]` against the images' grids (positive, h and w divisible by
 /// the merge size, rows adding up).

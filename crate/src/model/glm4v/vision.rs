@@ -3,13 +3,15 @@
 //! within each image, SwiGLU), post RMSNorm, a 2×2 convolution that merges patches, and the merger
 //! (linear, LayerNorm, exact GELU, SwiGLU).
 
+use std::sync::atomic::AtomicBool;
+
 use candle_core::{DType, Tensor};
 
 use super::config::VisionConfig;
 use crate::error::{Error, Result};
 use crate::model::linear::Linear;
 use crate::model::rope::vision_cos_sin;
-use crate::model::vision_tower::{block_major, block_major_coords, check_inputs, segmented_rotary_attention, segments};
+use crate::model::vision_tower::{block_major, block_major_coords, check_inputs, segmented_rotary_attention, segments, stop_if_cancelled};
 use crate::model::{activation, rms_norm, LayerNorm, Trace, VisionFeatures};
 use crate::weights::Weights;
 
@@ -103,7 +105,7 @@ impl VisionModel {
 
     /// Encodes `pixel_values [n_patches, C·T·P·P]` (rows in the processor's block-major order) of the
     /// images whose patch grids are `grids`.
-    pub fn forward(&self, pixel_values: &Tensor, grids: &[[usize; 3]], trace: &mut Trace) -> Result<VisionFeatures> {
+    pub fn forward(&self, pixel_values: &Tensor, grids: &[[usize; 3]], cancel: &AtomicBool, trace: &mut Trace) -> Result<VisionFeatures> {
         let cfg = &self.cfg;
         let (m, eps) = (cfg.spatial_merge_size, cfg.rms_norm_eps);
         check_inputs(pixel_values, grids, m, cfg.patch_dim())?;
@@ -119,6 +121,7 @@ impl VisionModel {
         let (cos, sin) = vision_cos_sin(&block_major_coords(grids, m), cfg.head_dim(), x.device())?;
         let segments = segments(grids);
         for (i, b) in self.blocks.iter().enumerate() {
+            stop_if_cancelled(cancel)?;
             let h = rms_norm(&x, &b.norm1, eps)?;
             let attn = segmented_rotary_attention(&b.qkv.forward(&h)?, cfg.num_heads, &cos, &sin, &segments, self.dtype)?;
             x = (x + b.proj.forward(&attn)?)?;

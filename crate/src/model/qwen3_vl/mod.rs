@@ -7,6 +7,7 @@ pub mod text;
 pub mod vision;
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
@@ -86,8 +87,8 @@ impl VisionLanguageModel for Qwen3VL {
         &self.spec
     }
 
-    fn encode_images_traced(&self, pixel_values: &Tensor, grids: &[[usize; 3]], trace: &mut Trace) -> Result<VisionFeatures> {
-        self.vision.forward(pixel_values, grids, trace)
+    fn encode_images_or_cancel(&self, pixel_values: &Tensor, grids: &[[usize; 3]], cancel: &AtomicBool, trace: &mut Trace) -> Result<VisionFeatures> {
+        self.vision.forward(pixel_values, grids, cancel, trace)
     }
 
     fn forward_prompt(&self, cache: &mut KvCache, prompt: &Prompt, end: usize, trace: &mut Trace) -> Result<Tensor> {

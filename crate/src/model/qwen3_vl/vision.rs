@@ -1,13 +1,15 @@
 //! Qwen3-VL vision encoder: patch embedding, interpolated learned position embedding, ViT blocks with
 //! 2-D rotary attention per image, DeepStack taps and the final 2×2 patch merger.
 
+use std::sync::atomic::AtomicBool;
+
 use candle_core::{DType, Tensor};
 
 use super::config::VisionConfig;
 use crate::model::rope::vision_cos_sin;
 use crate::error::{Error, Result};
 use crate::model::linear::Linear;
-use crate::model::vision_tower::{block_major, block_major_coords, check_inputs, segmented_rotary_attention, segments};
+use crate::model::vision_tower::{block_major, block_major_coords, check_inputs, segmented_rotary_attention, segments, stop_if_cancelled};
 use crate::model::{activation, LayerNorm, Trace, VisionFeatures};
 use crate::weights::Weights;
 
@@ -109,7 +111,7 @@ impl VisionModel {
 
     /// Encodes `pixel_values [n_patches, C·T·P·P]` (rows in the processor's 2×2 block-major order) of
     /// the images whose patch grids are `grids`.
-    pub fn forward(&self, pixel_values: &Tensor, grids: &[[usize; 3]], trace: &mut Trace) -> Result<VisionFeatures> {
+    pub fn forward(&self, pixel_values: &Tensor, grids: &[[usize; 3]], cancel: &AtomicBool, trace: &mut Trace) -> Result<VisionFeatures> {
         let cfg = &self.cfg;
         let m = cfg.spatial_merge_size;
         check_inputs(pixel_values, grids, m, cfg.patch_dim())?;
@@ -126,6 +128,7 @@ impl VisionModel {
 
         let mut deepstack = Vec::with_capacity(self.deepstack.len());
         for (i, block) in self.blocks.iter().enumerate() {
+            stop_if_cancelled(cancel)?;
             x = self.block_forward(block, &x, &cos, &sin, &segments)?;
             trace.record(|| format!("vision.block{i}"), &x);
             if let Some(k) = cfg.deepstack_visual_indexes.iter().position(|&j| j == i) {
