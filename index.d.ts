@@ -253,4 +253,9 @@ export interface RenderOptions {
   png?: boolean
   /** `none` | `fast` (default) | `balanced` | `best`. */
   pngCompression?: string
+  /**
+   * `render` only: the most pages it returns (default 1000); a longer text is an error once the limit is
+   * passed, since every page is held in memory (`stream` has no limit).
+   */
+  maxPages?: number
 }

@@ -228,7 +228,51 @@ test('an aborted batch stops with an abort error', async (t) => {
     onProgress: () => controller.abort(),
   })
   const err = await t.throwsAsync(run)
-  t.true(err instanceof VtcError && ['ERR_VTC_CANCELLED', 'ABORT_ERR'].includes(err.code), String(err))
+  t.true(err instanceof VtcError && err.code === 'ABORT_ERR', String(err))
+})
+
+test.serial('a signal aborted before the call, or during it, stops render, renderBatch and layout with ABORT_ERR', async (t) => {
+  const renderer = await Renderer.create()
+  const one = (await renderer.layout(texts[2].text)).length
+  const text = texts[2].text.repeat(Math.ceil(500 / one)) // ~500 pages
+  const aborted = AbortSignal.abort()
+  for (const run of [
+    () => renderer.render(text, { signal: aborted }),
+    () => renderText(text, { signal: aborted }),
+    () => renderer.renderBatch([{ id: 'a', text }], { signal: aborted }),
+    () => renderer.layout(text, { signal: aborted }),
+  ]) {
+    const err = await t.throwsAsync(run())
+    t.true(err instanceof VtcError && err.code === 'ABORT_ERR', String(err))
+  }
+  // Mid-render: the whole text takes far longer than the 20 ms before the abort.
+  const whole = Date.now()
+  const pages = (await renderer.render(text, { channels: 1, maxPages: 2000 })).pages.length
+  const wholeMs = Date.now() - whole
+  const controller = new AbortController()
+  const started = Date.now()
+  const run = renderer.render(text, { channels: 1, maxPages: 2000, signal: controller.signal })
+  setTimeout(() => controller.abort(), 20)
+  const err = await t.throwsAsync(run)
+  t.true(err instanceof VtcError && err.code === 'ABORT_ERR', String(err))
+  t.true(Date.now() - started < Math.max(20 + wholeMs / 2, 100), `aborted after ${Date.now() - started} ms; the whole ${pages} pages take ${wholeMs} ms`)
+})
+
+// Serial (before the concurrent tests): its 1,000 pages would count in the page stream's memory test.
+test.serial('render() holds at most maxPages pages (default 1000) and says how to stream longer texts', async (t) => {
+  const renderer = await Renderer.create()
+  const text = texts.map((x) => x.text).join('\n')
+  const n = (await renderer.render(text, { channels: 1 })).pages.length
+  t.true(n > 3, `${n} pages`)
+  t.is((await renderer.render(text, { channels: 1, maxPages: n })).pages.length, n)
+  const err = await t.throwsAsync(renderer.render(text, { channels: 1, maxPages: n - 1 }))
+  t.true(err instanceof VtcError && err.code === 'ERR_VTC_INVALID_ARGUMENT', String(err))
+  t.regex(err!.message, new RegExp(`maxPages.*more than ${n - 1} pages.*renderer\\.pages\\(text\\)`))
+  for (const bad of [0, -1, 1.5, 2 ** 32]) await t.throwsAsync(renderer.render(text, { maxPages: bad }), { message: /maxPages/ })
+  // The default: a text of thousands of pages is refused once page 1,001 is drawn, not after all of them.
+  const long = text.repeat(Math.ceil(1100 / n) + 1)
+  const e2 = await t.throwsAsync(renderer.render(long, { channels: 1 }))
+  t.regex(e2!.message, /more than 1000 pages/)
 })
 
 test('a very long text streams page by page in bounded memory', async (t) => {

@@ -14,8 +14,9 @@ const NATIVE_CODE = /^\[(ERR_VTC_[A-Z_]+)\] ([\s\S]*)$/
 export function fromNative(err: unknown): unknown {
   if (err instanceof Error) {
     const m = NATIVE_CODE.exec(err.message)
-    if (m) return new VtcError(m[1], m[2], { cause: err })
-    if (err.name === 'AbortError' || /abort/i.test(err.message)) {
+    // the core's `cancelled` is the caller's AbortSignal at work: one code for every abort
+    if (m && m[1] !== 'ERR_VTC_CANCELLED') return new VtcError(m[1], m[2], { cause: err })
+    if (m || err.name === 'AbortError' || /abort/i.test(err.message)) {
       return new VtcError('ABORT_ERR', 'the operation was aborted', { cause: err })
     }
   }

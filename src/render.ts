@@ -12,50 +12,84 @@ import * as core from './native.js'
 export type Preset = 'vtc-r1' | 'glyph'
 export type PngCompression = 'none' | 'fast' | 'balanced' | 'best'
 
-/** The VTC-R1 / Glyph render config format (`config_en.json`); every key is optional here. */
+/**
+ * The VTC-R1 / Glyph render config format (`config_en.json`); every key is optional here, and a key left out
+ * keeps the preset's value (the defaults below are the `vtc-r1` preset's). Lengths are in points (1/72 inch).
+ */
 export interface RenderConfigJson {
+  /** Page width and height in points, as `"w,h"` (default `"595,842"`, A4). */
   'page-size'?: string
+  /** Raster resolution in dots per inch (default 72: one pixel per point). */
   dpi?: number
+  /** Left and right page margin (default 10). */
   'margin-x'?: number
+  /** Top and bottom page margin (default 10). */
   'margin-y'?: number
+  /** The main font file; a relative or bare name is looked up as the README's "Font files" says (default: the bundled DejaVu Sans). */
   'font-path'?: string
+  /** Font size (default 9). */
   'font-size'?: number
+  /** Distance between baselines (default 10). */
   'line-height'?: number
+  /** Text colour as `"#RRGGBB"` (default `"#000000"`). */
   'font-color'?: string
+  /** Paragraph alignment (default `LEFT`). */
   alignment?: 'LEFT' | 'CENTER' | 'RIGHT' | 'JUSTIFY'
+  /** Glyph width factor (default 1). */
   'horizontal-scale'?: number
+  /** Extra indent of each paragraph's first line (default 0; negative hangs). */
   'first-line-indent'?: number
+  /** Paragraph indent from the left margin (default 0). */
   'left-indent'?: number
+  /** Paragraph indent from the right margin (default 0). */
   'right-indent'?: number
+  /** Space after each paragraph (default 0). */
   'space-after'?: number
+  /** Space before each paragraph (default 0). */
   'space-before'?: number
+  /** Width of the paragraph border (default 0: none). */
   'border-width'?: number
+  /** Space between a paragraph and its border (default 0). */
   'border-padding'?: number
+  /** Page background as `"#RRGGBB"` (default `"#FFFFFF"`). */
   'page-bg-color'?: string
+  /** Paragraph background as `"#RRGGBB"` (default `"#FFFFFF"`). */
   'para-bg-color'?: string
-  'para-border-color'?: string
+  /** Paragraph border colour as `"#RRGGBB"`, or `null` for none (default `null`). */
+  'para-border-color'?: string | null
+  /** Crop each page's width to its text, as the reference does (default true). */
   'auto-crop-width'?: boolean
+  /** Crop the last page's height to its text (default true). */
   'auto-crop-last-page'?: boolean
+  /** Accepted for the reference format's sake: a newline always breaks the line as reportlab's `<br/>` does (default `"<br/>"`). */
   'newline-markup'?: string
 }
 
 export interface RendererOptions {
-  /** `vtc-r1` (default: DejaVu Sans, shipped) or `glyph` (same layout, Verdana: give `fontPath`). */
+  /** `vtc-r1` (DejaVu Sans, shipped) or `glyph` (same layout, Verdana: give `fontPath`) (default `vtc-r1`). */
   preset?: Preset
-  /** A config object, or the path of a config JSON file; its keys override the preset's. */
+  /** A config object, or the path of a config JSON file; its keys override the preset's (default: none). */
   config?: RenderConfigJson | string
-  /** The main font file (overrides the config's `font-path`). */
+  /** The main font file; overrides the config's `font-path` (default: the config's, else DejaVu Sans). */
   fontPath?: string
-  /** Font files tried in order for characters the main font lacks (for example a CJK font). */
+  /** Font files tried in order for characters the main font lacks, for example a CJK font (default: none). */
   fallbackFonts?: string[]
 }
 
 export interface RenderOptions extends RendererOptions {
-  /** 1 = grey, 3 = RGB (default, as the reference PNGs). */
+  /** 1 = grey, 3 = RGB, as the reference PNGs (default 3). */
   channels?: 1 | 3
-  /** Encode PNGs together with the pixels (otherwise `page.png()` encodes on demand). */
+  /** Encode PNGs together with the pixels, otherwise `page.png()` encodes on demand (default false). */
   png?: boolean
+  /** Compression of the PNGs that `png: true` makes (default `fast`). */
   pngCompression?: PngCompression
+  /**
+   * `render()` / `renderText()` only: the most pages returned (default 1000, 1.5 GB of RGB pages). Every page
+   * is held in memory until the call returns, so a longer text is an `ERR_VTC_INVALID_ARGUMENT` as soon as the
+   * limit is passed; `renderer.pages(text)` streams any length.
+   */
+  maxPages?: number
+  /** Stops the rendering between pages; the call rejects with a `VtcError` of code `ABORT_ERR` (default: none). */
   signal?: AbortSignal
 }
 
@@ -157,13 +191,19 @@ export class Renderer {
 
   async render(text: string, options: Omit<RenderOptions, keyof RendererOptions> = {}): Promise<RenderResult> {
     checkText(text)
-    const r = await native(() =>
-      this.inner.render(
+    const { maxPages } = options
+    if (maxPages !== undefined && !(Number.isInteger(maxPages) && maxPages >= 1 && maxPages < 2 ** 32)) {
+      throw new VtcError('ERR_VTC_INVALID_ARGUMENT', `maxPages must be a whole number of pages from 1 to ${2 ** 32 - 1}, got ${maxPages}`)
+    }
+    const r = await native(() => {
+      // napi-rs only hears an abort that comes after the call
+      options.signal?.throwIfAborted()
+      return this.inner.render(
         text,
-        { channels: options.channels ?? 3, png: options.png, pngCompression: options.pngCompression },
+        { channels: options.channels ?? 3, png: options.png, pngCompression: options.pngCompression, maxPages: options.maxPages },
         options.signal,
-      ),
-    )
+      )
+    })
     return { pages: r.pages.map(toPage), chars: r.chars, missingGlyphs: r.missingGlyphs }
   }
 
@@ -191,7 +231,10 @@ export class Renderer {
   /** Lines per page, in the schema of the reference `layout.jsonl` (no raster). */
   async layout(text: string, options: { signal?: AbortSignal } = {}): Promise<string[][]> {
     checkText(text)
-    return native(() => this.inner.layout(text, options.signal))
+    return native(() => {
+      options.signal?.throwIfAborted()
+      return this.inner.layout(text, options.signal)
+    })
   }
 
   /** Renders many texts in parallel on all cores. A text that fails is reported in its result. */
@@ -208,8 +251,9 @@ export class Renderer {
     // Progress calls from the worker threads are queued to this thread and may arrive after the batch
     // resolved: drop those, and report the final count ourselves, so the last report is always complete.
     let finished = false
-    const results = await native(() =>
-      this.inner.renderBatch(
+    const results = await native(() => {
+      options.signal?.throwIfAborted()
+      return this.inner.renderBatch(
         valid,
         {
           outDir: options.outDir,
@@ -225,8 +269,8 @@ export class Renderer {
             }
           : undefined,
         options.signal,
-      ),
-    )
+      )
+    })
     finished = true
     const pagesDone = results.reduce((n, r) => n + r.widths.length, 0)
     options.onProgress?.({ textsDone: items.length, textsTotal: items.length, pagesDone })
@@ -265,16 +309,21 @@ export interface BatchProgress {
 }
 
 export interface BatchOptions {
-  /** Write pages here as `<id>_page_<NNN>.png` (or, `raw`, uncompressed binary `.pgm` grey / `.ppm` RGB). */
+  /** Write pages here as `<id>_page_<NNN>.png` or, `raw`, `.pgm` / `.ppm` (default: none, nothing is written). */
   outDir?: string
+  /** `png`, or `raw`: uncompressed binary PGM (grey) / PPM (RGB) (default `png`). */
   format?: 'png' | 'raw'
+  /** PNG compression (default `fast`). */
   pngCompression?: PngCompression
+  /** 1 = grey, 3 = RGB (default: 1 when the config's colours are all grey, the same pixels in a third of the bytes; else 3). */
   channels?: 1 | 3
   /** Worker threads (default: all cores). */
   threads?: number
-  /** Keep the pages' pixels in the results. */
+  /** Keep the pages' pixels in the results (default false). */
   keepPages?: boolean
+  /** Called after each text with the counts so far (default: none). */
   onProgress?: (p: BatchProgress) => void
+  /** Stops the batch between pages; the call rejects with a `VtcError` of code `ABORT_ERR` (default: none). */
   signal?: AbortSignal
 }
 

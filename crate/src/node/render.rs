@@ -1,7 +1,7 @@
 //! JS bindings of the renderer: `NativeRenderer` with async `render`, `layout` and `renderBatch`.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use napi::bindgen_prelude::{AbortSignal, AsyncTask, Buffer};
@@ -35,7 +35,13 @@ pub struct RenderOptions {
     pub png: Option<bool>,
     /// `none` | `fast` (default) | `balanced` | `best`.
     pub png_compression: Option<String>,
+    /// `render` only: the most pages it returns (default 1000); a longer text is an error once the limit is
+    /// passed, since every page is held in memory (`stream` has no limit).
+    pub max_pages: Option<u32>,
 }
+
+/// `render`'s default page limit (`maxPages`): 1,000 RGB pages of the `vtc-r1` preset are 1.5 GB of pixels.
+pub const DEFAULT_MAX_PAGES: u32 = 1000;
 
 #[napi(object)]
 pub struct NativePage {
@@ -121,12 +127,22 @@ impl NativeRenderer {
     /// Renders one text into pages (off the JS thread).
     #[napi(ts_return_type = "Promise<NativeRenderResult>")]
     pub fn render(&self, text: String, options: Option<RenderOptions>, signal: Option<AbortSignal>) -> napi::Result<AsyncTask<RenderTask>> {
-        let o = options.unwrap_or(RenderOptions { channels: None, png: None, png_compression: None });
+        let o = options.unwrap_or(RenderOptions { channels: None, png: None, png_compression: None, max_pages: None });
         let png = match o.png.unwrap_or(false) {
             true => Some(guarded(|| PngCompression::parse(o.png_compression.as_deref().unwrap_or("fast")))?),
             false => None,
         };
-        let task = RenderTask { renderer: self.inner.clone(), text, channels: channels(o.channels)?, png };
+        let max_pages = match o.max_pages.unwrap_or(DEFAULT_MAX_PAGES) {
+            0 => return guarded(|| Err(Error::invalid("maxPages", "must be at least 1"))),
+            n => n as usize,
+        };
+        // The signal cancels a task that has not started; one that runs stops between pages through `cancel`.
+        let cancel = Arc::new(AtomicBool::new(false));
+        if let Some(s) = &signal {
+            let flag = cancel.clone();
+            s.on_abort(move || flag.store(true, Ordering::Relaxed));
+        }
+        let task = RenderTask { renderer: self.inner.clone(), text, channels: channels(o.channels)?, png, max_pages, cancel };
         Ok(AsyncTask::with_optional_signal(task, signal))
     }
 
@@ -134,7 +150,7 @@ impl NativeRenderer {
     /// reader, so memory stays bounded for any text length.
     #[napi]
     pub fn stream(&self, text: String, options: Option<RenderOptions>) -> napi::Result<PageStream> {
-        let o = options.unwrap_or(RenderOptions { channels: None, png: None, png_compression: None });
+        let o = options.unwrap_or(RenderOptions { channels: None, png: None, png_compression: None, max_pages: None });
         let png = match o.png.unwrap_or(false) {
             true => Some(guarded(|| PngCompression::parse(o.png_compression.as_deref().unwrap_or("fast")))?),
             false => None,
@@ -204,7 +220,7 @@ impl NativeRenderer {
         let cancel = Arc::new(AtomicBool::new(false));
         if let Some(s) = &signal {
             let flag = cancel.clone();
-            s.on_abort(move || flag.store(true, std::sync::atomic::Ordering::Relaxed));
+            s.on_abort(move || flag.store(true, Ordering::Relaxed));
         }
         let items = items.into_iter().map(|i| (i.id, i.text)).collect();
         let task = BatchTask { renderer: self.inner.clone(), items, opts, on_progress, cancel };
@@ -235,6 +251,8 @@ pub struct RenderTask {
     text: String,
     channels: Channels,
     png: Option<PngCompression>,
+    max_pages: usize,
+    cancel: Arc<AtomicBool>,
 }
 
 impl Task for RenderTask {
@@ -243,15 +261,28 @@ impl Task for RenderTask {
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
         guarded(|| {
-            let (pages, stats) = self.renderer.render(&self.text, self.channels);
-            let pages = pages
-                .into_iter()
-                .map(|p| {
-                    let png = self.png.map(|level| encode_png(&p, level)).transpose()?;
-                    Ok((p, png))
-                })
-                .collect::<crate::Result<Vec<_>>>()?;
-            Ok((pages, stats))
+            let mut it = self.renderer.pages(&self.text, self.channels);
+            let mut pages = Vec::new();
+            for p in it.by_ref() {
+                if self.cancel.load(Ordering::Relaxed) {
+                    return Err(Error::Cancelled);
+                }
+                if pages.len() == self.max_pages {
+                    let mb = (p.data.len() * (self.max_pages + 1)) as f64 / 1e6;
+                    return Err(Error::invalid(
+                        "maxPages",
+                        format!(
+                            "the text renders to more than {} pages, {mb:.0} MB of pixels and growing; raise maxPages, or take the \
+                             pages one at a time with renderer.pages(text) or write them with renderBatch({{ outDir }}), \
+                             which hold at most two pages",
+                            self.max_pages
+                        ),
+                    ));
+                }
+                let png = self.png.map(|level| encode_png(&p, level)).transpose()?;
+                pages.push((p, png));
+            }
+            Ok((pages, it.stats()))
         })
     }
 
