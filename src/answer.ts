@@ -18,7 +18,7 @@ const ANSWER_IS = /\b(?:final\s+answer|answer)\s*(?:is|:)\s*:?/gi
 export interface ExtractOptions {
   /**
    * Only a final answer counts (`<answer>` or `\boxed`): no "the answer is" / last-number fallbacks, which
-   * the protocol applies and which can pick a number out of a truncated chain of thought. Default false.
+   * the protocol applies and which can pick a number out of a truncated chain of thought (default false).
    */
   requireFinal?: boolean
 }

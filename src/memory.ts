@@ -41,34 +41,46 @@ export interface OpticalMemoryOptions {
    * round gets what is left, at most `roundTokens`; a run that spends it without an answer ends as `length`.
    */
   maxTokens?: number
-  /** Default: the VTC-R1 system prompt, verbatim. An empty string sends no system message. */
+  /** The system message; an empty string sends none (default: `SYSTEM_PROMPT`, VTC-R1's, verbatim). */
   systemPrompt?: string
-  /** Default `question-first`. */
+  /** Where the pages go in the user turn (default `question-first`, as VTC-R1's `inference.py`). */
   imageOrder?: ImageOrder
   /** How pages are rendered: a loaded `Renderer`, or options for one (default: the `vtc-r1` training preset). */
   render?: Renderer | RendererOptions
-  /** Sampling (defaults: the paper's temperature 0.6, top-p 0.95). */
+  /** Sampling temperature of every round; 0 = greedy (default 0.6, the paper's). */
   temperature?: number
+  /** Nucleus sampling mass of every round (default 0.95, the paper's). */
   topP?: number
+  /** Keep only the k most likely tokens (default: the backend's, see `GenerateRequest.topK`). */
   topK?: number
+  /** Seed of every round's sampler (default: the backend's, see `GenerateRequest.seed`). */
   seed?: number
+  /** Stop strings of every round (default: none). */
   stop?: string[]
   /**
    * Generate every round's full budget, past end-of-turn (benchmarks: a fixed token schedule, so the loop and
-   * the baseline do the same generation work). The backend must support it (`GenerateRequest.ignoreEos`).
+   * the baseline do the same generation work). The backend must support it (`GenerateRequest.ignoreEos`)
+   * (default false).
    */
   ignoreEos?: boolean
   /**
    * How vision tokens are estimated when the backend does not report them, and for the context-length check:
-   * the model family (default `qwen3-vl`) and pixel limits (default `imageMaxPixels` 262144, as VTC-R1 trains).
+   * the model family and pixel limits (default: Qwen3-VL, and `imageMaxPixels` 262144 as VTC-R1 trains unless
+   * `maxPixels` or `imageMaxPixels` is given).
    */
-  vision?: { model?: VisionModel } & PixelLimits
+  vision?: {
+    /** The family whose image processor counts the tokens (default `qwen3-vl`). */
+    model?: VisionModel
+  } & PixelLimits
 }
 
 export interface SolveOptions {
-  /** Aborting ends the run; `solve` then rejects with a `MemoryError` (code `ABORT_ERR`) holding the partial result. */
+  /**
+   * Aborting ends the run; `solve` then rejects with a `MemoryError` (code `ABORT_ERR`) holding the partial result
+   * (default: none).
+   */
   signal?: AbortSignal
-  /** Called with every event, in order (the same events `stream()` yields). */
+  /** Called with every event, in order (the same events `stream()` yields) (default: none). */
   onEvent?: (event: MemoryEvent) => void
   /** `vtc` (default): the optical-memory loop; `baseline`: one long round without images. */
   mode?: MemoryMode

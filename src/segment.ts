@@ -25,7 +25,7 @@ export interface SegmentOptions {
    * become a segment of its own.
    */
   minFill?: number
-  /** Default: the Qwen3 tokenizer. */
+  /** What counts the tokens: each token's end offset in the text (default: the Qwen3 tokenizer). */
   tokenizer?: SegmentTokenizer
 }
 

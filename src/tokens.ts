@@ -7,13 +7,20 @@
 import { VtcError } from './errors.js'
 
 export interface PixelLimits {
-  /** `size.shortest_edge` of preprocessor_config.json (default: the family's, Qwen3-VL 65536, GLM-4.1V 12544). */
+  /**
+   * `size.shortest_edge` of preprocessor_config.json: smaller images are scaled up (default: the family's,
+   * Qwen3-VL 65536, GLM-4.1V 12544; `smartResize`, which has no family: 65536).
+   */
   minPixels?: number
-  /** `size.longest_edge` (default: the family's, Qwen3-VL 16777216, GLM-4.1V 47040000). */
+  /**
+   * `size.longest_edge`: larger images are scaled down (default: the family's, Qwen3-VL 16777216, GLM-4.1V
+   * 47040000; `smartResize`: 16777216).
+   */
   maxPixels?: number
   /**
    * LLaMA-Factory's `image_max_pixels`: the image is first shrunk to at most this many pixels (⌊w·s⌋ × ⌊h·s⌋,
-   * s = √(max / (w·h))), then the processor runs. VTC-R1 trains with 262144.
+   * s = √(max / (w·h))), then the processor runs. VTC-R1 trains with 262144 (default: none, the processor sees
+   * the image as given; `smartResize` ignores it).
    */
   imageMaxPixels?: number
 }

@@ -41,16 +41,21 @@ export type NativeEngine = Pick<core.NativeEngine, 'name' | 'modelType' | 'conte
 export type Quantization = 'q8_0' | 'q6k' | 'q5k' | 'q4k' | 'q4_0'
 
 export interface LoadModelOptions {
+  /** Where the model runs: `cpu`, or `cuda` (the first GPU; needs a build with the `cuda` feature) (default `cpu`). */
   device?: 'cpu' | 'cuda'
-  /** Type of every tensor that is not quantized (default f32). */
+  /** Type of every tensor that is not quantized (default `f32`). */
   dtype?: 'f32' | 'bf16' | 'f16'
   /**
    * Quantize the text decoder's linear weights and the output head at load time (llama.cpp's block formats, run
    * by candle's quantized kernels); embeddings, norms and the vision tower stay in `dtype`. The result is cached
-   * (see `quantCacheDir`), so a second load of the same files reads it instead of quantizing again.
+   * (see `quantCacheDir`), so a second load of the same files reads it instead of quantizing again (default:
+   * none, every weight in `dtype`).
    */
   quantize?: Quantization
-  /** Directory of the quantized-weight cache (default: `vtc-r1/quantized` in the OS cache directory). */
+  /**
+   * Directory of the quantized-weight cache (default: `vtc-r1/quantized` in the OS cache directory:
+   * `$XDG_CACHE_HOME` or `~/.cache` on Linux, `~/Library/Caches` on macOS, `%LOCALAPPDATA%` on Windows).
+   */
   quantCacheDir?: string
   /**
    * Type the KV cache keeps keys and values in (default: `dtype`). `bf16` or `f16` halve the memory of a long
@@ -78,30 +83,34 @@ export interface LoadModelOptions {
    * Pixel budget per image: the image processor's `max_pixels` (`size.longest_edge` of `preprocessor_config.json`),
    * which an image larger than it is resized under. GLM-4.1V's processor counts the two temporal frames of a still
    * image, so for it the budget per image is half this number. See the README's "Supported models" section for what VTC-R1
-   * checkpoints use.
+   * checkpoints use (default: `preprocessor_config.json`'s, else the family's: Qwen3-VL 16777216, GLM-4.1V 47040000).
    */
   maxPixels?: number
-  /** Smallest pixel count per image (`size.shortest_edge`); smaller images are scaled up. */
+  /**
+   * Smallest pixel count per image (`size.shortest_edge`); smaller images are scaled up (default:
+   * `preprocessor_config.json`'s, else the family's: Qwen3-VL 65536, GLM-4.1V 12544).
+   */
   minPixels?: number
   /**
    * Downscale each image to at most this many pixels before the processor sees it, exactly as LLaMA-Factory's
    * `image_max_pixels` does in training. VTC-R1 checkpoints were trained with 262144: a full page is then 330
    * vision tokens for GLM-4.1V / Glyph and 247 for Qwen3-VL, as in training (the processor defaults give 630 and
-   * 468). Off by default.
+   * 468) (default: none, the processor sees each image as given).
    */
   imageMaxPixels?: number
   /**
    * The context window (prompt + completion tokens), at most the model's `max_position_embeddings`: the engine
    * holds every request to it, and the optical-memory loop and the server's vtc mode check their budgets against
-   * it. Default: the model's.
+   * it (default: the model's `max_position_embeddings`).
    */
   contextLength?: number
   /**
    * For a model given by Hugging Face id: the revision (default `main`), the cache, the endpoint, the token,
    * offline mode and download progress. Defaults come from the environment as for huggingface_hub (`HF_HUB_CACHE`,
-   * `HF_HOME`, `HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_OFFLINE`).
+   * `HF_HOME`, `HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_OFFLINE`) (default: each `HubOptions` default).
    */
   hub?: Omit<HubOptions, 'signal'>
+  /** Aborting stops a download or the load, which then rejects with code `ABORT_ERR` (default: none). */
   signal?: AbortSignal
 }
 

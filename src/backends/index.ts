@@ -19,5 +19,5 @@ export {
   type TokenLogprob,
   type Usage,
 } from './types.js'
-export { OpenAIBackend, type OpenAIBackendOptions } from './openai.js'
+export { OpenAIBackend, type ModelsOptions, type OpenAIBackendOptions } from './openai.js'
 export { EmbeddedBackend, loadModel, type LoadModelOptions, type Quantization } from './embedded.js'

@@ -21,26 +21,27 @@ import {
 
 export interface OpenAIBackendOptions {
   /**
-   * The server's API root: `http://host:8000/v1` (a bare `http://host:8000` gets `/v1` appended).
-   * Default: `$OPENAI_BASE_URL`.
+   * The server's API root: `http://host:8000/v1` (a bare `http://host:8000` gets `/v1` appended)
+   * (default `$OPENAI_BASE_URL`; without either the constructor throws).
    */
   baseUrl?: string
   /**
-   * The `model` id to request. Default: the one model the server lists at `GET /models`, asked on the first
-   * request or by `resolveModel()` (vtc-r1 serve's `<name>:vtc` beside `<name>` does not count).
+   * The `model` id to request (default: the one model the server lists at `GET /models`, asked on the first
+   * request or by `resolveModel()`; vtc-r1 serve's `<name>:vtc` beside `<name>` does not count).
    */
   model?: string
-  /** Sent as `Authorization: Bearer …`. Default: `$OPENAI_API_KEY`. */
+  /** Sent as `Authorization: Bearer …` (default `$OPENAI_API_KEY`, else none). */
   apiKey?: string
+  /** Extra HTTP headers of every request; they override the defaults, `authorization` included (default: none). */
   headers?: Record<string, string>
   /**
-   * The model's context window, if known (the loop checks its budgets against it). Default: what the server
-   * lists for the model (vLLM's `max_model_len`) once the model was taken from its list.
+   * The model's context window, if known (the loop checks its budgets against it) (default: what the server
+   * lists for the model, vLLM's `max_model_len`, once the model was taken from its list; else unknown).
    */
   contextLength?: number
   /** Name reported by `backend.name` (default: `model`). */
   name?: string
-  /** Extra fields merged into every request body (for example vLLM's `repetition_penalty`). */
+  /** Extra fields merged into every request body (for example vLLM's `repetition_penalty`) (default: none). */
   extraBody?: Record<string, unknown>
   /**
    * Servers with a reasoning parser stream the thinking as `reasoning_content` and strip the tags. With this
@@ -48,6 +49,14 @@ export interface OpenAIBackendOptions {
    * model's raw output (which the loop's completion check and rendering expect).
    */
   mergeReasoning?: boolean
+}
+
+/** Options of `OpenAIBackend.listModels` and `OpenAIBackend.models`. */
+export interface ModelsOptions {
+  /** Sent as `Authorization: Bearer …` (default: none; unlike the constructor, `$OPENAI_API_KEY` is not read). */
+  apiKey?: string
+  /** Aborting cancels the request, which then rejects with code `ABORT_ERR` (default: none). */
+  signal?: AbortSignal
 }
 
 /** `http://h:p` → `http://h:p/v1`; `http://h:p/v1/` → `http://h:p/v1`. */
@@ -131,12 +140,12 @@ export class OpenAIBackend implements ChatModel {
   }
 
   /** The model ids a server lists at `GET /models`. */
-  static async listModels(baseUrl: string, options: { apiKey?: string; signal?: AbortSignal } = {}): Promise<string[]> {
+  static async listModels(baseUrl: string, options: ModelsOptions = {}): Promise<string[]> {
     return (await OpenAIBackend.models(baseUrl, options)).map((m) => m.id)
   }
 
   /** The models a server lists at `GET /models`, with their context length where it says (vLLM: `max_model_len`). */
-  static async models(baseUrl: string, options: { apiKey?: string; signal?: AbortSignal } = {}): Promise<{ id: string; contextLength?: number }[]> {
+  static async models(baseUrl: string, options: ModelsOptions = {}): Promise<{ id: string; contextLength?: number }[]> {
     const url = `${apiRoot(baseUrl)}/models`
     let res: Response
     try {

@@ -35,35 +35,49 @@ export interface ChatMessage {
 }
 
 export interface GenerateRequest {
+  /** The conversation, in order (required). */
   messages: ChatMessage[]
-  /** Most tokens to generate. */
+  /** Most tokens to generate (required). */
   maxTokens: number
-  /** Sampling temperature; 0 = greedy. Backend default if absent. */
+  /**
+   * Sampling temperature; 0 = greedy (default: the backend's; the embedded engine's is greedy unless the model's
+   * `generation_config.json` sets `do_sample: true`, then its `temperature`, else 1; a server applies its own).
+   */
   temperature?: number
+  /**
+   * Nucleus sampling: keep the most likely tokens up to this probability mass (default: the backend's; the
+   * embedded engine's is the model's `top_p`, else 1).
+   */
   topP?: number
+  /**
+   * Keep only the k most likely tokens; 0 = all (default: the backend's; the embedded engine's is the model's
+   * `top_k` when it samples, else 50).
+   */
   topK?: number
+  /** Seed of the sampler: the same seed and request give the same tokens (default: the backend's; the embedded engine's is 0). */
   seed?: number
-  /** Stop strings (not included in the output). */
+  /** Stop strings (not included in the output) (default: none). */
   stop?: string[]
   /**
    * Ask for the log-probability of each generated token: `text` events then carry `logprobs`, one entry per
-   * token (an event may have empty text, e.g. for the end-of-turn token or part of a multi-byte character).
+   * token (an event may have empty text, e.g. for the end-of-turn token or part of a multi-byte character)
+   * (default false).
    */
   logprobs?: boolean
-  /** With `logprobs`: also this many most likely alternatives per token (0–20, as OpenAI). */
+  /** With `logprobs`: also this many most likely alternatives per token (0–20, as OpenAI) (default 0). */
   topLogprobs?: number
   /**
    * Cached prompt entries (KV and vision features) are shared only among requests with the same salt, so one
    * tenant's cache hits reveal nothing about another's prompts (vLLM's `cache_salt`). The embedded engine
-   * honours it; OpenAI-compatible servers get `cache_salt`.
+   * honours it; OpenAI-compatible servers get `cache_salt` (default: none, one shared cache).
    */
   cacheSalt?: string
   /**
    * Keep generating past end-of-turn, to exactly `maxTokens` (benchmarks with a fixed token schedule).
-   * The embedded engine honours it; OpenAI-compatible servers get vLLM's / SGLang's `ignore_eos`.
+   * The embedded engine honours it; OpenAI-compatible servers get vLLM's / SGLang's `ignore_eos` (default false).
    */
   ignoreEos?: boolean
-  /** Aborting ends the generation; the iterator then throws a VtcError with code `ABORT_ERR`. */
+  /** Aborting ends the generation; the iterator then throws a VtcError with code `ABORT_ERR` (default: none). */
   signal?: AbortSignal
 }
 

@@ -24,10 +24,11 @@ import { FILES, OutputStore } from './store.js'
 import { CRITERIA, type AnswerSource, type Criterion } from './trace.js'
 
 export interface BuildOptions extends RendererOptions {
-  /** Parquet or JSONL files, or directories of them (read recursively, in path order). */
+  /** Parquet or JSONL files, or directories of them (read recursively, in path order) (required). */
   input: string | string[]
+  /** Where the dataset goes (created; a directory of an earlier run with the same options is resumed) (required). */
   outDir: string
-  /** Only the first N input rows (a later run with a larger limit, or none, continues). */
+  /** Only the first N input rows; a later run with a larger limit, or none, continues (default: all rows). */
   limit?: number
   /** Rendering threads (default: all cores). */
   workers?: number
@@ -37,8 +38,14 @@ export interface BuildOptions extends RendererOptions {
   select?: Criterion[]
   /** What goes inside `<answer>` (default `boxed`). */
   answer?: AnswerSource
+  /** Input columns of OpenR1 fields, e.g. `{ problem: 'question' }` (default: none, OpenR1's own column names). */
   columns?: ColumnMap
+  /** Put the pages before the question, as the evaluation code does (default false: after it, as `inference.py`). */
   imagesFirst?: boolean
+  /**
+   * Start every segment with `<think>\n`, as every round of the loop reopens its thinking; false: only the first
+   * (default true; see `assistantTurns`).
+   */
   thinkEverySegment?: boolean
   /** `image_max_pixels` of training, for the capped vision-token counts and the YAMLs (default 262144). */
   maxPixels?: number
@@ -46,14 +53,22 @@ export interface BuildOptions extends RendererOptions {
   cutoffLen?: number
   /** The dataset's name in dataset_info.json (default `vtc-r1`). */
   datasetName?: string
-  /** Base models written into the training YAMLs. */
-  models?: { qwen3vl?: string; glyph?: string }
+  /** Base models written into the training YAMLs (default: each backbone's below). */
+  models?: {
+    /** Local path or hub id of the Qwen3-VL model (default `Qwen/Qwen3-VL-8B-Instruct`). */
+    qwen3vl?: string
+    /** Local path or hub id of the Glyph model (default `zai-org/Glyph`). */
+    glyph?: string
+  }
+  /** How hard the page PNGs are compressed (default `fast`). */
   pngCompression?: PngCompression
-  /** Write the dataset even when it has no samples (otherwise that is an error naming why). */
+  /** Write the dataset even when it has no samples (default false: that is an error naming why). */
   allowEmpty?: boolean
   /** Rows per batch (default 32); only throughput depends on it. */
   batchRows?: number
+  /** Aborting stops the build with code `ABORT_ERR`; rerunning the same build resumes it (default: none). */
   signal?: AbortSignal
+  /** Called as rows are finished (default: none). */
   onProgress?: (p: BuildProgress) => void
 }
 

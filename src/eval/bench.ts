@@ -67,11 +67,17 @@ export interface Benchmark {
 }
 
 export interface LoadOptions {
-  /** Directory holding `<name>.jsonl` files, used when a known name (not a path) is given. */
+  /**
+   * Directory holding `<name>.jsonl` files, used when a known name (not a path) is given (default: none, a known
+   * name then throws `ERR_VTC_BENCH_DIR`).
+   */
   dir?: string
-  /** Format of a file whose name does not say it (`loadBenchmark('./x.jsonl', { format: 'gsm8k' })`). */
+  /**
+   * Format of a file whose name does not say it (`loadBenchmark('./x.jsonl', { format: 'gsm8k' })`) (default: the
+   * format the file name says, else the one its rows look like).
+   */
   format?: BenchmarkName
-  /** Throw a BenchmarkFormatError when any row had to be skipped. */
+  /** Throw a BenchmarkFormatError when any row had to be skipped (default false: skipped rows are in `issues`). */
   strict?: boolean
 }
 

@@ -17,13 +17,19 @@ import { normalizeAnswer } from './normalize.js'
 export type AnswerKind = 'math' | 'choice'
 
 export interface GradeOptions {
-  /** 'choice': the gold is a letter and the prediction is read as a letter. Default: detected from the gold. */
+  /**
+   * 'choice': the gold is a letter and the prediction is read as a letter; 'math': compared as math (default:
+   * 'choice' when the gold is a letter A–E, alone or in parentheses, else 'math').
+   */
   kind?: AnswerKind
-  /** Option texts by letter (GPQA), so a prediction that repeats an option's text counts as that letter. */
+  /**
+   * Option texts by letter (GPQA), so a prediction that repeats an option's text counts as that letter (default:
+   * none, only letters count).
+   */
   choices?: Record<string, string>
-  /** Time budget of one comparison in ms (CAS steps stop at the first step past it). Default 1000. */
+  /** Time budget of one comparison in ms (CAS steps stop at the first step past it) (default 1000). */
   timeBudgetMs?: number
-  /** gradeResponse only: no "answer is" / last-number fallbacks (see ExtractOptions). Default false. */
+  /** gradeResponse only: no "answer is" / last-number fallbacks (see ExtractOptions) (default false). */
   requireFinal?: boolean
 }
 

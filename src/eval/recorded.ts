@@ -28,10 +28,11 @@ const ID_COLUMNS = ['id', 'unique_id']
 const VERDICT_COLUMNS = ['correct', 'is_correct']
 
 export interface RecordedOptions {
-  /** The .parquet or .jsonl file of outputs. */
+  /** The .parquet or .jsonl file of outputs (required). */
   path: string
-  /** The benchmark the outputs answer (their gold answers come from it). */
+  /** The benchmark the outputs answer (their gold answers come from it) (required). */
   bench: Benchmark
+  /** Where results.jsonl and the reports go (created; rows already there are skipped) (required). */
   outDir: string
   /** The mode the outputs were produced in (default `baseline`: plain long chain-of-thought outputs). */
   mode?: RunMode

@@ -88,7 +88,15 @@ export interface EvalReport {
 
 const MODES: RunMode[] = ['vtc', 'baseline']
 
-export function summarize(rows: ResultRow[], opts: { meta?: Record<string, unknown>; now?: Date } = {}): EvalReport {
+export function summarize(
+  rows: ResultRow[],
+  opts: {
+    /** Run information the report carries as `meta` (default: none). */
+    meta?: Record<string, unknown>
+    /** The report's `generatedAt` (default: now). */
+    now?: Date
+  } = {},
+): EvalReport {
   rows.forEach(checkRow)
   const benches = [...new Set(rows.map((r) => r.bench))].sort()
   const agreement = agreementOf(rows)
@@ -244,7 +252,13 @@ const mdTable = (head: string[], rows: string[][]) =>
  * A markdown table per benchmark with both modes side by side and the vtc/baseline ratios; where the answers
  * came from; the agreement with recorded verdicts and its disagreements (`disagreements: false`: only their count).
  */
-export function reportMarkdown(report: EvalReport, opts: { disagreements?: boolean } = {}): string {
+export function reportMarkdown(
+  report: EvalReport,
+  opts: {
+    /** List the disagreements with the recorded verdicts; false: only their count (default true). */
+    disagreements?: boolean
+  } = {},
+): string {
   const [head, lines] = summaryTable(report, 'acc ratio')
   const failed = failures(report)
   const answers = answerRows(report)
@@ -332,7 +346,13 @@ function htmlTable(head: string[], rows: string[][]): string {
 }
 
 /** A self-contained HTML page: summary table and accuracy / output tokens / latency charts. */
-export function reportHtml(report: EvalReport, opts: { title?: string } = {}): string {
+export function reportHtml(
+  report: EvalReport,
+  opts: {
+    /** The page's title and heading (default `vtc-r1 evaluation`). */
+    title?: string
+  } = {},
+): string {
   const title = opts.title ?? 'vtc-r1 evaluation'
   const failed = failures(report)
   const [head, rows] = summaryTable(report, 'vision tokens vtc')

@@ -22,30 +22,37 @@ import type { EvalReport, RunMode } from './report.js'
 import { latestRows, ResultsFile, rowKey, writeReports, type EvalRow } from './results.js'
 
 export interface EvalOptions {
+  /** The model every sample runs on (required). */
   backend: ChatModel
+  /** The benchmarks to run, from `loadBenchmark` (required). */
   benches: Benchmark[]
-  /** Output directory (created; a directory of an earlier run with the same options is resumed). */
+  /** Output directory (created; a directory of an earlier run with the same options is resumed) (required). */
   outDir: string
-  /** Default both, vtc first. */
+  /** `vtc` (the optical-memory loop) and/or `baseline` (one long round) (default: both, vtc first). */
   modes?: RunMode[]
   /** Samples per question (default: the protocol's, per benchmark: AIME25 and AMC23 16, others 1). */
   samples?: number
-  /** Only the first N questions of each benchmark. */
+  /** Only the first N questions of each benchmark (default: all). */
   limit?: number
   /** Samples run at once (default 1: the embedded engine runs one request at a time anyway). */
   concurrency?: number
-  /** Options of the loop. With `seed`, sample k uses seed + k (samples differ, and a rerun repeats them). */
+  /**
+   * Options of the loop. With `seed`, sample k uses seed + k (samples differ, and a rerun repeats them)
+   * (default: the loop's defaults, see `OpticalMemoryOptions`).
+   */
   memory?: OpticalMemoryOptions
-  /** Redo the samples recorded as failed. */
+  /** Redo the samples recorded as failed (default false: a resumed run skips them). */
   retryFailed?: boolean
   /** What identifies the backend in run.json (default `{ model: backend.name }`). */
   backendInfo?: Record<string, unknown>
   /**
    * The embedded model's directory: a fingerprint of its weights, config, tokenizer and chat template goes into
-   * run.json, so a resume with another model of the same name is refused.
+   * run.json, so a resume with another model of the same name is refused (default: none, no fingerprint).
    */
   modelDir?: string
+  /** Aborting stops the run; finished samples stay recorded and the outcome's status is `aborted` (default: none). */
   signal?: AbortSignal
+  /** Called once before the first sample (the totals), then after each sample (default: none). */
   onProgress?: (p: EvalProgress) => void
 }
 

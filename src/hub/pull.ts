@@ -26,8 +26,9 @@ export interface HubOptions {
   token?: string
   /** Use the cache only, never the network (default: `$HF_HUB_OFFLINE` is 1). */
   offline?: boolean
-  /** Called as files are found in the cache or downloaded. */
+  /** Called as files are found in the cache or downloaded (default: none). */
   onProgress?: (progress: PullProgress) => void
+  /** Aborting stops the downloads, which then reject with code `ABORT_ERR` (default: none). */
   signal?: AbortSignal
 }
 

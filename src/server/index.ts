@@ -52,7 +52,7 @@ export interface ServerOptions {
   /**
    * Image parts may name local files (paths or `file://` URLs) inside this directory, like vLLM's
    * `--allowed-local-media-path`: relative names resolve there, links are followed and must stay inside, only
-   * regular files are read. Default: none, images come as data URLs only.
+   * regular files are read (default: none, images come as data URLs only).
    */
   allowedMediaDir?: string
   /** Most image parts in one request (default 64: eight VTC-R1 rounds of pages). More → 400. */
@@ -67,21 +67,21 @@ export interface ServerOptions {
   bodyTimeoutMs?: number
   /**
    * API keys: every route but `/health` then needs `Authorization: Bearer KEY` (401 without). Cached prompts are
-   * shared only among the requests of one key. Default: none, no authentication.
+   * shared only among the requests of one key (default: none, no authentication).
    */
   apiKeys?: string[]
-  /** Origins whose web pages may call the server (CORS; `'*'`: any). Default: none, a request with an `Origin` → 403. */
+  /** Origins whose web pages may call the server (CORS; `'*'`: any) (default: none, a request with an `Origin` → 403). */
   allowedOrigins?: string[]
   /** `max_tokens` when a request gives none (default 8192, the VTC-R1 round budget). */
   defaultMaxTokens?: number
   /**
-   * The optical-memory mode (`<name>:vtc`): options of the loop, or false to turn it off. Default: on, paper
-   * defaults. Its `maxRounds` and `roundTokens` (default 8 and 8192) are the most a request may ask for.
+   * The optical-memory mode (`<name>:vtc`): options of the loop, or false to turn it off (default: on, with the
+   * loop's defaults). Its `maxRounds` and `roundTokens` (default 8 and 8192) are the most a request may ask for.
    */
   vtc?: OpticalMemoryOptions | false
-  /** The model id `/v1/models` lists and requests must use (or omit); default: the model's name. */
+  /** The model id `/v1/models` lists and requests must use (or omit) (default: the model's name). */
   servedModelName?: string
-  /** Called with one line per request (method, path, status, duration). */
+  /** Called with one line per request (method, path, status, duration) (default: none, nothing is logged). */
   log?: (line: string) => void
   /**
    * Chat requests admitted at once, running or queued at the model (default 64). The embedded engine decodes up
