@@ -229,7 +229,13 @@ export class Renderer {
   }
 
   /** Lines per page, in the schema of the reference `layout.jsonl` (no raster). */
-  async layout(text: string, options: { signal?: AbortSignal } = {}): Promise<string[][]> {
+  async layout(
+    text: string,
+    options: {
+      /** Stops the layout before it starts; the call rejects with a `VtcError` of code `ABORT_ERR` (default: none). */
+      signal?: AbortSignal
+    } = {},
+  ): Promise<string[][]> {
     checkText(text)
     return native(() => {
       options.signal?.throwIfAborted()
@@ -365,6 +371,12 @@ export async function renderBatch(
 }
 
 /** Lines per page in the reference `layout.jsonl` schema. */
-export async function layoutText(text: string, options: RendererOptions & { signal?: AbortSignal } = {}): Promise<string[][]> {
+export async function layoutText(
+  text: string,
+  options: RendererOptions & {
+    /** Stops the layout before it starts; the call rejects with a `VtcError` of code `ABORT_ERR` (default: none). */
+    signal?: AbortSignal
+  } = {},
+): Promise<string[][]> {
   return (await rendererFor(options)).layout(text, options)
 }
