@@ -118,7 +118,7 @@ test('messages a chat template refuses, or that run it out of fuel, are 400s; a 
   t.regex(opener.error.message, /raise_exception: Conversations must start with a user message/)
   const fuel = await refusedThenNormal(t, url, post(url, ask('x'.repeat(10_000))))
   t.is(fuel.status, 400)
-  t.regex(fuel.error.message, /the template ran more than 50000000 steps/)
+  t.regex(fuel.error.message, /the template ran out of its budget of \d+ steps/)
 
   const broken = await serveE2E(t, {}, withTemplate('{% for message in messages %}{{ message }}{% endfor %'))
   const res = await post(broken, ask('Hi'))

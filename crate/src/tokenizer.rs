@@ -162,12 +162,14 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         // A model directory's template is code from elsewhere: bound its work, depth and output so a
         // runaway one fails with this error instead of hanging the engine or exhausting its stack.
-        env.set_fuel(Some(TEMPLATE_FUEL));
+        let messages = serde_json::to_value(messages).map_err(|e| Error::Internal(e.to_string()))?;
+        let messages_len = messages.to_string().len();
+        let fuel = TEMPLATE_FUEL_BASE + messages_len as u64 / TEMPLATE_MESSAGE_BYTES_PER_FUEL;
+        env.set_fuel(Some(fuel));
         env.set_recursion_limit(TEMPLATE_RECURSION);
         let tmpl = env.template_from_str(&self.template).map_err(err)?;
         let mut ctx = serde_json::Map::new();
-        let messages = serde_json::to_value(messages).map_err(|e| Error::Internal(e.to_string()))?;
-        let max_output = 2 * messages.to_string().len() + TEMPLATE_OUTPUT_SLACK;
+        let max_output = 2 * messages_len + TEMPLATE_OUTPUT_SLACK;
         ctx.insert("messages".into(), messages);
         ctx.insert("add_generation_prompt".into(), Value::Bool(add_generation_prompt));
         for (k, v) in extra {
@@ -183,15 +185,22 @@ impl ChatTemplate {
             }),
             Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(Error::ChatTemplate {
                 source_name: self.source.clone(),
-                message: format!("the template ran more than {TEMPLATE_FUEL} steps"),
+                message: format!(
+                    "the template ran out of its budget of {fuel} steps (every 64 bytes of text or list it builds count as a step)"
+                ),
             }),
             Err(e) => Err(err(e)),
         }
     }
 }
 
-/// Template instructions one rendering may run: real chat templates need a few thousand per message.
-const TEMPLATE_FUEL: u64 = 50_000_000;
+/// A rendering's budget in minijinja's fuel: one per instruction, and one per 64 bytes of strings, list
+/// slots and output the template makes. So it bounds memory too (a string doubled in a loop is refused
+/// once it outgrows what is left), at about 64 bytes a unit: 256 MB, plus 16 bytes per byte of messages
+/// for templates whose work grows with the conversation. Real chat templates need a few thousand steps per
+/// message and a few passes over its text.
+const TEMPLATE_FUEL_BASE: u64 = 4_000_000;
+const TEMPLATE_MESSAGE_BYTES_PER_FUEL: u64 = 4;
 /// Nested calls (macros, includes) a template may make.
 const TEMPLATE_RECURSION: usize = 64;
 /// Output a template may write beyond twice its messages' JSON (turn markers, system preambles, tools).
@@ -241,12 +250,18 @@ fn tojson(value: JValue, kwargs: minijinja::value::Kwargs) -> std::result::Resul
     let indent: Option<usize> = kwargs.get("indent")?;
     let _: Option<bool> = kwargs.get("sort_keys")?;
     kwargs.assert_all_used()?;
+    // The indent is repeated before minijinja's budget sees the result: a huge one must not allocate.
+    if let Some(n) = indent.filter(|&n| n > TOJSON_MAX_INDENT) {
+        return Err(minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: indent {n} is more than {TOJSON_MAX_INDENT}")));
+    }
     let json = serde_json::to_value(&value)
         .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
     let mut out = String::new();
     python_json(&json, indent, 0, &mut out);
     Ok(JValue::from_safe_string(out))
 }
+
+const TOJSON_MAX_INDENT: usize = 64;
 
 fn python_json(v: &Value, indent: Option<usize>, level: usize, out: &mut String) {
     let newline = |out: &mut String, level: usize| {
@@ -762,7 +777,48 @@ mod tests {
         let err = run("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}");
         assert!(err.contains("recursion"), "{err}");
         let err = run("{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}");
-        assert!(err.contains("wrote more than"), "{err}");
+        assert!(err.contains("wrote more than") || err.contains("budget"), "{err}");
+    }
+
+    /// The budget leaves room for real templates on long conversations: both families' templates render
+    /// 2,001 turns of 4 KB with reasoning and one 8 MB message (far past any context) within it.
+    #[test]
+    fn real_templates_fit_their_budget_on_long_conversations() {
+        let turn = "Let me think. </think> The sum is $\\frac{a}{b}$, so x = 42. ".repeat(64);
+        let long: Vec<Message> = (0..2001).map(|i| Message::text(if i % 2 == 0 { "user" } else { "assistant" }, &turn)).collect();
+        let huge = vec![Message::text("user", &"many words here ".repeat(500_000))];
+        for family in ["qwen3vl", "glm4v"] {
+            let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/golden")).join(family).join("e2e");
+            let t = ChatTemplate::from_dir(&dir).unwrap().unwrap();
+            for msgs in [&long, &huge] {
+                let out = t.render(msgs, true, &Default::default()).unwrap_or_else(|e| panic!("{family}: {e}"));
+                // the last turn is the user's, written as it is
+                assert!(out.contains(msgs.last().unwrap().texts().next().unwrap()), "{family}");
+            }
+        }
+    }
+
+    /// Templates that build ever larger values (the fuzzer's `crate/fuzz/known` string and tojson inputs):
+    /// each fails with the budget error instead of growing until the process is killed. 60 doublings of
+    /// 8 bytes would be 9 EB; the budget stops them near 256 MB. (A list doubled 33 times or more is not
+    /// covered: minijinja 3.1 copies it out without charging fuel, see fuzz/README.md.)
+    #[test]
+    fn templates_that_grow_values_without_end_fail_with_a_clear_error() {
+        let msgs = vec![Message::text("user", "hi")];
+        for (template, want) in [
+            ("{% set ns = namespace(s='xxxxxxxx') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}", "budget"),
+            ("{% set ns = namespace(s='xxxxxxxx') %}{% for i in range(60) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s|length }}", "budget"),
+            ("{% set ns = namespace(s='xxxxxxxx') %}{% for i in range(60) %}{% set ns.s = ns.s|tojson %}{% endfor %}{{ ns.s|length }}", "budget"),
+            ("{% set ns = namespace(l=[1,2,3,4]) %}{% for i in range(32) %}{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l|list|length }}", "budget"),
+            ("{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s * 2 %}{% endfor %}{{ ns.s|length }}", "budget"),
+            ("{{ messages|tojson(indent=1000000000000) }}", "indent"),
+        ] {
+            let t = ChatTemplate { source: "/models/evil/chat_template.jinja".into(), template: template.into() };
+            let started = std::time::Instant::now();
+            let err = t.render(&msgs, true, &Default::default()).unwrap_err().to_string();
+            assert!(started.elapsed().as_secs() < 20, "{template}: {err}");
+            assert!(err.contains(want) && err.contains("/models/evil/chat_template.jinja"), "{template}: {err}");
+        }
     }
 
     #[test]
